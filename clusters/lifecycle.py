@@ -1,0 +1,41 @@
+"""Requests that change what a cluster should be; the reconciler acts on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import router, transaction
+
+from clusters.models import (
+    Cluster,
+    ClusterProtectedError,
+    DesiredState,
+    Operation,
+    OperationLog,
+)
+
+
+def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
+    """Validate and save a new cluster that should exist, and queue its creation."""
+    cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
+    cluster.full_clean()
+    using = router.db_for_write(Cluster)
+    with transaction.atomic(using=using):
+        cluster.save(using=using)
+        task = OperationLog.objects.using(using).create(
+            cluster_name=cluster.name, operation=Operation.CREATE
+        )
+    return cluster, task
+
+
+def request_delete(cluster: Cluster) -> OperationLog:
+    """Mark a cluster to be deleted and queue its deletion."""
+    if cluster.is_protected:
+        raise ClusterProtectedError(f"The {cluster.name} cluster cannot be deleted.")
+    using = router.db_for_write(Cluster, instance=cluster)
+    with transaction.atomic(using=using):
+        cluster.desired_state = DesiredState.ABSENT
+        cluster.save(using=using, update_fields=["desired_state", "updated_at"])
+        return OperationLog.objects.using(using).create(
+            cluster_name=cluster.name, operation=Operation.DELETE
+        )

@@ -1,0 +1,111 @@
+"""`manage.py cluster list|show|create|delete`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from clusters import lifecycle
+from clusters.models import Cluster, Provider
+from clusters.serializers import cluster_to_dict
+from clusters.validators import one_line
+
+LIST_COLUMNS = (
+    "name",
+    "provider",
+    "http_port",
+    "https_port",
+    "pf_port",
+    "node_port",
+    "cluster_subnet",
+    "desired_state",
+    "actual_state",
+)
+
+
+class Command(BaseCommand):
+    help = "List, show, create and delete clusters in the inventory."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        listing = actions.add_parser("list", help="List every cluster.")
+        listing.add_argument("--json", action="store_true", help="Print JSON.")
+        show = actions.add_parser("show", help="Show one cluster.")
+        show.add_argument("name")
+        show.add_argument("--json", action="store_true", help="Print JSON.")
+        create = actions.add_parser("create", help="Add a cluster that should exist.")
+        create.add_argument("name")
+        create.add_argument("--provider", choices=Provider.values, default=Provider.K3D)
+        create.add_argument("--http-port", type=int, default=18080)
+        create.add_argument("--https-port", type=int, default=18443)
+        create.add_argument("--pf-port", type=int, default=19000)
+        create.add_argument("--node-port", type=int, default=30080)
+        create.add_argument("--subnet", default="")
+        delete = actions.add_parser("delete", help="Mark a cluster to be deleted.")
+        delete.add_argument("name")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        getattr(self, f"do_{options['action']}")(options)
+
+    def do_list(self, options: dict[str, Any]) -> None:
+        rows = [cluster_to_dict(cluster) for cluster in Cluster.objects.all()]
+        if options["json"]:
+            self.stdout.write(json.dumps(rows, indent=2))
+        elif not rows:
+            self.stdout.write("No clusters.")
+        else:
+            self.stdout.write(format_table(rows))
+
+    def do_show(self, options: dict[str, Any]) -> None:
+        data = cluster_to_dict(get_cluster(options["name"]))
+        if options["json"]:
+            self.stdout.write(json.dumps(data, indent=2))
+            return
+        width = max(len(key) for key in data)
+        for key, value in data.items():
+            self.stdout.write(f"{key:<{width}}  {'' if value is None else value}")
+
+    def do_create(self, options: dict[str, Any]) -> None:
+        try:
+            cluster, _ = lifecycle.request_create(
+                name=options["name"],
+                provider=options["provider"],
+                http_port=options["http_port"],
+                https_port=options["https_port"],
+                pf_port=options["pf_port"],
+                node_port=options["node_port"],
+                subnet=options["subnet"],
+            )
+        except ValidationError as exc:
+            raise CommandError(one_line(exc)) from None
+        self.stdout.write(f"Cluster {cluster.name} added; the reconciler will create it.")
+
+    def do_delete(self, options: dict[str, Any]) -> None:
+        cluster = get_cluster(options["name"])
+        try:
+            lifecycle.request_delete(cluster)
+        except ValidationError as exc:
+            raise CommandError(one_line(exc)) from None
+        self.stdout.write(f"Cluster {cluster.name} marked for deletion.")
+
+
+def get_cluster(name: str) -> Cluster:
+    """Return the named cluster or fail with a message a person can act on."""
+    try:
+        return Cluster.objects.get(name=name)
+    except Cluster.DoesNotExist:
+        raise CommandError(f"No cluster named {name}.") from None
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Return rows as a plain aligned table with a header."""
+    header = [column.upper() for column in LIST_COLUMNS]
+    cells = [[("-" if row[c] is None else str(row[c])) for c in LIST_COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *cells]
+    )

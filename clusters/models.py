@@ -1,0 +1,191 @@
+"""Clusters and the log of every operation run on them."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, ClassVar
+
+from django.core.exceptions import ValidationError
+from django.db import models, router
+from django.db.models import Q
+
+from clusters.validators import port_validators, validate_dns_label, validate_ipv4_cidr
+from kindler.db.models import SyncedModel, SyncedQuerySet
+
+PROTECTED_CLUSTERS = frozenset({"devops"})
+HOST_PORT_FIELDS = ("http_port", "https_port", "pf_port")
+
+
+class ClusterProtectedError(ValidationError):
+    """Raised when someone tries to delete a cluster Kindler itself needs."""
+
+
+class Provider(models.TextChoices):
+    K3D = "k3d", "k3d"
+    KIND = "kind", "kind"
+
+
+class DesiredState(models.TextChoices):
+    PRESENT = "present", "present"
+    ABSENT = "absent", "absent"
+
+
+class ActualState(models.TextChoices):
+    UNKNOWN = "unknown", "unknown"
+    CREATING = "creating", "creating"
+    RUNNING = "running", "running"
+    STOPPED = "stopped", "stopped"
+    FAILED = "failed", "failed"
+    DELETING = "deleting", "deleting"
+    ABSENT = "absent", "absent"
+
+
+class ClusterQuerySet(SyncedQuerySet):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        protected = sorted(self.filter(name__in=PROTECTED_CLUSTERS).values_list("name", flat=True))
+        if protected:
+            raise ClusterProtectedError(
+                f"The {protected[0]} cluster cannot be deleted.", code="protected"
+            )
+        return super().delete()
+
+
+class Cluster(SyncedModel):
+    name = models.CharField(
+        max_length=63,
+        unique=True,
+        validators=[validate_dns_label],
+        error_messages={"unique": "A cluster named %(value)s already exists."},
+    )
+    provider = models.CharField(max_length=8, choices=Provider.choices, default=Provider.K3D)
+    node_port = models.PositiveIntegerField(default=30080, validators=port_validators)
+    pf_port = models.PositiveIntegerField(default=19000, validators=port_validators)
+    http_port = models.PositiveIntegerField(default=18080, validators=port_validators)
+    https_port = models.PositiveIntegerField(default=18443, validators=port_validators)
+    subnet = models.CharField(
+        max_length=43, blank=True, default="", validators=[validate_ipv4_cidr]
+    )
+    server_ip = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True)
+    register_portainer = models.BooleanField(default=True)
+    haproxy_route = models.BooleanField(default=True)
+    register_argocd = models.BooleanField(default=True)
+    desired_state = models.CharField(
+        max_length=16, choices=DesiredState.choices, default=DesiredState.PRESENT
+    )
+    actual_state = models.CharField(
+        max_length=16, choices=ActualState.choices, default=ActualState.UNKNOWN
+    )
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    reconcile_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects: ClassVar[Any] = ClusterQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_protected(self) -> bool:
+        return self.name in PROTECTED_CLUSTERS
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if self.subnet and self.provider != Provider.K3D:
+            errors.setdefault("subnet", []).append(
+                f"A subnet can only be set for k3d clusters; {self.provider} assigns its own."
+            )
+        for field, message in self._host_port_conflicts().items():
+            errors.setdefault(field, []).append(message)
+        if errors:
+            raise ValidationError(errors)
+
+    def _host_port_conflicts(self) -> dict[str, str]:
+        ports = {field: getattr(self, field) for field in HOST_PORT_FIELDS}
+        conflicts: dict[str, str] = {}
+        seen: dict[int, str] = {}
+        for field, port in ports.items():
+            if not isinstance(port, int):
+                continue
+            if port in seen:
+                conflicts[field] = f"Port {port} is already used by this cluster's {seen[port]}."
+            seen.setdefault(port, field)
+        if not seen:
+            return conflicts
+        using = self._state.db or router.db_for_read(Cluster, instance=self)
+        match = Q()
+        for field in HOST_PORT_FIELDS:
+            match |= Q(**{f"{field}__in": list(seen)})
+        others = Cluster.objects.using(using).filter(match).exclude(pk=self.pk)
+        for other in others.only("name", *HOST_PORT_FIELDS):
+            taken = {getattr(other, field) for field in HOST_PORT_FIELDS}
+            for field, port in ports.items():
+                if port in taken and field not in conflicts:
+                    conflicts[field] = f"Port {port} is already used by cluster {other.name}."
+        return conflicts
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        if self.is_protected:
+            raise ClusterProtectedError(
+                f"The {self.name} cluster cannot be deleted.", code="protected"
+            )
+        return super().delete(*args, **kwargs)
+
+    def overlapping_subnet(self) -> Cluster | None:
+        """Return another cluster whose subnet overlaps this one's, if any."""
+        if not self.subnet:
+            return None
+        mine = ipaddress.ip_network(self.subnet, strict=False)
+        using = self._state.db or router.db_for_read(Cluster, instance=self)
+        for other in Cluster.objects.using(using).exclude(subnet="").exclude(pk=self.pk):
+            if mine.overlaps(ipaddress.ip_network(other.subnet, strict=False)):
+                return other
+        return None
+
+
+class Operation(models.TextChoices):
+    CREATE = "create", "create"
+    DELETE = "delete", "delete"
+    START = "start", "start"
+    STOP = "stop", "stop"
+    IMPORT = "import", "import"
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    SUCCESS = "success", "success"
+    FAILED = "failed", "failed"
+    TIMEOUT = "timeout", "timeout"
+
+
+class OperationLog(SyncedModel):
+    # By name, not a foreign key: the history outlives the cluster.
+    cluster_name = models.CharField(max_length=63, db_index=True)
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    status = models.CharField(
+        max_length=16, choices=OperationStatus.choices, default=OperationStatus.PENDING
+    )
+    command = models.TextField(blank=True, default="")
+    log_output = models.TextField(blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    exit_code = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["cluster_name", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.cluster_name} ({self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()

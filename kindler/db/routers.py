@@ -1,0 +1,35 @@
+"""The database router: every model goes to the alias that is healthy now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+
+from kindler.db import ALIASES
+from kindler.db.routing import current_alias
+
+
+class FailoverRouter:
+    """Route reads and writes to PostgreSQL, or to SQLite while it is away."""
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> str:
+        return self._alias_for(hints)
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str:
+        return self._alias_for(hints)
+
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool:
+        return obj1._state.db == obj2._state.db
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool:
+        return db in ALIASES
+
+    @staticmethod
+    def _alias_for(hints: dict[str, Any]) -> str:
+        # An object stays with the database it was loaded from: saving a row
+        # read from PostgreSQL into SQLite (or back) would fork its history.
+        instance = hints.get("instance")
+        if instance is not None and instance._state.db in ALIASES:
+            return str(instance._state.db)
+        return current_alias()

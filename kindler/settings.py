@@ -1,0 +1,166 @@
+"""Kindler's settings, read from the environment and config/secrets.env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+
+from kindler.secret_key import load_or_create
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# Real environment variables win over the file (read_env does not overwrite).
+environ.Env.read_env(BASE_DIR / "config" / "secrets.env")
+
+SQLITE_PATH = Path(env.str("SQLITE_PATH", default=str(BASE_DIR / "data" / "kindler.db")))
+SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or load_or_create(SQLITE_PATH.parent / "secret_key")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "kindler.db",
+    "clusters",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "kindler.db.middleware.DatabaseFailoverMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kindler.urls"
+WSGI_APPLICATION = "kindler.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "kindler.db.context_processors.database",
+            ],
+        },
+    },
+]
+
+# Databases. `default` is a dummy on purpose: Kindler has two real aliases and
+# a router choosing between them, so anything that reaches for `default`
+# (a bare transaction.atomic(), a command without --database) fails loudly
+# instead of silently writing to the wrong place.
+PG_CONNECT_TIMEOUT = env.float("PG_CONNECT_TIMEOUT", default=2.0)
+PG_STATEMENT_TIMEOUT = env.float("PG_STATEMENT_TIMEOUT", default=5.0)
+KINDLER_HEALTH_INTERVAL = env.float("KINDLER_HEALTH_INTERVAL", default=1.0)
+
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": {"ENGINE": "django.db.backends.dummy"},
+    "sqlite": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": SQLITE_PATH,
+        "OPTIONS": {
+            # Several web workers and the reconciler share the file: WAL lets
+            # readers run beside a writer, IMMEDIATE takes the write lock up
+            # front so concurrent transactions wait instead of deadlocking.
+            "timeout": 10,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        "TEST": {"DEPENDENCIES": []},
+    },
+}
+
+if env.str("PG_HOST", default=""):
+    DATABASES["postgres"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": env.str("PG_HOST"),
+        "PORT": env.int("PG_PORT", default=5432),
+        "NAME": env.str("PG_DATABASE", default="kindler"),
+        "USER": env.str("PG_USER", default="kindler"),
+        "PASSWORD": env.str("PG_PASSWORD", default=""),
+        "CONN_MAX_AGE": env.int("PG_CONN_MAX_AGE", default=60),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {
+            "connect_timeout": max(1, round(PG_CONNECT_TIMEOUT)),
+            "sslmode": env.str("PG_SSLMODE", default="prefer"),
+            "application_name": "kindler",
+            "options": f"-c statement_timeout={int(PG_STATEMENT_TIMEOUT * 1000)}",
+        },
+        "TEST": {"DEPENDENCIES": []},
+    }
+
+DATABASE_ROUTERS = ["kindler.db.routers.FailoverRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Signed-cookie sessions need no table, so a login survives a database switch.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_HTTPONLY = True
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "handled_failover": {"()": "kindler.db.middleware.HandledFailoverFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["handled_failover"],
+        },
+    },
+    "loggers": {
+        "kindler": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
+
+# Callables run, in order, when PostgreSQL answers again after an outage and
+# before routing returns to it (state `recovering`); the journal replay plugs
+# in here. One that raises keeps Kindler on SQLite until the next probe.
+KINDLER_RECOVERY_HOOKS: list[str] = []

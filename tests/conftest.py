@@ -1,0 +1,90 @@
+"""Fixtures shared by every test: a PostgreSQL server the tests own."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from kindler.db.health import State, monitor
+from kindler.db.routing import pinned_alias
+from tests.pgserver import PostgresServer
+
+BOTH = ["postgres", "sqlite"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL for the whole run."""
+    server = PostgresServer()
+    server.init()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(pg_server: PostgresServer) -> None:
+    """Point the postgres alias at the throwaway server before databases are made."""
+    settings.DATABASES["postgres"].update(HOST=pg_server.host, PORT=pg_server.port)
+    monitor.reset()
+
+
+@pytest.fixture(autouse=True)
+def _healthy_monitor(request: pytest.FixtureRequest) -> None:
+    """Start every test on PostgreSQL when the test uses it."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and "postgres" in (marker.kwargs.get("databases") or []):
+        request.getfixturevalue("django_db_setup")
+        request.getfixturevalue("pg_server").ensure_running()
+        wait_for_state(State.PRIMARY)
+
+
+@pytest.fixture(params=BOTH)
+def alias(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once on each database, with routing pinned to it."""
+    with pinned_alias(request.param):
+        yield request.param
+
+
+def wait_for_state(state: State, timeout: float = 15.0) -> float:
+    """Probe until the monitor reports state; return how long it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if monitor.check_now().state is state:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"monitor did not reach {state} within {timeout} s")
+
+
+@pytest.fixture
+def pg(pg_server: PostgresServer, transactional_db: None) -> Iterator[PostgresServer]:
+    """The server, for tests that stop, kill or pause it; restored afterwards.
+
+    Depends on transactional_db so it is torn down first: the database flush
+    after the test needs the server running again.
+    """
+    yield pg_server
+    pg_server.ensure_running()
+    wait_for_state(State.PRIMARY)
+
+
+@pytest.fixture
+def kindler_env(pg_server: PostgresServer) -> dict[str, Any]:
+    """Environment for a Kindler subprocess that uses the test databases."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kindler.settings",
+        "PG_HOST": pg_server.host,
+        "PG_PORT": str(pg_server.port),
+        "PG_DATABASE": settings.DATABASES["postgres"]["NAME"],
+        "PG_USER": pg_server.user,
+        "PG_PASSWORD": pg_server.password,
+        "SQLITE_PATH": str(settings.DATABASES["sqlite"]["NAME"]),
+        "PG_CONNECT_TIMEOUT": "1",
+        "KINDLER_HEALTH_INTERVAL": "0.2",
+    }

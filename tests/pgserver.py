@@ -1,0 +1,200 @@
+"""A throwaway PostgreSQL server the tests own, so they can break it."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) were not found. "
+    "Install them with `apt-get install -y postgresql` (Debian/Ubuntu) "
+    "or set KINDLER_PG_BINDIR to the folder that holds them."
+)
+
+
+def find_bindir() -> Path:
+    """Return the folder with initdb and pg_ctl, newest version first."""
+    candidates = [os.environ.get("KINDLER_PG_BINDIR", "")]
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(str(Path(on_path).parent))
+    for candidate in candidates:
+        if (
+            candidate
+            and (Path(candidate) / "initdb").exists()
+            and (Path(candidate) / "pg_ctl").exists()
+        ):
+            return Path(candidate)
+    raise RuntimeError(INSTALL_HINT)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """initdb + pg_ctl on a free port, with ways to stop, kill and pause it."""
+
+    user = "kindler"
+    password = "kindler-test-password"
+
+    def __init__(self) -> None:
+        self.bindir = find_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="kindler-pg-"))
+        self.datadir = self.root / "data"
+        self.socketdir = self.root / "sock"
+        self.logfile = self.root / "postgres.log"
+        self.port = free_port()
+        # PostgreSQL refuses to run as root; run it as the postgres OS user.
+        self.os_user = "postgres" if os.geteuid() == 0 else None
+        self.paused: list[int] = []
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            check=check,
+            capture_output=True,
+            text=True,
+            user=self.os_user,
+            timeout=120,
+        )
+
+    def init(self) -> None:
+        self.socketdir.mkdir(parents=True)
+        if self.os_user:
+            shutil.chown(self.root, self.os_user)
+            shutil.chown(self.socketdir, self.os_user)
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.os_user:
+            shutil.chown(pwfile, self.os_user)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "--pwfile",
+            str(pwfile),
+            "--auth=scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        pwfile.unlink()
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self.paused = []
+        options = (
+            f"-p {self.port} -k {self.socketdir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop with the given mode (smart, fast or immediate)."""
+        self.resume()
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError, PermissionError):
+            return None
+
+    def backend_pids(self) -> list[int]:
+        """Return the pids of the postmaster's children (backends, workers)."""
+        postmaster = self.postmaster_pid()
+        if postmaster is None:
+            return []
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def kill(self) -> None:
+        """kill -9 the postmaster and every backend, as a crash would."""
+        self.resume()
+        pids = [pid for pid in [self.postmaster_pid(), *self.backend_pids()] if pid]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def pause(self, backends: bool = False) -> None:
+        """SIGSTOP the postmaster (and, if asked, every backend)."""
+        pids = [pid for pid in [self.postmaster_pid()] if pid]
+        if backends:
+            pids += self.backend_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.paused.extend(pids)
+
+    def resume(self) -> None:
+        """SIGCONT whatever pause() stopped."""
+        for pid in self.paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.paused = []
+
+    def is_running(self) -> bool:
+        result = self._run("pg_ctl", "-D", str(self.datadir), "status", check=False)
+        return result.returncode == 0
+
+    def ensure_running(self) -> None:
+        """Bring the server back, whatever a test did to it."""
+        self.resume()
+        if not self.is_running():
+            self.start()
+
+    def connect_kwargs(self, dbname: str = "postgres") -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": dbname,
+        }
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

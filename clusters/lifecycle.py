@@ -39,3 +39,23 @@ def request_delete(cluster: Cluster) -> OperationLog:
         return OperationLog.objects.using(using).create(
             cluster_name=cluster.name, operation=Operation.DELETE
         )
+
+
+def request_start(cluster: Cluster) -> OperationLog:
+    """Ask for a stopped cluster to run again, and queue the start."""
+    return _request(cluster, DesiredState.PRESENT, Operation.START)
+
+
+def request_stop(cluster: Cluster) -> OperationLog:
+    """Ask for a cluster to be stopped (kept, not deleted), and queue the stop."""
+    return _request(cluster, DesiredState.STOPPED, Operation.STOP)
+
+
+def _request(cluster: Cluster, desired: str, operation: str) -> OperationLog:
+    using = router.db_for_write(Cluster, instance=cluster)
+    with transaction.atomic(using=using):
+        cluster.desired_state = desired
+        cluster.save(using=using, update_fields=["desired_state", "updated_at"])
+        return OperationLog.objects.using(using).create(
+            cluster_name=cluster.name, operation=operation
+        )

@@ -26,7 +26,8 @@ class Provider(models.TextChoices):
 
 
 class DesiredState(models.TextChoices):
-    PRESENT = "present", "present"
+    PRESENT = "present", "present (running)"
+    STOPPED = "stopped", "present, stopped"
     ABSENT = "absent", "absent"
 
 

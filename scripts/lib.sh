@@ -23,7 +23,9 @@ find_python() {
 
 ensure_venv() {
     local requirements="$1"
-    local stamp=".venv/.requirements-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(basename "$requirements")"
+    local digest
+    digest="$(cat requirements*.txt | sha256sum | cut -c1-16)"
+    local stamp=".venv/.requirements-$digest-$(basename "$requirements")"
     if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
         local python
         python="$(find_python)" || exit 1
@@ -34,7 +36,7 @@ ensure_venv() {
     if [ ! -f "$stamp" ]; then
         echo "Installing $requirements into .venv"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
-        rm -f .venv/.requirements-*
+        find .venv -maxdepth 1 -name '.requirements-*' ! -name ".requirements-$digest-*" -delete
         touch "$stamp"
     fi
 }

@@ -1,0 +1,42 @@
+"""`manage.py serve`: migrate, then run the web server and the reconciler."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from kindler.supervisor import run_together
+
+
+class Command(BaseCommand):
+    help = (
+        "Migrate every database, then run gunicorn and the reconciler until "
+        "Ctrl-C or SIGTERM stops both."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--no-reconciler", action="store_true", help="Run the web server only.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0, stdout=self.stdout)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        commands = [
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(settings.BASE_DIR / "config" / "gunicorn.conf.py"),
+            ],
+        ]
+        if not options["no_reconciler"]:
+            commands.append([*manage, "reconcile"])
+        self.stdout.write("Starting Kindler (Ctrl-C to stop).")
+        status = run_together(commands)
+        if status:
+            raise CommandError(f"Kindler stopped: a process exited with status {status}.")

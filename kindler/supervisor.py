@@ -19,6 +19,10 @@ def run_together(commands: Sequence[Sequence[str]]) -> int:
     when Ctrl-C or SIGTERM asked for the stop.
     """
     processes = [subprocess.Popen(list(command)) for command in commands]
+    names = {
+        process.pid: " ".join(command[-2:])
+        for process, command in zip(processes, commands, strict=True)
+    }
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -33,8 +37,7 @@ def run_together(commands: Sequence[Sequence[str]]) -> int:
             if ended:
                 status = ended[0].returncode or 0
                 print(
-                    f"{ended[0].args[2] if len(ended[0].args) > 2 else ended[0].args} "
-                    f"exited with status {status}; stopping the others.",
+                    f"{names[ended[0].pid]} exited with status {status}; stopping the others.",
                     file=sys.stderr,
                 )
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
@@ -56,7 +57,6 @@ class Cluster(SyncedModel):
         max_length=63,
         unique=True,
         validators=[validate_dns_label],
-        error_messages={"unique": "A cluster named %(value)s already exists."},
     )
     provider = models.CharField(max_length=8, choices=Provider.choices, default=Provider.K3D)
     node_port = models.PositiveIntegerField(default=30080, validators=port_validators)
@@ -92,6 +92,17 @@ class Cluster(SyncedModel):
     @property
     def is_protected(self) -> bool:
         return self.name in PROTECTED_CLUSTERS
+
+    def unique_error_message(
+        self, model_class: type[models.Model], unique_check: Sequence[str]
+    ) -> ValidationError:
+        if tuple(unique_check) == ("name",):
+            return ValidationError(
+                "A cluster named %(name)s already exists.",
+                code="unique",
+                params={"name": self.name},
+            )
+        return super().unique_error_message(model_class, unique_check)
 
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}

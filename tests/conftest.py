@@ -24,6 +24,7 @@ def pg_server() -> Iterator[PostgresServer]:
     server.init()
     server.start()
     yield server
+    monitor.stop()
     server.destroy()
 
 

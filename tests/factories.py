@@ -1,0 +1,42 @@
+"""Factories for rows the tests need; defaults never collide with each other."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from clusters.models import Cluster, OperationLog
+
+_ports = itertools.count(20000, 3)
+_names = itertools.count(1)
+
+
+def cluster_fields(**overrides: Any) -> dict[str, Any]:
+    """Return valid fields for a new cluster with host ports no other factory row uses."""
+    http = next(_ports)
+    fields: dict[str, Any] = {
+        "name": f"cluster-{next(_names)}",
+        "provider": "k3d",
+        "http_port": http,
+        "https_port": http + 1,
+        "pf_port": http + 2,
+    }
+    fields.update(overrides)
+    return fields
+
+
+def make_cluster(using: str | None = None, **overrides: Any) -> Cluster:
+    """Save and return a valid cluster on the given (or routed) database."""
+    cluster = Cluster(**cluster_fields(**overrides))
+    cluster.full_clean()
+    cluster.save(using=using)
+    return cluster
+
+
+def make_operation(cluster: Cluster, using: str | None = None, **overrides: Any) -> OperationLog:
+    """Save and return an operation log entry for cluster."""
+    fields: dict[str, Any] = {"cluster_name": cluster.name, "operation": "create"}
+    fields.update(overrides)
+    operation = OperationLog(**fields)
+    operation.save(using=using)
+    return operation

@@ -26,3 +26,6 @@ DATABASES["postgres"]["CONN_MAX_AGE"] = 0
 KINDLER_HEALTH_INTERVAL = 0.2
 PG_CONNECT_TIMEOUT = 1.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Serve static files from the app folders: tests never run collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

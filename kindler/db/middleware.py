@@ -75,17 +75,30 @@ class DatabaseFailoverMiddleware:
             return response
         self._mark_down(outage)
         delattr(request, OUTAGE_ATTRIBUTE)
+        # The user may have been loaded from PostgreSQL in the failed attempt;
+        # load it again from SQLite so nothing is written back to the wrong place.
+        for cached in ("_cached_user", "_acached_user"):
+            request.__dict__.pop(cached, None)
         return self._respond(request, SQLITE)
 
     def _respond(self, request: HttpRequest, alias: str) -> HttpResponse:
         with pinned_alias(alias):
             if request.method in SAFE_METHODS:
                 return self.get_response(request)
-            with transaction.atomic(using=alias):
-                response = self.get_response(request)
-                if response.status_code >= 500 or hasattr(request, OUTAGE_ATTRIBUTE):
-                    transaction.set_rollback(True, using=alias)
-                return response
+            rolled_back = False
+            try:
+                with transaction.atomic(using=alias):
+                    response = self.get_response(request)
+                    if response.status_code >= 500 or hasattr(request, OUTAGE_ATTRIBUTE):
+                        transaction.set_rollback(True, using=alias)
+                        rolled_back = True
+            except DatabaseError as exc:
+                # Leaving a rolled-back block reconnects to restore autocommit,
+                # which fails while PostgreSQL is away; nothing was committed.
+                if not (rolled_back and is_postgres_outage(exc)):
+                    raise
+                setattr(request, OUTAGE_ATTRIBUTE, exc)
+            return response
 
     def _connect_or_fall_back(self) -> str:
         # Connecting sends nothing: a change that cannot even connect is

@@ -66,10 +66,16 @@ def test_a_valid_subnet_is_accepted_for_k3d(alias: str) -> None:
 @pytest.mark.parametrize(
     ("subnet", "message"),
     [
-        ("10.100.0.0/33", "10.100.0.0/33 is not a valid IPv4 CIDR such as 10.100.0.0/16 "
-         "(10.100.0.0/33 does not appear to be an IPv4 or IPv6 network)."),
-        ("10.100.0.1/16", "10.100.0.1/16 is not a valid IPv4 CIDR such as 10.100.0.0/16 "
-         "(10.100.0.1/16 has host bits set)."),
+        (
+            "10.100.0.0/33",
+            "10.100.0.0/33 is not a valid IPv4 CIDR such as 10.100.0.0/16 "
+            "(10.100.0.0/33 does not appear to be an IPv4 or IPv6 network).",
+        ),
+        (
+            "10.100.0.1/16",
+            "10.100.0.1/16 is not a valid IPv4 CIDR such as 10.100.0.0/16 "
+            "(10.100.0.1/16 has host bits set).",
+        ),
         ("fd00::/64", "fd00::/64 is an IPv6 network; use an IPv4 CIDR such as 10.100.0.0/16."),
     ],
 )

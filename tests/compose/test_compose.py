@@ -1,0 +1,197 @@
+"""compose/docker-compose.yml and compose/haproxy.cfg, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.conf import settings
+
+COMPOSE_DIR = Path(settings.BASE_DIR) / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+HAPROXY_CFG = COMPOSE_DIR / "haproxy.cfg"
+HAPROXY_MISSING = (
+    "Debian's haproxy is not installed (scripts/test installs it with "
+    "`apt-get install -y haproxy` when run as root)"
+)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+def haproxy_section(name: str) -> list[str]:
+    """Return the lines of one haproxy.cfg section, comments dropped."""
+    lines: list[str] = []
+    inside = False
+    for raw in HAPROXY_CFG.read_text().splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line:
+            continue
+        if not line[0].isspace():
+            inside = line.split() == name.split()
+            continue
+        if inside:
+            lines.append(line.strip())
+    return lines
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, str]:
+    """Return {volume: mount point} for a service's volumes."""
+    return {entry.split(":")[0]: entry.split(":")[1] for entry in service["volumes"]}
+
+
+def test_services_are_postgres_haproxy_web_and_reconciler(services: dict[str, Any]) -> None:
+    assert sorted(services) == ["haproxy", "postgres", "reconciler", "web"]
+
+
+def test_web_runs_gunicorn_with_the_repository_config(services: dict[str, Any]) -> None:
+    command = services["web"]["command"]
+    assert command[-1] == (
+        "python manage.py migrate --no-input && exec gunicorn -c config/gunicorn.conf.py"
+    )
+    assert (Path(settings.BASE_DIR) / "config" / "gunicorn.conf.py").is_file()
+
+
+def test_reconciler_runs_the_reconcile_command(services: dict[str, Any]) -> None:
+    assert services["reconciler"]["command"] == ["python", "manage.py", "reconcile"]
+
+
+def test_reconciler_waits_for_the_migrated_web_service(services: dict[str, Any]) -> None:
+    assert services["reconciler"]["depends_on"] == {"web": {"condition": "service_healthy"}}
+
+
+@pytest.mark.parametrize("name", ["web", "reconciler"])
+def test_kindler_reads_config_secrets_env(services: dict[str, Any], name: str) -> None:
+    env_file = COMPOSE_DIR / services[name]["env_file"]
+    assert env_file.resolve() == (Path(settings.BASE_DIR) / "config" / "secrets.env").resolve()
+
+
+@pytest.mark.parametrize("name", ["web", "reconciler"])
+def test_kindler_reaches_postgres_through_haproxy(services: dict[str, Any], name: str) -> None:
+    environment = services[name]["environment"]
+    assert (environment["PG_HOST"], environment["PG_PORT"]) == ("haproxy", "5432")
+
+
+def test_haproxy_listens_where_kindler_connects(services: dict[str, Any]) -> None:
+    port = services["web"]["environment"]["PG_PORT"]
+    assert f"bind :{port}" in haproxy_section("listen postgres")
+
+
+def test_haproxy_forwards_to_the_postgres_service(services: dict[str, Any]) -> None:
+    servers = [line for line in haproxy_section("listen postgres") if line.startswith("server ")]
+    assert [line.split()[2] for line in servers] == ["postgres:5432"]
+
+
+@pytest.mark.parametrize("name", ["web", "reconciler"])
+def test_kindler_keeps_its_sqlite_file_on_a_volume(services: dict[str, Any], name: str) -> None:
+    sqlite_dir = str(Path(services[name]["environment"]["SQLITE_PATH"]).parent)
+    assert named_volumes(services[name]) == {"sqlite-data": sqlite_dir}
+
+
+def test_postgres_keeps_its_data_on_a_volume(services: dict[str, Any]) -> None:
+    assert named_volumes(services["postgres"]) == {"postgres-data": "/var/lib/postgresql/data"}
+
+
+def test_every_named_volume_is_declared(compose: dict[str, Any]) -> None:
+    used = {
+        name
+        for service in compose["services"].values()
+        for name in named_volumes(service)
+        if not name.startswith(".")
+    }
+    assert used == set(compose["volumes"])
+
+
+def test_haproxy_mounts_the_repository_config(services: dict[str, Any]) -> None:
+    volumes = named_volumes(services["haproxy"])
+    assert volumes["./haproxy.cfg"] == "/usr/local/etc/haproxy/haproxy.cfg"
+
+
+def test_web_publishes_the_port_gunicorn_binds(services: dict[str, Any]) -> None:
+    bind_port = services["web"]["environment"]["KINDLER_BIND"].rsplit(":", 1)[1]
+    assert services["web"]["ports"] == [f"127.0.0.1:{bind_port}:{bind_port}"]
+
+
+def test_web_health_check_calls_the_health_endpoint(services: dict[str, Any]) -> None:
+    assert "http://127.0.0.1:8000/api/health" in services["web"]["healthcheck"]["test"][-1]
+
+
+def test_postgres_account_comes_from_the_kindler_variables(services: dict[str, Any]) -> None:
+    assert services["postgres"]["environment"] == {
+        "POSTGRES_DB": "${PG_DATABASE:-kindler}",
+        "POSTGRES_USER": "${PG_USER:-kindler}",
+        "POSTGRES_PASSWORD": "${PG_PASSWORD:?set PG_PASSWORD in config/secrets.env}",
+    }
+
+
+def test_every_interpolated_variable_is_in_secrets_env_example() -> None:
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text()))
+    example = (Path(settings.BASE_DIR) / "config" / "secrets.env.example").read_text()
+    documented = set(re.findall(r"^#?(\w+)=", example, re.MULTILINE))
+    assert used - documented == set()
+
+
+def test_kindler_image_is_built_from_the_repository_dockerfile(services: dict[str, Any]) -> None:
+    build = services["web"]["build"]
+    assert (COMPOSE_DIR / build["context"] / build["dockerfile"]).resolve() == (
+        COMPOSE_DIR / "Dockerfile"
+    ).resolve()
+
+
+def test_image_never_contains_secrets_env() -> None:
+    ignored = (Path(settings.BASE_DIR) / ".dockerignore").read_text().splitlines()
+    assert "config/secrets.env" in ignored
+
+
+def test_haproxy_proxies_tcp() -> None:
+    assert "mode tcp" in haproxy_section("listen postgres")
+
+
+def test_haproxy_health_checks_postgres_with_inter_fall_rise() -> None:
+    section = haproxy_section("listen postgres")
+    default_server = next(line for line in section if line.startswith("default-server "))
+    assert default_server.split()[1:7] == ["inter", "1s", "fall", "2", "rise", "2"]
+    assert 'option pgsql-check user "${PG_USER-kindler}"' in section
+
+
+def test_haproxy_server_is_health_checked() -> None:
+    server = next(line for line in haproxy_section("listen postgres") if line.startswith("server "))
+    assert "check" in server.split()
+
+
+def test_haproxy_has_an_admin_runtime_socket() -> None:
+    stats = [line for line in haproxy_section("global") if line.startswith("stats socket ")]
+    assert stats[0].split()[2:] == [
+        "/var/lib/haproxy/admin.sock",
+        "mode",
+        "660",
+        "level",
+        "admin",
+        "expose-fd",
+        "listeners",
+    ]
+
+
+def test_haproxy_accepts_the_config() -> None:
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if haproxy is None:
+        pytest.skip(HAPROXY_MISSING)
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout.strip().splitlines()[-1]) == (
+        0,
+        "Configuration file is valid",
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.utils.csp import CSP
 
 from kindler.secret_key import load_or_create
 
@@ -35,6 +36,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "kindler.db.middleware.DatabaseFailoverMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -164,3 +166,34 @@ LOGGING = {
 # before routing returns to it (state `recovering`); the journal replay plugs
 # in here. One that raises keeps Kindler on SQLite until the next probe.
 KINDLER_RECOVERY_HOOKS: list[str] = []
+
+# Production hardening (README.d/operations.md). KINDLER_TLS=true says people
+# reach Kindler over HTTPS, directly or through a TLS-terminating proxy.
+KINDLER_TLS = env.bool("KINDLER_TLS", default=False)
+if env.bool("KINDLER_BEHIND_PROXY", default=False):
+    # Trust X-Forwarded-Proto only from a proxy that sets it and drops the client's.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = KINDLER_TLS
+# Health probes (compose, load balancers) speak plain HTTP to the process.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+SESSION_COOKIE_SECURE = KINDLER_TLS
+CSRF_COOKIE_SECURE = KINDLER_TLS
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SECURE_HSTS_SECONDS = env.int("KINDLER_HSTS_SECONDS", default=31_536_000 if KINDLER_TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("KINDLER_HSTS_INCLUDE_SUBDOMAINS", default=KINDLER_TLS)
+SECURE_HSTS_PRELOAD = env.bool("KINDLER_HSTS_PRELOAD", default=KINDLER_TLS)
+# Everything Kindler serves comes from its own origin; no inline scripts or styles.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+
+# Queries slower than this are logged (SQL only, never the parameters).
+KINDLER_SLOW_QUERY_MS = env.float("KINDLER_SLOW_QUERY_MS", default=200.0)

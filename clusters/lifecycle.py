@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import router, transaction
 
+from clusters import preflight
 from clusters.models import (
     Cluster,
     ClusterProtectedError,
@@ -19,6 +20,8 @@ def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     """Validate and save a new cluster that should exist, and queue its creation."""
     cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
     cluster.full_clean()
+    # Subnet overlaps and a missing provider binary, beside the field they concern.
+    preflight.check_request(cluster)
     using = router.db_for_write(Cluster)
     with transaction.atomic(using=using):
         cluster.save(using=using)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,8 @@ from django.conf import settings
 
 from kindler.db.health import State, monitor
 from kindler.db.routing import pinned_alias
+from tests.fakes import FOLDER as FAKES_FOLDER
+from tests.fakes import FakeTools
 from tests.pgserver import PostgresServer
 
 BOTH = ["postgres", "sqlite"]
@@ -89,3 +92,33 @@ def kindler_env(pg_server: PostgresServer) -> dict[str, Any]:
         "PG_CONNECT_TIMEOUT": "1",
         "KINDLER_HEALTH_INTERVAL": "0.2",
     }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_provider_binaries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Put the fake k3d, kind and docker first on PATH: no test runs the real ones.
+
+    The interpreter's own folder comes next, so the fakes start with this
+    Python rather than whatever `python3` a version manager provides.
+    """
+    saved = {name: os.environ.get(name) for name in ("PATH", "KINDLER_FAKE_STATE")}
+    folders = [str(FAKES_FOLDER), os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+    os.environ["PATH"] = os.pathsep.join(folders)
+    os.environ["KINDLER_FAKE_STATE"] = str(tmp_path_factory.mktemp("fake-tools"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def fakes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
+    """The fake provider executables with a state folder of this test's own."""
+    state = tmp_path / "fake-tools"
+    state.mkdir()
+    monkeypatch.setenv("KINDLER_FAKE_STATE", str(state))
+    for knob in ("KINDLER_FAKE_FAIL", "KINDLER_FAKE_SLEEP", "KINDLER_FAKE_CHILD"):
+        monkeypatch.delenv(knob, raising=False)
+    return FakeTools(state)

@@ -6,14 +6,38 @@ state of every cluster the provider knows about.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+
+from clusters.drivers.base import ClusterStatus, Command, Driver, DriverError, Result
+from clusters.drivers.k3d import K3dDriver
+from clusters.drivers.kind import KindDriver
+
+__all__ = [
+    "ClusterStatus",
+    "Command",
+    "Driver",
+    "DriverError",
+    "Result",
+    "cluster_status",
+    "driver_for",
+]
+
+DRIVERS: dict[str, type[Driver]] = {"k3d": K3dDriver, "kind": KindDriver}
 
 
-@dataclass(frozen=True)
-class ClusterStatus:
-    """What a provider reports about one cluster."""
+def driver_for(provider: str) -> Driver:
+    """Return the driver for a provider name (k3d or kind)."""
+    try:
+        return DRIVERS[provider]()
+    except KeyError:
+        raise ValueError(
+            f"Unknown provider {provider!r}; use one of {', '.join(DRIVERS)}."
+        ) from None
 
-    name: str
-    state: str  # an ActualState value: running, stopped, absent, ...
-    nodes_ready: int
-    nodes_total: int
+
+def cluster_status(cluster: Any) -> ClusterStatus:
+    """Ask the cluster's provider what it has; unknown (0/0 nodes) when it cannot say."""
+    try:
+        return driver_for(cluster.provider).status(cluster.name)
+    except DriverError:
+        return ClusterStatus(cluster.name, "unknown", 0, 0)

@@ -1,0 +1,84 @@
+"""Checks run before a cluster is created, so a create fails early with a clear reason."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import socket
+
+from django.core.exceptions import ValidationError
+
+from clusters.drivers import driver_for
+from clusters.models import HOST_PORT_FIELDS, Cluster
+from clusters.validators import one_line
+
+BIND_ADDRESSES = ("0.0.0.0", "127.0.0.1")
+
+
+def port_in_use(port: int) -> bool:
+    """Return True when something on this host already listens on port (TCP)."""
+    for address in BIND_ADDRESSES:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # SO_REUSEADDR: a port left in TIME_WAIT by a closed connection is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+    return False
+
+
+def inventory_errors(cluster: Cluster) -> dict[str, list[str]]:
+    """Return conflicts with the inventory and a missing provider binary, by field."""
+    errors: dict[str, list[str]] = {}
+    for field, message in cluster._host_port_conflicts().items():
+        errors.setdefault(field, []).append(message)
+    other = cluster.overlapping_subnet()
+    if other is not None:
+        errors.setdefault("subnet", []).append(
+            f"subnet {cluster.subnet} overlaps cluster {other.name}"
+        )
+    binary = driver_for(cluster.provider).binary
+    if shutil.which(binary) is None:
+        errors.setdefault("provider", []).append(f"{binary} not found on PATH")
+    return errors
+
+
+def host_port_errors(cluster: Cluster) -> dict[str, list[str]]:
+    """Return the cluster's host ports that another process on this host listens on."""
+    errors: dict[str, list[str]] = {}
+    for field in HOST_PORT_FIELDS:
+        port = getattr(cluster, field)
+        if port_in_use(port):
+            errors.setdefault(field, []).append(f"port {port} is in use by another process")
+    return errors
+
+
+def check_request(cluster: Cluster) -> None:
+    """Raise ValidationError (by field) when a cluster cannot be asked for as it is."""
+    errors = inventory_errors(cluster)
+    if errors:
+        raise ValidationError(errors)
+
+
+def check_create(cluster: Cluster, exists: bool) -> None:
+    """Raise ValidationError when creating cluster now would fail.
+
+    exists says the provider already has the cluster (a create that failed
+    half-way, say): its ports are then bound by the cluster itself, so the
+    bind test is skipped rather than blaming them on another process.
+    """
+    errors = inventory_errors(cluster)
+    if not exists:
+        for field, messages in host_port_errors(cluster).items():
+            errors.setdefault(field, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+
+
+def describe(error: ValidationError) -> str:
+    """Return a preflight failure as one line for an operation log."""
+    return "Preflight failed: " + one_line(error)

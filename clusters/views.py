@@ -1,15 +1,136 @@
-"""The server-rendered dashboard."""
+"""The server-rendered dashboard: list, detail, create, edit, delete, start and stop."""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
+from collections.abc import Callable
+from uuid import UUID
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST, require_safe
 
-from clusters.models import Cluster
+from clusters import lifecycle
+from clusters.forms import ClusterEditForm, ClusterFilterForm, ClusterForm, DeleteConfirmForm
+from clusters.models import ActualState, Cluster, DesiredState, OperationLog
+
+CLUSTERS_PER_PAGE = 50
+OPERATIONS_PER_PAGE = 20
 
 
-@login_required
+@require_safe
 def cluster_list(request: HttpRequest) -> HttpResponse:
-    """List every cluster in the inventory."""
-    return render(request, "clusters/cluster_list.html", {"clusters": Cluster.objects.all()})
+    """List clusters, searchable and filterable, 50 a page, with a summary by state."""
+    filters = ClusterFilterForm(request.GET)
+    latest = OperationLog.objects.filter(cluster_name=OuterRef("name")).order_by(
+        "-created_at", "-id"
+    )
+    clusters = filters.filter(Cluster.objects.all()).annotate(
+        last_operation=Subquery(latest.values("operation")[:1]),
+        last_operation_status=Subquery(latest.values("status")[:1]),
+    )
+    page = Paginator(clusters, CLUSTERS_PER_PAGE).get_page(request.GET.get("page"))
+    counts = dict(Cluster.objects.order_by().values_list("actual_state").annotate(n=Count("id")))
+    summary = [(label, counts[value]) for value, label in ActualState.choices if counts.get(value)]
+    return render(
+        request,
+        "clusters/cluster_list.html",
+        {
+            "page": page,
+            "filters": filters,
+            "summary": summary,
+            "total": sum(counts.values()),
+            "filtered": any(filters.data.get(key) for key in ("q", "provider", "state")),
+        },
+    )
+
+
+@require_safe
+def cluster_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """Show every field of a cluster and its operations, newest first."""
+    cluster = get_object_or_404(Cluster, name=name)
+    operations = OperationLog.objects.filter(cluster_name=name)
+    page = Paginator(operations, OPERATIONS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "clusters/cluster_detail.html", {"cluster": cluster, "page": page})
+
+
+@require_safe
+def operation_fragment(request: HttpRequest, name: str, uid: UUID) -> HttpResponse:
+    """Render one operation alone, for the page that polls a running one."""
+    operation = get_object_or_404(OperationLog, cluster_name=name, uid=uid)
+    return render(
+        request, "clusters/includes/operation.html", {"operation": operation, "open": True}
+    )
+
+
+def cluster_create(request: HttpRequest) -> HttpResponse:
+    """Add a cluster that should exist; the reconciler creates it."""
+    form = ClusterForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            cluster, _ = lifecycle.request_create(**form.cleaned_data)
+        except ValidationError as exc:
+            # Someone else took the name or a port since the form was checked.
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Cluster {cluster.name} added; it will be created shortly.")
+            return redirect("clusters:detail", name=cluster.name)
+    return render(request, "clusters/cluster_form.html", {"form": form, "cluster": None})
+
+
+def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
+    """Change a cluster's ports, subnet and integrations."""
+    cluster = get_object_or_404(Cluster, name=name)
+    form = ClusterEditForm(request.POST or None, instance=cluster)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Cluster {cluster.name} saved.")
+        return redirect("clusters:detail", name=cluster.name)
+    return render(request, "clusters/cluster_form.html", {"form": form, "cluster": cluster})
+
+
+def cluster_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """Mark a cluster for deletion once its name has been typed to confirm."""
+    cluster = get_object_or_404(Cluster, name=name)
+    form: DeleteConfirmForm | None = DeleteConfirmForm(cluster, request.POST or None)
+    if cluster.is_protected:
+        form = None
+    elif request.method == "POST" and form is not None and form.is_valid():
+        lifecycle.request_delete(cluster)
+        messages.success(request, f"Cluster {cluster.name} marked for deletion.")
+        return redirect("clusters:detail", name=cluster.name)
+    status = 403 if cluster.is_protected and request.method == "POST" else 200
+    return render(
+        request,
+        "clusters/cluster_confirm_delete.html",
+        {"cluster": cluster, "form": form},
+        status=status,
+    )
+
+
+@require_POST
+def cluster_start(request: HttpRequest, name: str) -> HttpResponse:
+    """Ask for a stopped cluster to run again."""
+    return _change_state(request, name, lifecycle.request_start, "will be started")
+
+
+@require_POST
+def cluster_stop(request: HttpRequest, name: str) -> HttpResponse:
+    """Ask for a cluster to be stopped, keeping it."""
+    return _change_state(request, name, lifecycle.request_stop, "will be stopped")
+
+
+def _change_state(
+    request: HttpRequest, name: str, change: Callable[[Cluster], OperationLog], outcome: str
+) -> HttpResponse:
+    cluster = get_object_or_404(Cluster, name=name)
+    if cluster.desired_state == DesiredState.ABSENT:
+        # Starting it would silently cancel the deletion someone asked for.
+        messages.error(request, f"Cluster {name} is marked for deletion.")
+    else:
+        change(cluster)
+        messages.success(request, f"Cluster {name} {outcome}.")
+    return redirect("clusters:detail", name=name)

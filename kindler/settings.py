@@ -43,6 +43,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Everything needs a login except views marked login_not_required
+    # (/api/health, the login page; API views answer 401 JSON themselves).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -125,6 +128,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+CSRF_FAILURE_VIEW = "clusters.errors.csrf_failure"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -166,6 +170,10 @@ LOGGING = {
 # before routing returns to it (state `recovering`); the journal replay plugs
 # in here. One that raises keeps Kindler on SQLite until the next probe.
 KINDLER_RECOVERY_HOOKS: list[str] = []
+
+# Bearer token accepted by the JSON API besides a logged-in session; empty
+# turns token access off.
+KINDLER_API_TOKEN = env.str("KINDLER_API_TOKEN", default="")
 
 # Production hardening (README.d/operations.md). KINDLER_TLS=true says people
 # reach Kindler over HTTPS, directly or through a TLS-terminating proxy.

@@ -9,3 +9,9 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("clusters.urls")),
 ]
+
+# Site-styled error pages; JSON with a "detail" under /api/.
+handler400 = "clusters.errors.bad_request"
+handler403 = "clusters.errors.permission_denied"
+handler404 = "clusters.errors.page_not_found"
+handler500 = "clusters.errors.server_error"

@@ -1,0 +1,311 @@
+"""The JSON API, compatible with the original Kindler web UI's clients."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, cast
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.core import signals
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from clusters import drivers, lifecycle
+from clusters.errors import json_error
+from clusters.models import Cluster, ClusterProtectedError, DesiredState, OperationLog, Provider
+from clusters.serializers import cluster_to_dict, operation_to_dict
+from clusters.validators import MAX_PORT, MIN_PORT
+
+View = Callable[..., HttpResponse]
+logger = logging.getLogger("django.request")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# API field -> model field, in the order errors are reported.
+CREATE_FIELDS: dict[str, tuple[str, type]] = {
+    "name": ("name", str),
+    "provider": ("provider", str),
+    "node_port": ("node_port", int),
+    "pf_port": ("pf_port", int),
+    "http_port": ("http_port", int),
+    "https_port": ("https_port", int),
+    "cluster_subnet": ("subnet", str),
+    "register_portainer": ("register_portainer", bool),
+    "haproxy_route": ("haproxy_route", bool),
+    "register_argocd": ("register_argocd", bool),
+}
+API_FIELD = {model: api for api, (model, _) in CREATE_FIELDS.items()}
+TYPE_MESSAGES = {
+    str: "Input should be a valid string",
+    int: "Input should be a valid integer",
+    bool: "Input should be a valid boolean",
+}
+DEFAULTED_FIELDS = (
+    "node_port",
+    "pf_port",
+    "http_port",
+    "https_port",
+    "register_portainer",
+    "haproxy_route",
+    "register_argocd",
+)
+DEFAULT_OPERATIONS_LIMIT, MAX_OPERATIONS_LIMIT = 50, 1000
+
+
+class ApiError(Exception):
+    """An answer other than success, as status and detail."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class Unprocessable(ApiError):
+    """Invalid input, reported as 422 with a list of {loc, msg}."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(422, errors)
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> Any:
+        return reason
+
+
+def csrf_refusal(request: HttpRequest) -> str | None:
+    """Return why a session-authenticated change fails the CSRF check, if it does."""
+    check = _CsrfCheck(lambda request: HttpResponse())
+    check.process_request(request)
+    return cast(str | None, check.process_view(request, HttpResponse, (), {}))
+
+
+def authenticate(request: HttpRequest) -> JsonResponse | None:
+    """Return a refusal unless the request has a session or the API token."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        expected = settings.KINDLER_API_TOKEN
+        if expected and hmac.compare_digest(credentials.strip().encode(), expected.encode()):
+            return None
+        return unauthorized("Invalid API token")
+    if not request.user.is_authenticated:
+        return unauthorized("Authentication required: log in, or send Authorization: Bearer")
+    if request.method not in SAFE_METHODS:
+        reason = csrf_refusal(request)
+        if reason is not None:
+            return json_error(403, f"CSRF check failed: {reason}")
+    return None
+
+
+def unauthorized(detail: str) -> JsonResponse:
+    response = json_error(401, detail)
+    response["WWW-Authenticate"] = 'Bearer realm="kindler"'
+    return response
+
+
+def api_view(*methods: str) -> Callable[[View], View]:
+    """Make a view an API endpoint: auth, allowed methods, every error as JSON."""
+    allowed = sorted({*methods, "HEAD"} if "GET" in methods else set(methods))
+
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            refusal = authenticate(request)
+            if refusal is not None:
+                return refusal
+            if request.method not in allowed:
+                response = json_error(405, "Method Not Allowed")
+                response["Allow"] = ", ".join(allowed)
+                return response
+            try:
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return json_error(exc.status, exc.detail)
+            except Http404 as exc:
+                return json_error(404, str(exc))
+            except PermissionDenied as exc:
+                return json_error(403, str(exc))
+            except Exception:
+                # The signal Django sends for an unhandled error: the failover
+                # middleware listens to it to retry on SQLite after an outage.
+                signals.got_request_exception.send(sender=None, request=request)
+                logger.exception(
+                    "Internal Server Error: %s",
+                    request.path,
+                    extra={"status_code": 500, "request": request},
+                )
+                response = json_error(500, "Internal server error")
+                # Logged above with the traceback; keep Django from logging it again.
+                response._has_been_logged = True  # type: ignore[attr-defined]
+                return response
+
+        return login_not_required(csrf_exempt(wrapper))
+
+    return decorator
+
+
+def get_cluster(name: str) -> Cluster:
+    """Return the named cluster, or raise Http404 in the original API's words."""
+    try:
+        return Cluster.objects.get(name=name)
+    except Cluster.DoesNotExist:
+        raise Http404(f"Cluster {name} not found") from None
+
+
+def accepted(task: OperationLog, message: str) -> JsonResponse:
+    """Return 202 with the task the reconciler will carry out."""
+    body = {"task_id": str(task.uid), "status": task.status, "message": message}
+    return JsonResponse(body, status=202)
+
+
+@api_view("GET")
+def config(request: HttpRequest) -> HttpResponse:
+    """Describe the providers, defaults and port range clients should offer."""
+    defaults = {field: Cluster._meta.get_field(field).default for field in DEFAULTED_FIELDS}  # type: ignore[union-attr]
+    return JsonResponse(
+        {
+            "providers": [Provider.KIND.value, Provider.K3D.value],
+            "default_provider": Cluster._meta.get_field("provider").default,
+            "defaults": defaults,
+            "port_range": {"min": MIN_PORT, "max": MAX_PORT},
+        }
+    )
+
+
+@api_view("GET", "POST")
+def clusters(request: HttpRequest) -> HttpResponse:
+    """List every cluster, or ask for a new one to be created."""
+    if request.method == "POST":
+        return create_cluster(request)
+    return JsonResponse([cluster_to_dict(cluster) for cluster in Cluster.objects.all()], safe=False)
+
+
+def create_cluster(request: HttpRequest) -> HttpResponse:
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return json_error(400, f"Request body is not valid JSON: {exc}")
+    fields = parse_create_body(body)
+    name = fields["name"]
+    if Cluster.objects.filter(name=name).exists():
+        return json_error(409, f"Cluster {name} already exists")
+    try:
+        cluster, task = lifecycle.request_create(**fields)
+    except ValidationError as exc:
+        raise Unprocessable(validation_errors(exc)) from None
+    except IntegrityError:
+        # Another request created the same name between the check and the insert.
+        return json_error(409, f"Cluster {name} already exists")
+    return accepted(task, f"Cluster creation task created for {cluster.name}")
+
+
+def parse_create_body(body: Any) -> dict[str, Any]:
+    """Return model fields from a create request, or raise Unprocessable."""
+    if not isinstance(body, dict):
+        raise Unprocessable([{"loc": ["body"], "msg": "Input should be a valid object"}])
+    errors: list[dict[str, Any]] = []
+    fields: dict[str, Any] = {}
+    for api_name, (model_name, kind) in CREATE_FIELDS.items():
+        value = body.get(api_name)
+        if value is None:
+            if api_name == "name":
+                errors.append({"loc": ["body", api_name], "msg": "Field required"})
+            continue
+        # bool is an int in Python; a port given as true is still a mistake.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            errors.append({"loc": ["body", api_name], "msg": TYPE_MESSAGES[kind]})
+            continue
+        fields[model_name] = value
+    if errors:
+        raise Unprocessable(errors)
+    return fields
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Return a model ValidationError as the API's list of {loc, msg}."""
+    return [
+        {"loc": ["body", API_FIELD.get(field, field)], "msg": message}
+        for field, messages in exc.message_dict.items()
+        for message in messages
+    ]
+
+
+@api_view("GET", "DELETE")
+def cluster(request: HttpRequest, name: str) -> HttpResponse:
+    """Show one cluster, or ask for it to be deleted."""
+    found = get_cluster(name)
+    if request.method == "GET":
+        return JsonResponse(cluster_to_dict(found))
+    try:
+        task = lifecycle.request_delete(found)
+    except ClusterProtectedError as exc:
+        raise PermissionDenied(" ".join(exc.messages)) from None
+    return accepted(task, f"Cluster deletion task created for {name}")
+
+
+@api_view("GET")
+def cluster_status(request: HttpRequest, name: str) -> HttpResponse:
+    """Report what the provider says about a cluster."""
+    found = get_cluster(name)
+    status = drivers.cluster_status(found)
+    return JsonResponse(
+        {
+            "name": status.name,
+            "status": status.state,
+            "nodes_ready": status.nodes_ready,
+            "nodes_total": status.nodes_total,
+            # Kindler does not query Portainer or Argo CD; kept for old clients.
+            "portainer_status": "unknown",
+            "argocd_status": "unknown",
+            "error_message": found.reconcile_error or None,
+        }
+    )
+
+
+@api_view("POST")
+def start_cluster(request: HttpRequest, name: str) -> HttpResponse:
+    """Ask for a stopped cluster to run again."""
+    found = get_running_candidate(name)
+    return accepted(lifecycle.request_start(found), f"Cluster start task created for {name}")
+
+
+@api_view("POST")
+def stop_cluster(request: HttpRequest, name: str) -> HttpResponse:
+    """Ask for a cluster to be stopped, keeping it."""
+    found = get_running_candidate(name)
+    return accepted(lifecycle.request_stop(found), f"Cluster stop task created for {name}")
+
+
+def get_running_candidate(name: str) -> Cluster:
+    """Return a cluster that may be started or stopped (not one being deleted)."""
+    found = get_cluster(name)
+    if found.desired_state == DesiredState.ABSENT:
+        # Starting it would silently cancel the deletion someone asked for.
+        raise ApiError(409, f"Cluster {name} is marked for deletion")
+    return found
+
+
+@api_view("GET")
+def operations(request: HttpRequest, name: str) -> HttpResponse:
+    """List a cluster's operations, newest first (the history outlives the cluster)."""
+    limit = parse_limit(request.GET.get("limit"))
+    entries = list(OperationLog.objects.filter(cluster_name=name)[:limit])
+    if not entries:
+        get_cluster(name)
+    return JsonResponse([operation_to_dict(entry) for entry in entries], safe=False)
+
+
+def parse_limit(raw: str | None) -> int:
+    """Return the ?limit= value, or raise Unprocessable."""
+    if raw is None:
+        return DEFAULT_OPERATIONS_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_OPERATIONS_LIMIT:
+        message = f"Input should be a whole number from 1 to {MAX_OPERATIONS_LIMIT}"
+        raise Unprocessable([{"loc": ["query", "limit"], "msg": message}])
+    return int(raw)

@@ -1,0 +1,93 @@
+"""Forms for the dashboard: cluster create/edit, delete confirmation, list filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db.models import QuerySet
+
+from clusters.models import ActualState, Cluster, Provider
+
+CLUSTER_FIELDS = [
+    "name",
+    "provider",
+    "http_port",
+    "https_port",
+    "pf_port",
+    "node_port",
+    "subnet",
+    "server_ip",
+    "register_portainer",
+    "haproxy_route",
+    "register_argocd",
+]
+
+
+class ClusterForm(forms.ModelForm):
+    """A new cluster; validation is the model's own (ports, subnet, name)."""
+
+    class Meta:
+        model = Cluster
+        fields = CLUSTER_FIELDS
+        labels = {
+            "http_port": "HTTP port",
+            "https_port": "HTTPS port",
+            "pf_port": "Port-forward port",
+            "node_port": "NodePort",
+            "server_ip": "Server IP",
+            "register_portainer": "Register in Portainer",
+            "haproxy_route": "Route through HAProxy",
+            "register_argocd": "Register in Argo CD",
+        }
+        help_texts = {
+            "name": "Lower-case letters, digits and dashes, e.g. dev-1.",
+            "subnet": "k3d only, e.g. 10.101.0.0/16. Leave empty to let the provider choose.",
+            "server_ip": "Optional.",
+        }
+
+
+class ClusterEditForm(ClusterForm):
+    """An existing cluster's settings; the name is its identity and stays."""
+
+    class Meta(ClusterForm.Meta):
+        fields = [field for field in CLUSTER_FIELDS if field != "name"]
+
+
+class DeleteConfirmForm(forms.Form):
+    """Make a person type the cluster's name before deleting it."""
+
+    confirm_name = forms.CharField(label="Type the cluster's name to confirm", strip=True)
+
+    def __init__(self, cluster: Cluster, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cluster = cluster
+
+    def clean_confirm_name(self) -> str:
+        value: str = self.cleaned_data["confirm_name"]
+        if value != self.cluster.name:
+            raise forms.ValidationError(
+                "Type %(name)s exactly to confirm the deletion.",
+                code="mismatch",
+                params={"name": self.cluster.name},
+            )
+        return value
+
+
+class ClusterFilterForm(forms.Form):
+    """Search by name and filter by provider and actual state."""
+
+    q = forms.CharField(required=False, label="Name", max_length=63)
+    provider = forms.ChoiceField(required=False, choices=[("", "Any provider"), *Provider.choices])
+    state = forms.ChoiceField(required=False, choices=[("", "Any state"), *ActualState.choices])
+
+    def filter(self, clusters: QuerySet[Cluster]) -> QuerySet[Cluster]:
+        """Return clusters narrowed by the valid filters."""
+        data = self.cleaned_data if self.is_valid() else {}
+        if data.get("q"):
+            clusters = clusters.filter(name__icontains=data["q"])
+        if data.get("provider"):
+            clusters = clusters.filter(provider=data["provider"])
+        if data.get("state"):
+            clusters = clusters.filter(actual_state=data["state"])
+        return clusters

@@ -1,0 +1,44 @@
+"""`manage.py ensure_admin`: make sure a first-run person can log in."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+GENERATED_USER = "admin"
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the admin account from KINDLER_ADMIN_USER and KINDLER_ADMIN_PASSWORD, or, "
+        "when no account exists and those are unset, create 'admin' with a generated "
+        "password and print it once."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        username = os.environ.get("KINDLER_ADMIN_USER", "")
+        password = os.environ.get("KINDLER_ADMIN_PASSWORD", "")
+        if bool(username) != bool(password):
+            raise CommandError(
+                "Set both KINDLER_ADMIN_USER and KINDLER_ADMIN_PASSWORD, or neither."
+            )
+        users = get_user_model()._default_manager
+        if username:
+            if users.filter(username=username).exists():
+                return
+            users.create_superuser(username=username, email="", password=password)
+            self.stdout.write(f"Created the admin account {username} (from KINDLER_ADMIN_USER).")
+            return
+        if users.exists():
+            return
+        password = secrets.token_urlsafe(12)
+        users.create_superuser(username=GENERATED_USER, email="", password=password)
+        # Printed once, on purpose: the only way in on a first run without configuration.
+        self.stdout.write(
+            f"Created the admin account. Log in as {GENERATED_USER} with password {password}\n"
+            f"This is shown only now; change it with: manage.py changepassword {GENERATED_USER}"
+        )

@@ -1,0 +1,465 @@
+"""The JSON API's compatibility contract, auth and errors, on both databases."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from clusters import drivers
+from clusters.models import Cluster, DesiredState, OperationLog
+from tests.conftest import BOTH
+from tests.factories import make_cluster, make_operation
+
+pytestmark = pytest.mark.django_db(databases=BOTH)
+
+TOKEN = "s3cret-token-for-tests"
+CLUSTER_KEYS = [
+    "name",
+    "provider",
+    "node_port",
+    "pf_port",
+    "http_port",
+    "https_port",
+    "cluster_subnet",
+    "register_portainer",
+    "haproxy_route",
+    "register_argocd",
+    "status",
+    "desired_state",
+    "actual_state",
+    "last_reconciled_at",
+    "reconcile_error",
+    "created_at",
+    "updated_at",
+]
+
+
+def post_json(client: Client, url: str, body: Any, **headers: str) -> Any:
+    return client.post(url, json.dumps(body), content_type="application/json", headers=headers)
+
+
+def created(client: Client, **body: Any) -> Any:
+    return post_json(client, "/api/clusters", body)
+
+
+def test_list_returns_every_cluster_in_the_original_shape(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    response = admin_client.get("/api/clusters")
+    assert response.status_code == 200
+    [row] = response.json()
+    assert list(row) == CLUSTER_KEYS
+    assert row["name"] == "dev"
+    assert row["cluster_subnet"] == "10.101.0.0/16"
+    assert row["status"] == row["actual_state"] == "unknown"
+
+
+def test_list_is_empty_without_clusters(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/api/clusters")
+    assert (response.status_code, response.json()) == (200, [])
+
+
+def test_create_returns_202_with_the_task_id(alias: str, admin_client: Client) -> None:
+    response = created(admin_client, name="dev", provider="k3d")
+    task = OperationLog.objects.get()
+    assert response.status_code == 202
+    assert response.json() == {
+        "task_id": str(task.uid),
+        "status": "pending",
+        "message": "Cluster creation task created for dev",
+    }
+
+
+def test_create_applies_the_original_defaults(alias: str, admin_client: Client) -> None:
+    created(admin_client, name="dev")
+    cluster = Cluster.objects.get(name="dev")
+    assert (
+        cluster.provider,
+        cluster.node_port,
+        cluster.pf_port,
+        cluster.http_port,
+        cluster.https_port,
+        cluster.register_portainer,
+        cluster.haproxy_route,
+        cluster.register_argocd,
+        cluster.desired_state,
+    ) == ("k3d", 30080, 19000, 18080, 18443, True, True, True, DesiredState.PRESENT)
+
+
+def test_create_stores_every_given_field(alias: str, admin_client: Client) -> None:
+    created(
+        admin_client,
+        name="dev",
+        provider="kind",
+        node_port=30081,
+        pf_port=19001,
+        http_port=18081,
+        https_port=18444,
+        register_portainer=False,
+        haproxy_route=False,
+        register_argocd=False,
+    )
+    row = admin_client.get("/api/clusters/dev").json()
+    assert {key: row[key] for key in CLUSTER_KEYS[:10]} == {
+        "name": "dev",
+        "provider": "kind",
+        "node_port": 30081,
+        "pf_port": 19001,
+        "http_port": 18081,
+        "https_port": 18444,
+        "cluster_subnet": None,
+        "register_portainer": False,
+        "haproxy_route": False,
+        "register_argocd": False,
+    }
+
+
+def test_create_maps_cluster_subnet_to_the_subnet(alias: str, admin_client: Client) -> None:
+    created(admin_client, name="dev", cluster_subnet="10.101.0.0/16")
+    assert Cluster.objects.get(name="dev").subnet == "10.101.0.0/16"
+
+
+def test_create_refuses_an_existing_name_with_409(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev")
+    response = created(admin_client, name="dev")
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Cluster dev already exists"}
+
+
+def test_create_refuses_malformed_json_with_400(alias: str, admin_client: Client) -> None:
+    response = admin_client.post("/api/clusters", "{name", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "Request body is not valid JSON: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1)"
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        ({}, [{"loc": ["body", "name"], "msg": "Field required"}]),
+        ([], [{"loc": ["body"], "msg": "Input should be a valid object"}]),
+        ({"name": 7}, [{"loc": ["body", "name"], "msg": "Input should be a valid string"}]),
+        (
+            {"name": "dev", "http_port": "80"},
+            [{"loc": ["body", "http_port"], "msg": "Input should be a valid integer"}],
+        ),
+        (
+            {"name": "dev", "pf_port": True},
+            [{"loc": ["body", "pf_port"], "msg": "Input should be a valid integer"}],
+        ),
+        (
+            {"name": "dev", "haproxy_route": "yes"},
+            [{"loc": ["body", "haproxy_route"], "msg": "Input should be a valid boolean"}],
+        ),
+        (
+            {"name": "Dev_1"},
+            [
+                {
+                    "loc": ["body", "name"],
+                    "msg": "Use lower-case letters, digits and dashes, starting and ending "
+                    "with a letter or digit (a DNS-1123 label), e.g. dev-1.",
+                }
+            ],
+        ),
+        (
+            {"name": "dev", "http_port": 80},
+            [{"loc": ["body", "http_port"], "msg": "Ports must be between 1024 and 65535."}],
+        ),
+        (
+            {"name": "dev", "node_port": 70000},
+            [{"loc": ["body", "node_port"], "msg": "Ports must be between 1024 and 65535."}],
+        ),
+        (
+            {"name": "dev", "provider": "minikube"},
+            [{"loc": ["body", "provider"], "msg": "Value 'minikube' is not a valid choice."}],
+        ),
+        (
+            {"name": "dev", "cluster_subnet": "10.0.0.1/16"},
+            [
+                {
+                    "loc": ["body", "cluster_subnet"],
+                    "msg": "10.0.0.1/16 is not a valid IPv4 CIDR such as 10.100.0.0/16 "
+                    "(10.0.0.1/16 has host bits set).",
+                }
+            ],
+        ),
+        (
+            {"name": "dev", "provider": "kind", "cluster_subnet": "10.101.0.0/16"},
+            [
+                {
+                    "loc": ["body", "cluster_subnet"],
+                    "msg": "A subnet can only be set for k3d clusters; kind assigns its own.",
+                }
+            ],
+        ),
+        (
+            {"name": "dev", "http_port": 18090, "https_port": 18090},
+            [
+                {
+                    "loc": ["body", "https_port"],
+                    "msg": "Port 18090 is already used by this cluster's http_port.",
+                }
+            ],
+        ),
+    ],
+)
+def test_create_refuses_invalid_fields_with_422(
+    alias: str, admin_client: Client, body: Any, errors: list[dict[str, Any]]
+) -> None:
+    response = post_json(admin_client, "/api/clusters", body)
+    assert (response.status_code, response.json()) == (422, {"detail": errors})
+    assert Cluster.objects.count() == 0
+
+
+def test_create_refuses_a_port_another_cluster_uses(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19010)
+    response = created(admin_client, name="qa", http_port=18090)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {"loc": ["body", "http_port"], "msg": "Port 18090 is already used by cluster dev."}
+        ]
+    }
+
+
+def test_get_returns_one_cluster(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev")
+    response = admin_client.get("/api/clusters/dev")
+    assert response.status_code == 200
+    assert response.json()["name"] == "dev"
+
+
+def test_get_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/api/clusters/nope")
+    assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
+
+
+def test_delete_marks_the_cluster_absent_with_202(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev")
+    response = admin_client.delete("/api/clusters/dev")
+    task = OperationLog.objects.get(operation="delete")
+    assert response.status_code == 202
+    assert response.json() == {
+        "task_id": str(task.uid),
+        "status": "pending",
+        "message": "Cluster deletion task created for dev",
+    }
+    assert Cluster.objects.get(name="dev").desired_state == DesiredState.ABSENT
+
+
+def test_delete_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
+    response = admin_client.delete("/api/clusters/nope")
+    assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
+
+
+def test_delete_devops_is_403(alias: str, admin_client: Client) -> None:
+    make_cluster(name="devops")
+    response = admin_client.delete("/api/clusters/devops")
+    assert response.status_code == 403
+    assert response.json() == {"detail": "The devops cluster cannot be deleted."}
+    assert Cluster.objects.get(name="devops").desired_state == DesiredState.PRESENT
+
+
+@pytest.mark.parametrize(
+    ("action", "desired", "message"),
+    [
+        ("stop", DesiredState.STOPPED, "Cluster stop task created for dev"),
+        ("start", DesiredState.PRESENT, "Cluster start task created for dev"),
+    ],
+)
+def test_start_and_stop_return_202_with_the_task_id(
+    alias: str, admin_client: Client, action: str, desired: str, message: str
+) -> None:
+    make_cluster(name="dev", desired_state=DesiredState.STOPPED if action == "start" else "present")
+    response = admin_client.post(f"/api/clusters/dev/{action}")
+    task = OperationLog.objects.get(operation=action)
+    assert response.status_code == 202
+    assert response.json() == {"task_id": str(task.uid), "status": "pending", "message": message}
+    assert Cluster.objects.get(name="dev").desired_state == desired
+
+
+def test_start_a_cluster_marked_for_deletion_is_409(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", desired_state=DesiredState.ABSENT)
+    response = admin_client.post("/api/clusters/dev/start")
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Cluster dev is marked for deletion"}
+
+
+def test_stop_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
+    response = admin_client.post("/api/clusters/nope/stop")
+    assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
+
+
+def test_status_reports_what_the_driver_says(
+    alias: str, admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_cluster(name="dev", reconcile_error="k3d exited 1")
+    monkeypatch.setattr(
+        drivers,
+        "cluster_status",
+        lambda cluster: drivers.ClusterStatus(cluster.name, "running", 1, 2),
+    )
+    response = admin_client.get("/api/clusters/dev/status")
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": "dev",
+        "status": "running",
+        "nodes_ready": 1,
+        "nodes_total": 2,
+        "portainer_status": "unknown",
+        "argocd_status": "unknown",
+        "error_message": "k3d exited 1",
+    }
+
+
+def test_status_of_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/api/clusters/nope/status")
+    assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
+
+
+def test_operations_are_listed_newest_first_up_to_limit(alias: str, admin_client: Client) -> None:
+    cluster = make_cluster(name="dev")
+    for operation in ("create", "stop", "start"):
+        make_operation(cluster, operation=operation)
+    response = admin_client.get("/api/clusters/dev/operations?limit=2")
+    assert response.status_code == 200
+    assert [entry["operation"] for entry in response.json()] == ["start", "stop"]
+
+
+def test_operations_outlive_the_cluster(alias: str, admin_client: Client) -> None:
+    cluster = make_cluster(name="dev")
+    make_operation(cluster, operation="delete")
+    cluster.delete()
+    response = admin_client.get("/api/clusters/dev/operations")
+    assert [entry["operation"] for entry in response.json()] == ["delete"]
+
+
+def test_operations_of_an_unknown_cluster_are_404(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/api/clusters/nope/operations")
+    assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "x", "1001"])
+def test_operations_refuse_a_bad_limit_with_422(
+    alias: str, admin_client: Client, limit: str
+) -> None:
+    make_cluster(name="dev")
+    response = admin_client.get(f"/api/clusters/dev/operations?limit={limit}")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {"loc": ["query", "limit"], "msg": "Input should be a whole number from 1 to 1000"}
+        ]
+    }
+
+
+def test_config_lists_providers_defaults_and_port_range(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/api/config")
+    assert response.status_code == 200
+    assert response.json() == {
+        "providers": ["kind", "k3d"],
+        "default_provider": "k3d",
+        "defaults": {
+            "node_port": 30080,
+            "pf_port": 19000,
+            "http_port": 18080,
+            "https_port": 18443,
+            "register_portainer": True,
+            "haproxy_route": True,
+            "register_argocd": True,
+        },
+        "port_range": {"min": 1024, "max": 65535},
+    }
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/clusters", "/api/clusters/dev", "/api/config", "/api/clusters/dev/operations"]
+)
+def test_anonymous_requests_get_401_json(client: Client, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "Authentication required: log in, or send Authorization: Bearer"
+    }
+    assert response["WWW-Authenticate"] == 'Bearer realm="kindler"'
+
+
+def test_the_api_token_authenticates(client: Client, settings: Any) -> None:
+    settings.KINDLER_API_TOKEN = TOKEN
+    response = client.get("/api/clusters", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (response.status_code, response.json()) == (200, [])
+
+
+def test_the_api_token_needs_no_csrf_token_for_writes(settings: Any) -> None:
+    settings.KINDLER_API_TOKEN = TOKEN
+    client = Client(enforce_csrf_checks=True)
+    response = post_json(client, "/api/clusters", {"name": "dev"}, Authorization=f"Bearer {TOKEN}")
+    assert response.status_code == 202
+
+
+def test_a_wrong_token_is_401(client: Client, settings: Any) -> None:
+    settings.KINDLER_API_TOKEN = TOKEN
+    response = client.get("/api/clusters", headers={"Authorization": "Bearer wrong"})
+    assert (response.status_code, response.json()) == (401, {"detail": "Invalid API token"})
+
+
+def test_a_token_is_refused_when_none_is_configured(client: Client, settings: Any) -> None:
+    settings.KINDLER_API_TOKEN = ""
+    response = client.get("/api/clusters", headers={"Authorization": "Bearer "})
+    assert (response.status_code, response.json()) == (401, {"detail": "Invalid API token"})
+
+
+def test_a_session_write_without_csrf_token_is_403(admin_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = post_json(client, "/api/clusters", {"name": "dev"})
+    assert response.status_code == 403
+    assert response.json() == {"detail": "CSRF check failed: CSRF cookie not set."}
+    assert Cluster.objects.count() == 0
+
+
+def test_a_session_write_with_the_csrf_token_is_accepted(admin_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    client.get("/")
+    token = client.cookies["csrftoken"].value
+    response = post_json(client, "/api/clusters", {"name": "dev"}, **{"X-CSRFToken": token})
+    assert response.status_code == 202
+
+
+def test_a_session_read_needs_no_csrf_token(admin_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    assert client.get("/api/clusters").status_code == 200
+
+
+def test_an_unknown_api_path_is_404_json(admin_client: Client) -> None:
+    response = admin_client.get("/api/nothing-here")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found"})
+
+
+def test_an_unknown_api_path_is_404_json_without_login(client: Client) -> None:
+    response = client.post("/api/nothing-here")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found"})
+
+
+def test_a_wrong_method_is_405_json(admin_client: Client) -> None:
+    response = admin_client.put("/api/clusters")
+    assert (response.status_code, response.json()) == (405, {"detail": "Method Not Allowed"})
+    assert response["Allow"] == "GET, HEAD, POST"
+
+
+def test_an_unexpected_error_is_500_json(admin_user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(cluster: Cluster) -> None:
+        raise RuntimeError("secret internals")
+
+    make_cluster(name="dev")
+    monkeypatch.setattr(drivers, "cluster_status", explode)
+    client = Client(raise_request_exception=False)
+    client.force_login(admin_user)
+    response = client.get("/api/clusters/dev/status")
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})

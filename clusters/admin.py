@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import ActionLocation  # type: ignore[attr-defined]
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -55,8 +56,10 @@ class ClusterAdmin(admin.ModelAdmin):
         if marked:
             self.message_user(request, f"Marked for deletion: {', '.join(marked)}.")
 
-    def get_actions(self, request: HttpRequest, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        actions = super().get_actions(request, *args, **kwargs)
+    def get_actions(
+        self, request: HttpRequest, action_location: Any = ActionLocation.CHANGE_LIST
+    ) -> dict[str, Any]:
+        actions = super().get_actions(request, action_location)
         # Deleting rows directly would orphan the real clusters; mark them instead.
         actions.pop("delete_selected", None)
         return actions

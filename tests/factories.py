@@ -40,3 +40,25 @@ def make_operation(cluster: Cluster, using: str | None = None, **overrides: Any)
     operation = OperationLog(**fields)
     operation.save(using=using)
     return operation
+
+
+def make_superuser(username: str = "admin", password: str = "password") -> Any:
+    """Save and return a superuser on the routed database.
+
+    bulk_create sends no pre_save signal, so this also works on SQLite, where
+    account changes are refused during an outage (accounts are mirrored there).
+    """
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import User
+
+    User.objects.bulk_create(
+        [
+            User(
+                username=username,
+                password=make_password(password),
+                is_staff=True,
+                is_superuser=True,
+            )
+        ]
+    )
+    return User.objects.get(username=username)

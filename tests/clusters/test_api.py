@@ -11,9 +11,16 @@ from django.test import Client
 from clusters import drivers
 from clusters.models import Cluster, DesiredState, OperationLog
 from tests.conftest import BOTH
-from tests.factories import make_cluster, make_operation
+from tests.factories import make_cluster, make_operation, make_superuser
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    """Override pytest-django's: an admin on whichever database is pinned."""
+    return make_superuser()
+
 
 TOKEN = "s3cret-token-for-tests"
 CLUSTER_KEYS = [

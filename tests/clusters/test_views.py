@@ -12,9 +12,15 @@ from django.test import Client
 from clusters.models import Cluster, DesiredState, OperationLog
 from kindler.db.health import monitor
 from tests.conftest import BOTH
-from tests.factories import cluster_fields, make_cluster, make_operation
+from tests.factories import cluster_fields, make_cluster, make_operation, make_superuser
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    """Override pytest-django's: an admin on whichever database is pinned."""
+    return make_superuser()
 
 
 def rows(response: Any) -> list[str]:

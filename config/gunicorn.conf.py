@@ -12,3 +12,16 @@ graceful_timeout = 10
 accesslog = os.environ.get("KINDLER_ACCESS_LOG", "-")
 errorlog = "-"
 wsgi_app = "kindler.wsgi:application"
+
+
+def on_starting(server):
+    """Have every worker write its metrics where /api/metrics adds them up."""
+    from kindler import multiprocess
+
+    multiprocess.prepare()
+
+
+def child_exit(server, worker):
+    from kindler import multiprocess
+
+    multiprocess.worker_exited(worker.pid)

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kindler.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -205,3 +206,5 @@ SECURE_CSP = {
 
 # Queries slower than this are logged (SQL only, never the parameters).
 KINDLER_SLOW_QUERY_MS = env.float("KINDLER_SLOW_QUERY_MS", default=200.0)
+# Where gunicorn workers keep their metrics so /api/metrics can add them up.
+KINDLER_METRICS_DIR = Path(env.str("KINDLER_METRICS_DIR", default=f"{SQLITE_PATH}.metrics"))

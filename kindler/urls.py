@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from kindler import views
+from kindler import metrics, views
 
 urlpatterns = [
     path("api/health", views.health, name="health"),
+    path("api/metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("clusters.urls")),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core.signals import got_request_exception
+from django.db.backends.signals import connection_created
 
 
 class DatabaseConfig(AppConfig):
@@ -10,9 +11,13 @@ class DatabaseConfig(AppConfig):
     verbose_name = "Kindler database layer"
 
     def ready(self) -> None:
-        from kindler.db import middleware, timeouts
+        from kindler.db import health, middleware, stats, timeouts
 
         timeouts.install()
         got_request_exception.connect(
             middleware.remember_outage, dispatch_uid="kindler.db.remember_outage"
         )
+        connection_created.connect(
+            stats.observe_connection, dispatch_uid="kindler.db.observe_connection"
+        )
+        health.switched.connect(stats.record_switch, dispatch_uid="kindler.db.record_switch")

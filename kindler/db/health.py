@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import psycopg2
 from django.conf import settings
+from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
 from kindler.db import POSTGRES, SQLITE
@@ -23,6 +24,8 @@ from kindler.db.routing import postgres_configured
 logger = logging.getLogger("kindler.db")
 
 SWITCH_HISTORY = 50
+# Sent with transition=Transition on every state change (kindler.db.stats counts them).
+switched = Signal()
 
 
 class State(StrEnum):
@@ -245,7 +248,10 @@ class HealthMonitor:
     def _switch(self, target: State, cause: str) -> None:
         now, now_monotonic = datetime.now(UTC), time.monotonic()
         elapsed = now_monotonic - self._since_monotonic
-        self._transitions.append(Transition(now, self._state, target, cause, elapsed))
+        transition = Transition(now, self._state, target, cause, elapsed)
+        self._transitions.append(transition)
+        # send_robust: a failing receiver must never stop routing from switching.
+        switched.send_robust(sender=HealthMonitor, transition=transition)
         logger.warning(
             "Database state %s -> %s after %.3f s: %s (active: %s)",
             self._state,

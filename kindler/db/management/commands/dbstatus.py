@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from kindler.db import stats
 from kindler.db.health import monitor
 from kindler.db.status import database_report
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = database_report(monitor.check_now())
+        report.update(stats.report())
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
             return
@@ -32,3 +34,5 @@ class Command(BaseCommand):
         self.stdout.write(f"Active database: {report['active']}")
         self.stdout.write(f"State:           {report['state']} since {report['since']}")
         self.stdout.write(f"PostgreSQL:      {reachability}")
+        for line in stats.report_lines(report):
+            self.stdout.write(line)

@@ -1,0 +1,141 @@
+"""Query statistics, the slow-query log and the switch history (kindler/db/stats.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from django.db import DatabaseError, connections
+from django.test import override_settings
+from prometheus_client import REGISTRY
+
+from clusters.models import Cluster
+from kindler.db import stats
+from kindler.db.health import State, monitor
+from tests.conftest import BOTH, wait_for_state
+
+
+def figures(alias: str) -> stats.AliasStats:
+    found = [item for item in stats.query_stats(REGISTRY) if item.alias == alias]
+    return found[0] if found else stats.AliasStats(alias, 0, 0, 0, 0.0, 0.0)
+
+
+@override_settings(KINDLER_SLOW_QUERY_MS=200)
+def test_record_query_adds_count_total_and_max() -> None:
+    stats.record_query("figures-alias", "SELECT 1", 0.25)
+    stats.record_query("figures-alias", "SELECT 1", 0.5)
+    stats.record_query("figures-alias", "SELECT 1", 0.125)
+    assert figures("figures-alias") == stats.AliasStats(
+        "figures-alias", count=3, errors=0, slow=2, total_ms=875.0, max_ms=500.0
+    )
+
+
+@override_settings(KINDLER_SLOW_QUERY_MS=200)
+def test_only_queries_above_the_threshold_are_slow() -> None:
+    stats.record_query("threshold-alias", "SELECT 1", 0.199)
+    stats.record_query("threshold-alias", "SELECT 2", 0.2)
+    assert figures("threshold-alias").slow == 1
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_every_query_on_an_alias_is_counted(alias: str) -> None:
+    before = figures(alias).count
+    Cluster.objects.using(alias).count()
+    assert figures(alias).count - before == 1
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_a_failing_query_is_counted_as_an_error(alias: str) -> None:
+    before = figures(alias).errors
+    with pytest.raises(DatabaseError), connections[alias].cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table")
+    assert figures(alias).errors - before == 1
+
+
+@pytest.mark.django_db(databases=BOTH)
+@override_settings(KINDLER_SLOW_QUERY_MS=0)
+def test_slow_query_log_has_the_sql_but_not_the_parameters(
+    alias: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="kindler.db.slow"):
+        Cluster.objects.using(alias).filter(name="secret-value-0451").count()
+    [record] = caplog.records
+    assert "secret-value-0451" not in record.getMessage()
+    assert record.getMessage().startswith(f"Slow query on {alias} (")
+    assert record.getMessage().endswith(
+        'FROM "clusters_cluster" WHERE "clusters_cluster"."name" = %s'
+    )
+
+
+@pytest.mark.django_db(databases=BOTH)
+@override_settings(KINDLER_SLOW_QUERY_MS=60_000)
+def test_fast_queries_are_not_logged(alias: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="kindler.db.slow"):
+        Cluster.objects.using(alias).count()
+    assert caplog.records == []
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_the_observer_is_installed_once_per_connection(alias: str) -> None:
+    connection = connections[alias]
+    connection.ensure_connection()
+    stats.observe_connection(sender=None, connection=connection)
+    observers = [w for w in connection.execute_wrappers if isinstance(w, stats.QueryObserver)]
+    assert len(observers) == 1
+
+
+@pytest.fixture
+def history_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "kindler.db.switches"
+    monkeypatch.setattr(stats, "history_path", lambda: path)
+    return path
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_switch_is_kept_in_the_history(history_file: Path) -> None:
+    monitor.mark_down("test outage")
+    wait_for_state(State.PRIMARY)
+    latest = stats.switch_history()
+    assert [(e["source"], e["target"]) for e in latest[:3]] == [
+        ("recovering", "primary"),
+        ("fallback", "recovering"),
+        ("primary", "fallback"),
+    ]
+    assert latest[2]["cause"] == "test outage"
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_switch_is_counted(history_file: Path) -> None:
+    sample = "kindler_database_switches_total"
+    labels = {"source": "primary", "target": "fallback"}
+    before = REGISTRY.get_sample_value(sample, labels) or 0.0
+    monitor.mark_down("test outage")
+    wait_for_state(State.PRIMARY)
+    assert REGISTRY.get_sample_value(sample, labels) == before + 1
+
+
+def test_a_damaged_history_line_is_skipped(history_file: Path) -> None:
+    history_file.write_text(
+        '{"at": "2026-01-01T00:00:00+00:00", "source": "primary", "target": "fallback",'
+        ' "cause": "x", "seconds_in_source": 1.0, "pid": 1}\n{"at": "2026-01-0'
+    )
+    assert [entry["cause"] for entry in stats.switch_history()] == ["x"]
+
+
+def test_the_history_is_trimmed_to_the_last_entries(history_file: Path) -> None:
+    history_file.write_text("".join(f'{{"n": {n}}}\n' for n in range(200)))
+    stats._trim(history_file)
+    assert history_file.read_text().splitlines()[0] == '{"n": 150}'
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_connection_states_name_the_active_alias() -> None:
+    states = {state["alias"]: state for state in stats.connection_states()}
+    assert (states["postgres"]["active"], states["sqlite"]["active"]) == (True, False)
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_connection_states_count_kindler_connections_on_the_server() -> None:
+    postgres = stats.connection_states()[0]
+    assert postgres["server_connections"] >= 1

@@ -1,0 +1,175 @@
+"""GET /api/metrics (kindler/metrics.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from kindler.db.routing import pinned_alias
+from tests.conftest import BOTH
+from tests.factories import make_cluster, make_operation
+from tests.pgserver import free_port
+
+TOKEN = "metrics-token-for-tests"
+pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Return {(sample name, sorted labels): value} from an exposition."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def scrape(client: Client) -> Any:
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with override_settings(KINDLER_API_TOKEN=TOKEN):
+            response = client.get("/api/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        assert response.status_code == 200
+        return samples(response.content.decode())
+
+    return scrape
+
+
+def test_anonymous_scrape_is_refused_with_json(client: Client) -> None:
+    response = client.get("/api/metrics")
+    assert (response.status_code, response.json()["detail"]) == (
+        401,
+        "Authentication required: log in, or send Authorization: Bearer",
+    )
+
+
+@override_settings(KINDLER_API_TOKEN=TOKEN)
+def test_a_wrong_token_is_refused(client: Client) -> None:
+    response = client.get("/api/metrics", HTTP_AUTHORIZATION="Bearer nope")
+    assert (response.status_code, response.json()["detail"]) == (401, "Invalid API token")
+
+
+def test_the_api_token_gets_the_prometheus_text_format(client: Client) -> None:
+    with override_settings(KINDLER_API_TOKEN=TOKEN):
+        response = client.get("/api/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
+
+
+def test_a_logged_in_person_can_read_the_metrics(client: Client) -> None:
+    client.force_login(User.objects.create_user("viewer", password="x"))
+    assert client.get("/api/metrics").status_code == 200
+
+
+def test_the_active_alias_is_reported(scrape: Any) -> None:
+    figures = scrape()
+    assert (
+        figures[("kindler_database_active", (("alias", "postgres"),))],
+        figures[("kindler_database_active", (("alias", "sqlite"),))],
+    ) == (1.0, 0.0)
+
+
+def test_the_routing_state_is_reported(scrape: Any) -> None:
+    assert scrape()[("kindler_database_state", (("state", "primary"),))] == 1.0
+
+
+def test_requests_are_counted_by_method_and_code(client: Client) -> None:
+    labels = {"method": "GET", "code": "200"}
+    before = REGISTRY.get_sample_value("kindler_http_requests_total", labels) or 0.0
+    client.get("/api/health")
+    assert REGISTRY.get_sample_value("kindler_http_requests_total", labels) == before + 1
+
+
+def test_query_timings_are_reported_per_alias(scrape: Any) -> None:
+    figures = scrape()
+    assert figures[("kindler_db_query_duration_seconds_count", (("alias", "postgres"),))] > 0
+
+
+def test_operations_are_reported_by_result(scrape: Any) -> None:
+    cluster = make_cluster()
+    make_operation(cluster, operation="create", status="failed")
+    make_operation(cluster, operation="create", status="failed")
+    figures = scrape()
+    key = ("kindler_operations", (("operation", "create"), ("status", "failed")))
+    assert figures[key] == 2.0
+
+
+def test_the_postgres_probe_is_reported(scrape: Any) -> None:
+    assert scrape()[("kindler_postgres_up", ())] == 1.0
+
+
+def test_operations_on_sqlite_are_read_from_sqlite(scrape: Any) -> None:
+    with pinned_alias("sqlite"):
+        make_operation(make_cluster(using="sqlite"), using="sqlite", status="timeout")
+        figures = scrape()
+    assert figures[("kindler_operations", (("operation", "create"), ("status", "timeout")))] == 1.0
+
+
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_gunicorn_workers_are_added_up(kindler_env: dict[str, Any], tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **kindler_env,
+        "KINDLER_BIND": f"127.0.0.1:{port}",
+        "KINDLER_WORKERS": "2",
+        "KINDLER_API_TOKEN": TOKEN,
+        "KINDLER_METRICS_DIR": str(tmp_path / "metrics"),
+        "KINDLER_ACCESS_LOG": "/dev/null",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    config = Path(settings.BASE_DIR) / "config" / "gunicorn.conf.py"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(config)],
+        env=env,
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if get(f"{base}/no-such-page")[0] in (302, 404):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        for _ in range(40):
+            assert get(f"{base}/api/health")[0] == 200
+        status, text = get(f"{base}/api/metrics", TOKEN)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    figures = samples(text)
+    assert (
+        status,
+        figures[("kindler_http_requests_total", (("code", "200"), ("method", "GET")))],
+    ) == (
+        200,
+        40.0,
+    )

@@ -42,7 +42,7 @@ def make_operation(cluster: Cluster, using: str | None = None, **overrides: Any)
     return operation
 
 
-def make_superuser(username: str = "admin", password: str = "password") -> Any:
+def make_superuser(username: str = "admin", password: str = "password", **fields: Any) -> Any:
     """Save and return a superuser on the routed database.
 
     bulk_create sends no pre_save signal, so this also works on SQLite, where
@@ -58,6 +58,7 @@ def make_superuser(username: str = "admin", password: str = "password") -> Any:
                 password=make_password(password),
                 is_staff=True,
                 is_superuser=True,
+                **fields,
             )
         ]
     )

@@ -148,6 +148,9 @@ def run(
 ) -> Result:
     """Run command in its own process group, passing output to on_output as it comes.
 
+    on_output is called from this thread about every poll_interval, with the
+    text that arrived since the last call (possibly empty).
+
     When the deadline passes or should_stop() turns true, the whole group is
     terminated (SIGTERM, then SIGKILL after a grace period), so nothing the
     command started outlives it. A binary missing from PATH is a Result, not
@@ -229,9 +232,9 @@ def _feed(pipe: Any, text: str) -> None:
 
 
 def _deliver(reader: _Reader, on_output: Callable[[str], None]) -> None:
-    chunk = reader.take_new()
-    if chunk:
-        on_output(chunk)
+    # Called on every poll, with "" when nothing came: a writer that saves
+    # periodically gets its chance to save what it still holds.
+    on_output(reader.take_new())
 
 
 class _Reader:

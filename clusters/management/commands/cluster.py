@@ -1,4 +1,4 @@
-"""`manage.py cluster list|show|create|delete`."""
+"""`manage.py cluster list|show|create|delete|start|stop`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clusters import lifecycle
-from clusters.models import Cluster, Provider
+from clusters.models import Cluster, DesiredState, Provider
 from clusters.serializers import cluster_to_dict
 from clusters.validators import one_line
 
@@ -46,6 +46,10 @@ class Command(BaseCommand):
         create.add_argument("--subnet", default="")
         delete = actions.add_parser("delete", help="Mark a cluster to be deleted.")
         delete.add_argument("name")
+        start = actions.add_parser("start", help="Ask for a stopped cluster to run again.")
+        start.add_argument("name")
+        stop = actions.add_parser("stop", help="Ask for a cluster to be stopped (kept).")
+        stop.add_argument("name")
 
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"do_{options['action']}")(options)
@@ -91,6 +95,14 @@ class Command(BaseCommand):
             raise CommandError(one_line(exc)) from None
         self.stdout.write(f"Cluster {cluster.name} marked for deletion.")
 
+    def do_start(self, options: dict[str, Any]) -> None:
+        task = lifecycle.request_start(get_startable(options["name"]))
+        self.stdout.write(f"Cluster {options['name']} will be started (operation {task.uid}).")
+
+    def do_stop(self, options: dict[str, Any]) -> None:
+        task = lifecycle.request_stop(get_startable(options["name"]))
+        self.stdout.write(f"Cluster {options['name']} will be stopped (operation {task.uid}).")
+
 
 def get_cluster(name: str) -> Cluster:
     """Return the named cluster or fail with a message a person can act on."""
@@ -98,6 +110,14 @@ def get_cluster(name: str) -> Cluster:
         return Cluster.objects.get(name=name)
     except Cluster.DoesNotExist:
         raise CommandError(f"No cluster named {name}.") from None
+
+
+def get_startable(name: str) -> Cluster:
+    """Return the named cluster unless it is marked for deletion (starting it would cancel that)."""
+    cluster = get_cluster(name)
+    if cluster.desired_state == DesiredState.ABSENT:
+        raise CommandError(f"Cluster {name} is marked for deletion.")
+    return cluster
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -1,0 +1,55 @@
+"""`manage.py reconcile [--once] [--interval SECONDS]`: run the cluster reconciler."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from clusters.reconciler import PassReport, Reconciler
+
+
+class Command(BaseCommand):
+    help = (
+        "Make every cluster's actual state match its desired state: create, start, "
+        "stop and delete clusters with k3d or kind. Loops until Ctrl-C or SIGTERM."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Run one pass and exit.")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=2.0,
+            help="Seconds between passes (default 2).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            reconciler = Reconciler(stop)
+            if options["once"]:
+                self.show(reconciler.run_once())
+            else:
+                self.stdout.write(f"Reconciling every {options['interval']:g} s (Ctrl-C to stop).")
+                reconciler.run_forever(options["interval"], self.show)
+                self.stdout.write("Reconciler stopped.")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def show(self, report: PassReport) -> None:
+        for line in report.lines:
+            self.stdout.write(line)
+        if report.database_error:
+            self.stderr.write(f"Database error: {report.database_error}")

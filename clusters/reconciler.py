@@ -1,0 +1,613 @@
+"""The reconciler: make each cluster's actual state what its desired state asks for.
+
+One pass reads the inventory, asks each provider what it runs (one listing
+call per provider), and for every cluster either records what it saw or
+runs the one action that moves it toward its desired state, streaming the
+command's output into an OperationLog.
+
+Claims. An action is claimed in a short transaction: on PostgreSQL under a
+per-cluster advisory lock, on SQLite under its single-writer lock (Kindler
+opens SQLite transactions IMMEDIATE). Inside it the reconciler checks that no
+operation is running for the cluster and that none finished since this pass
+looked, then marks the operation `running`. That row is the claim: another
+reconciler, on any host, skips a cluster with a running operation, so one
+action never runs twice. A running operation older than the timeout plus a
+grace period belongs to a reconciler that died; it is marked failed.
+
+Outages. Every database error is caught. A lost PostgreSQL is reported to
+the health monitor, which routes the next write to SQLite; the operation's
+output and outcome are then written there (matched by uid), and an outcome
+that cannot be written anywhere is kept in memory and retried each pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.utils import timezone
+
+from clusters import preflight
+from clusters.drivers import Command, Driver, DriverError, driver_for
+from clusters.drivers.base import last_line, not_found, run
+from clusters.models import (
+    ActualState,
+    Cluster,
+    DesiredState,
+    Operation,
+    OperationLog,
+    OperationStatus,
+)
+from kindler.db import POSTGRES
+from kindler.db.errors import describe, is_postgres_outage
+
+logger = logging.getLogger("kindler.reconciler")
+
+# pg_advisory_xact_lock(namespace, hashtext(name)): the namespace keeps
+# Kindler's locks apart from any other user of advisory locks.
+LOCK_NAMESPACE = 0x4B494E44
+STALE_GRACE_SECONDS = 60.0
+MAX_LOG_CHARS = 200_000
+LOG_HEAD_CHARS = 20_000
+OBSERVABLE = (ActualState.RUNNING, ActualState.STOPPED, ActualState.ABSENT)
+TARGET_STATE: dict[str, str] = {
+    Operation.CREATE: ActualState.RUNNING,
+    Operation.START: ActualState.RUNNING,
+    Operation.STOP: ActualState.STOPPED,
+    Operation.DELETE: ActualState.ABSENT,
+}
+WORKING_STATE: dict[str, str] = {
+    Operation.CREATE: ActualState.CREATING,
+    Operation.DELETE: ActualState.DELETING,
+}
+FITS_DESIRED: dict[str, tuple[str, ...]] = {
+    DesiredState.PRESENT: (Operation.CREATE, Operation.START),
+    DesiredState.STOPPED: (Operation.CREATE, Operation.STOP),
+    DesiredState.ABSENT: (Operation.DELETE,),
+}
+INTERRUPTED = "Interrupted: Kindler was stopped while the command ran."
+ABANDONED = "Interrupted: the reconciler running it stopped before it finished."
+
+
+def operation_timeout() -> float:
+    return float(getattr(settings, "KINDLER_OPERATION_TIMEOUT", 300.0))
+
+
+def backoff_seconds(failures: int) -> float:
+    """Return how long to wait after the given number of consecutive failures."""
+    base = float(getattr(settings, "KINDLER_RECONCILE_BACKOFF", 10.0))
+    ceiling = float(getattr(settings, "KINDLER_RECONCILE_BACKOFF_MAX", 600.0))
+    return float(min(ceiling, base * 2 ** max(0, failures - 1)))
+
+
+def decide(desired: str, actual: str) -> str | None:
+    """Return the operation that moves a cluster from actual toward desired, if any."""
+    if desired == DesiredState.ABSENT:
+        return None if actual == ActualState.ABSENT else Operation.DELETE
+    if actual == ActualState.ABSENT:
+        return Operation.CREATE
+    if desired == DesiredState.PRESENT and actual == ActualState.STOPPED:
+        return Operation.START
+    if desired == DesiredState.STOPPED and actual == ActualState.RUNNING:
+        return Operation.STOP
+    return None
+
+
+class OutputBuffer:
+    """An operation's output, capped: the start and the latest part are kept."""
+
+    def __init__(self, header: str = "", limit: int = MAX_LOG_CHARS) -> None:
+        self.header = header
+        self.limit = limit
+        self._head: str | None = None
+        self._body = ""
+        self._omitted = 0
+
+    def append(self, text: str) -> None:
+        self._body += text
+        if len(self._body) <= self.limit:
+            return
+        if self._head is None:
+            self._head, self._body = self._body[:LOG_HEAD_CHARS], self._body[LOG_HEAD_CHARS:]
+        excess = len(self._body) - (self.limit - LOG_HEAD_CHARS)
+        if excess > 0:
+            self._omitted += excess
+            self._body = self._body[excess:]
+
+    def text(self) -> str:
+        if self._head is None:
+            return self.header + self._body
+        marker = f"\n[... {self._omitted} characters of output omitted ...]\n"
+        return self.header + self._head + marker + self._body
+
+
+@dataclass
+class Outcome:
+    """Everything an action's end writes: its operation log and the cluster's state."""
+
+    log_uid: Any
+    cluster_uid: Any
+    cluster_name: str
+    operation: str
+    command: str
+    started_at: datetime
+    status: str
+    output: str
+    error: str = ""
+    exit_code: int | None = None
+    completed_at: datetime = field(default_factory=timezone.now)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == OperationStatus.SUCCESS
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "status": self.status,
+            "log_output": self.output,
+            "error_message": self.error,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+        }
+
+    def cluster_fields(self) -> dict[str, Any]:
+        return {
+            "actual_state": TARGET_STATE[self.operation] if self.succeeded else ActualState.FAILED,
+            "reconcile_error": "" if self.succeeded else self.error,
+            "last_reconciled_at": self.completed_at,
+        }
+
+
+@dataclass
+class Snapshot:
+    """What a pass knows before it asks the providers anything."""
+
+    clusters: list[dict[str, Any]]
+    pending: dict[str, list[dict[str, Any]]]
+    busy: set[str]
+    last_log_id: int
+
+
+@dataclass
+class PassReport:
+    lines: list[str] = field(default_factory=list)
+    actions: int = 0
+    database_error: str | None = None
+
+
+def write_log(alias: str, outcome: Outcome, fields: dict[str, Any]) -> None:
+    """Update the operation log by uid on alias, or insert it there with that uid."""
+    logs = OperationLog.objects.using(alias)
+    if not logs.filter(uid=outcome.log_uid).update(**fields):
+        OperationLog(
+            uid=outcome.log_uid,
+            cluster_name=outcome.cluster_name,
+            operation=outcome.operation,
+            **{**outcome.log_fields(), **fields},
+        ).save(using=alias)
+
+
+def write_outcome(alias: str, outcome: Outcome) -> None:
+    """Record how an action ended: its log, and the cluster's state (or its removal)."""
+    with transaction.atomic(using=alias):
+        write_log(alias, outcome, outcome.log_fields())
+        clusters = Cluster.objects.using(alias).filter(uid=outcome.cluster_uid)
+        if outcome.succeeded and outcome.operation == Operation.DELETE:
+            # The row goes once the provider has deleted the cluster; its
+            # operation history stays, keyed by name.
+            clusters.filter(desired_state=DesiredState.ABSENT).delete()
+        else:
+            clusters.update(**outcome.cluster_fields())
+
+
+class LogWriter:
+    """Save a running operation's output every flush interval, wherever writes go now."""
+
+    def __init__(self, reconciler: Reconciler, outcome: Outcome, buffer: OutputBuffer) -> None:
+        self.reconciler = reconciler
+        self.outcome = outcome
+        self.buffer = buffer
+        self.interval = float(getattr(settings, "KINDLER_LOG_FLUSH_INTERVAL", 1.0))
+        self._saved_at = time.monotonic()
+        self._dirty = False
+
+    def feed(self, chunk: str) -> None:
+        if chunk:
+            self.buffer.append(chunk)
+            self._dirty = True
+        if self._dirty and time.monotonic() - self._saved_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self._saved_at, self._dirty = time.monotonic(), False
+        alias = router.db_for_write(OperationLog)
+        try:
+            write_log(alias, self.outcome, {"log_output": self.buffer.text()})
+        except DatabaseError as exc:
+            self.reconciler.database_error(exc)
+
+
+class Reconciler:
+    """Compare desired and actual state of every cluster and act on the difference."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
+        self.unwritten: list[Outcome] = []
+
+    def run_forever(self, interval: float, on_pass: Callable[[PassReport], None]) -> None:
+        """Run passes every interval seconds until the stop event is set."""
+        while not self.stop.is_set():
+            # Drop connections a lost server left broken, as a request would.
+            close_old_connections()
+            try:
+                on_pass(self.run_once())
+            except Exception:
+                # The loop must outlive any surprise: the next pass starts afresh.
+                logger.exception("Reconcile pass failed")
+            self.stop.wait(interval)
+
+    def run_once(self) -> PassReport:
+        """Run one pass over every cluster."""
+        report = PassReport()
+        self._retry_unwritten()
+        alias = router.db_for_write(Cluster)
+        try:
+            snapshot = self._snapshot(alias)
+        except DatabaseError as exc:
+            report.database_error = self.database_error(exc)
+            return report
+        observed = self._observe({row["provider"] for row in snapshot.clusters})
+        try:
+            self._close_orphans(alias, snapshot)
+            for row in snapshot.clusters:
+                if self.stop.is_set():
+                    break
+                self._reconcile(alias, row, snapshot, observed, report)
+        except DatabaseError as exc:
+            report.database_error = self.database_error(exc)
+        return report
+
+    def database_error(self, exc: DatabaseError) -> str:
+        """Handle a database error without stopping: report a lost PostgreSQL, log the rest."""
+        message = describe(exc)
+        if is_postgres_outage(exc):
+            from kindler.db.health import monitor
+
+            monitor.mark_down(f"reconciler: {message}")
+            with contextlib.suppress(Exception):
+                connections[POSTGRES].close()
+            logger.warning("PostgreSQL went away during reconcile (%s); going on", message)
+        else:
+            logger.error("Database error during reconcile: %s", message)
+        return message
+
+    def _snapshot(self, alias: str) -> Snapshot:
+        logs = OperationLog.objects.using(alias)
+        last_log_id = logs.order_by("-id").values_list("id", flat=True).first() or 0
+        pending: dict[str, list[dict[str, Any]]] = {}
+        busy: set[str] = set()
+        stale_before = timezone.now() - self._stale_after()
+        open_logs = logs.filter(status__in=[OperationStatus.PENDING, OperationStatus.RUNNING])
+        for entry in open_logs.order_by("created_at", "id").values(
+            "id", "cluster_name", "operation", "status", "started_at", "created_at"
+        ):
+            if entry["status"] == OperationStatus.PENDING:
+                pending.setdefault(entry["cluster_name"], []).append(dict(entry))
+            elif entry["started_at"] is None or entry["started_at"] > stale_before:
+                busy.add(entry["cluster_name"])
+        clusters = list(
+            Cluster.objects.using(alias).values(
+                "id", "uid", "name", "provider", "desired_state", "actual_state", "reconcile_error"
+            )
+        )
+        return Snapshot(clusters, pending, busy, last_log_id)
+
+    def _observe(self, providers: set[str]) -> dict[str, dict[str, Any] | str]:
+        observed: dict[str, dict[str, Any] | str] = {}
+        for provider in sorted(providers):
+            try:
+                observed[provider] = dict(driver_for(provider).list_clusters())
+            except (DriverError, ValueError) as exc:
+                observed[provider] = str(exc)
+                logger.warning("Cannot list %s clusters: %s", provider, exc)
+        return observed
+
+    def _reconcile(
+        self,
+        alias: str,
+        row: dict[str, Any],
+        snapshot: Snapshot,
+        observed: dict[str, dict[str, Any] | str],
+        report: PassReport,
+    ) -> None:
+        name = row["name"]
+        if name in snapshot.busy:
+            return
+        seen = observed.get(row["provider"])
+        pending = snapshot.pending.get(name, [])
+        if isinstance(seen, dict):
+            actual: str | None = seen[name].state if name in seen else ActualState.ABSENT
+        else:
+            actual = row["actual_state"] if row["actual_state"] in OBSERVABLE else None
+        if actual is not None:
+            action = decide(row["desired_state"], actual)
+        else:
+            action = self._guess(row, pending)
+        if action is None:
+            try:
+                self._settle(alias, row, str(actual), pending)
+            except ValidationError as exc:  # a protected cluster marked absent
+                logger.warning("Cannot remove %s: %s", name, " ".join(exc.messages))
+            return
+        if not self._due(alias, name, pending):
+            return
+        self._act(alias, row, action, actual, snapshot, report)
+
+    @staticmethod
+    def _guess(row: dict[str, Any], pending: list[dict[str, Any]]) -> str:
+        # The provider cannot be asked (binary missing, Docker down): act on
+        # the request people made; the attempt will say what is wrong.
+        fitting = FITS_DESIRED[row["desired_state"]]
+        for entry in pending:
+            if entry["operation"] in fitting:
+                return str(entry["operation"])
+        return str(fitting[0])
+
+    def _settle(self, alias: str, row: dict[str, Any], actual: str, pending: list[Any]) -> None:
+        """Record a cluster that needs nothing: its state, and close requests about it."""
+        now = timezone.now()
+        if row["desired_state"] == DesiredState.ABSENT:
+            with transaction.atomic(using=alias):
+                Cluster.objects.using(alias).filter(
+                    pk=row["id"], desired_state=DesiredState.ABSENT
+                ).delete()
+                self._close(alias, pending, actual, now)
+            return
+        changes: dict[str, Any] = {}
+        if row["actual_state"] != actual:
+            changes["actual_state"] = actual
+        if row["reconcile_error"]:
+            changes["reconcile_error"] = ""
+        if changes or pending:
+            with transaction.atomic(using=alias):
+                if changes:
+                    Cluster.objects.using(alias).filter(pk=row["id"]).update(
+                        last_reconciled_at=now, **changes
+                    )
+                self._close(alias, pending, actual, now)
+
+    @staticmethod
+    def _close(alias: str, pending: list[dict[str, Any]], actual: str, now: datetime) -> None:
+        for entry in pending:
+            logs = OperationLog.objects.using(alias).filter(
+                pk=entry["id"], status=OperationStatus.PENDING
+            )
+            if TARGET_STATE.get(entry["operation"]) == actual:
+                logs.update(
+                    status=OperationStatus.SUCCESS,
+                    log_output=f"Nothing to run: {entry['cluster_name']} is already {actual}.",
+                    completed_at=now,
+                )
+            else:
+                logs.update(
+                    status=OperationStatus.FAILED,
+                    error_message=f"Superseded by a later request; the cluster is {actual}.",
+                    completed_at=now,
+                )
+
+    def _close_orphans(self, alias: str, snapshot: Snapshot) -> None:
+        names = {row["name"] for row in snapshot.clusters}
+        orphans = [
+            pk
+            for name, entries in snapshot.pending.items()
+            if name not in names
+            for pk in (entry["id"] for entry in entries)
+        ]
+        if orphans:
+            OperationLog.objects.using(alias).filter(
+                pk__in=orphans, status=OperationStatus.PENDING
+            ).update(
+                status=OperationStatus.FAILED,
+                error_message="The cluster is no longer in the inventory.",
+                completed_at=timezone.now(),
+            )
+
+    def _due(self, alias: str, name: str, pending: list[dict[str, Any]]) -> bool:
+        """Return False while the cluster waits out the backoff after failed attempts."""
+        recent = (
+            OperationLog.objects.using(alias)
+            .filter(cluster_name=name, started_at__isnull=False)
+            .exclude(status__in=[OperationStatus.PENDING, OperationStatus.RUNNING])
+            .order_by("-started_at", "-id")
+            .values("status", "completed_at")[:20]
+        )
+        failures = 0
+        last_failure: datetime | None = None
+        for entry in recent:
+            if entry["status"] not in (OperationStatus.FAILED, OperationStatus.TIMEOUT):
+                break
+            failures += 1
+            last_failure = last_failure or entry["completed_at"]
+        if not failures or last_failure is None:
+            return True
+        # A request made after the last failure is a person asking again: now.
+        if any(entry["created_at"] > last_failure for entry in pending):
+            return True
+        return timezone.now() >= last_failure + timedelta(seconds=backoff_seconds(failures))
+
+    def _act(
+        self,
+        alias: str,
+        row: dict[str, Any],
+        action: str,
+        actual: str | None,
+        snapshot: Snapshot,
+        report: PassReport,
+    ) -> None:
+        cluster = Cluster.objects.using(alias).filter(pk=row["id"]).first()
+        if cluster is None or cluster.desired_state != row["desired_state"]:
+            return  # changed since this pass looked: the next pass decides afresh
+        driver = driver_for(cluster.provider)
+        timeout = operation_timeout()
+        command = driver.command_for(action, cluster, timeout)
+        outcome = self._claim(alias, cluster, action, command, snapshot)
+        if outcome is None:
+            return
+        self._execute(cluster, driver, command, outcome, actual, timeout)
+        self._save(outcome)
+        report.actions += 1
+        took = (outcome.completed_at - outcome.started_at).total_seconds()
+        line = f"{action} {cluster.name}: {outcome.status} in {took:.1f} s"
+        report.lines.append(line + (f" ({outcome.error})" if outcome.error else ""))
+        logger.info("%s", report.lines[-1])
+
+    def _claim(
+        self, alias: str, cluster: Cluster, action: str, command: Command, snapshot: Snapshot
+    ) -> Outcome | None:
+        """Mark the action's operation running, unless someone else acted or acts on it."""
+        now = timezone.now()
+        with transaction.atomic(using=alias):
+            lock_cluster(alias, cluster.name)
+            current = Cluster.objects.using(alias).filter(pk=cluster.pk)
+            if not current.filter(desired_state=cluster.desired_state).exists():
+                return None
+            logs = OperationLog.objects.using(alias).filter(cluster_name=cluster.name)
+            for running in logs.filter(status=OperationStatus.RUNNING):
+                if running.started_at and running.started_at > now - self._stale_after():
+                    return None
+                logs.filter(pk=running.pk).update(
+                    status=OperationStatus.FAILED, error_message=ABANDONED, completed_at=now
+                )
+            finished = logs.filter(id__gt=snapshot.last_log_id)
+            if finished.exclude(status=OperationStatus.PENDING).exists():
+                return None
+            pending = list(
+                logs.filter(status=OperationStatus.PENDING, operation=action).order_by(
+                    "created_at", "id"
+                )
+            )
+            log = pending[0] if pending else OperationLog(cluster_name=cluster.name)
+            log.operation = action
+            log.status = OperationStatus.RUNNING
+            log.command = command.display()
+            log.started_at = now
+            log.log_output = header(command)
+            log.save(using=alias)
+            for extra in pending[1:]:
+                logs.filter(pk=extra.pk).update(
+                    status=OperationStatus.FAILED,
+                    error_message=f"Superseded by operation {log.uid}, which ran instead.",
+                    completed_at=now,
+                )
+            if action in WORKING_STATE:
+                current.update(actual_state=WORKING_STATE[action])
+        return Outcome(
+            log_uid=log.uid,
+            cluster_uid=cluster.uid,
+            cluster_name=cluster.name,
+            operation=action,
+            command=log.command,
+            started_at=now,
+            status=OperationStatus.RUNNING,
+            output=log.log_output,
+        )
+
+    def _execute(
+        self,
+        cluster: Cluster,
+        driver: Driver,
+        command: Command,
+        outcome: Outcome,
+        actual: str | None,
+        timeout: float,
+    ) -> None:
+        """Run the command (after the preflight, for a create) and fill in the outcome."""
+        if outcome.operation == Operation.CREATE:
+            exists = actual is not None and actual != ActualState.ABSENT
+            try:
+                preflight.check_create(cluster, exists=exists)
+            except ValidationError as exc:
+                outcome.status, outcome.error = OperationStatus.FAILED, preflight.describe(exc)
+                outcome.completed_at = timezone.now()
+                return
+        buffer = OutputBuffer(outcome.output)
+        writer = LogWriter(self, outcome, buffer)
+        result = run(command, timeout=timeout, on_output=writer.feed, should_stop=self.stop.is_set)
+        outcome.output = buffer.text()
+        outcome.exit_code = result.exit_code
+        outcome.completed_at = timezone.now()
+        if result.ok:
+            outcome.status = OperationStatus.SUCCESS
+        elif result.missing:
+            outcome.status, outcome.error = OperationStatus.FAILED, not_found(command.binary)
+        elif result.timed_out:
+            outcome.status = OperationStatus.TIMEOUT
+            outcome.error = (
+                f"Timed out after {timeout:g} s; the command and everything it started were killed."
+            )
+        elif result.interrupted:
+            outcome.status, outcome.error = OperationStatus.FAILED, INTERRUPTED
+        else:
+            detail = last_line(result.output)
+            outcome.status = OperationStatus.FAILED
+            outcome.error = f"{command.binary} exited with status {result.exit_code}" + (
+                f": {detail}" if detail else ""
+            )
+
+    def _save(self, outcome: Outcome) -> bool:
+        """Write an outcome where writes go now; keep it for later if nowhere takes it."""
+        for _attempt in range(2):
+            alias = router.db_for_write(OperationLog)
+            try:
+                write_outcome(alias, outcome)
+                return True
+            except DatabaseError as exc:
+                self.database_error(exc)
+                if not is_postgres_outage(exc):
+                    break
+        self.unwritten.append(outcome)
+        logger.error(
+            "Kept the outcome of %s %s to write later", outcome.operation, outcome.cluster_name
+        )
+        return False
+
+    def _retry_unwritten(self) -> None:
+        waiting, self.unwritten = self.unwritten, []
+        for outcome in waiting:
+            self._save(outcome)
+
+    @staticmethod
+    def _stale_after() -> timedelta:
+        return timedelta(seconds=operation_timeout() + STALE_GRACE_SECONDS)
+
+
+def lock_cluster(alias: str, name: str) -> None:
+    """Serialise claims on one cluster until the transaction ends.
+
+    PostgreSQL takes an advisory lock; SQLite needs nothing more, as Kindler
+    opens its transactions IMMEDIATE: one writer at a time holds the file.
+    """
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, name])
+
+
+def header(command: Command) -> str:
+    """Return the first lines of an operation's output: the command and its stdin."""
+    text = f"$ {command.display()}\n"
+    if command.stdin is not None:
+        text += "# configuration given on stdin:\n" + command.stdin
+        text += "" if command.stdin.endswith("\n") else "\n"
+    return text

@@ -1,0 +1,104 @@
+"""Running a provider's CLI (clusters/drivers/base.py): streaming, deadlines, process groups."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from clusters.drivers.base import Command, run
+from tests.fakes import FakeTools
+
+CREATE = Command(("k3d", "cluster", "create", "dev"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes: it runs nothing any more.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def wait_until_gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_successful_command_returns_its_output_and_status(fakes: FakeTools) -> None:
+    result = run(CREATE, timeout=30)
+    assert (result.ok, result.exit_code) == (True, 0)
+    assert result.output.splitlines()[-1] == "kubectl cluster-info --context k3d-dev"
+
+
+def test_stderr_is_merged_into_the_output(
+    fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "create")
+    result = run(CREATE, timeout=30)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "FATA[0002] Cluster creation FAILED, all changes have been rolled back!"
+    )
+
+
+def test_output_arrives_while_the_command_still_runs(
+    fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_SLEEP", "2")
+    seen_while_running: list[str] = []
+
+    def on_output(chunk: str) -> None:
+        if chunk and "dev" not in fakes.clusters():
+            seen_while_running.append(chunk)
+
+    run(CREATE, timeout=30, on_output=on_output, poll_interval=0.05)
+    assert "".join(seen_while_running).splitlines()[0] == "INFO[0000] Prep: Network"
+
+
+def test_stdin_is_given_to_the_command(fakes: FakeTools) -> None:
+    command = Command(("kind", "create", "cluster", "--name", "dev", "--config", "-"), "a: b\n")
+    assert run(command, timeout=30).ok
+    assert fakes.stdin_of(["kind", "create"]) == "a: b\n"
+
+
+def test_a_missing_binary_is_a_result_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = run(CREATE, timeout=30)
+    assert (result.missing, result.ok, result.exit_code) == (True, False, None)
+
+
+def test_the_timeout_kills_the_whole_process_group(
+    fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_SLEEP", "60")
+    monkeypatch.setenv("KINDLER_FAKE_CHILD", "1")
+    result = run(CREATE, timeout=1.5)
+    assert (result.timed_out, result.exit_code) == (True, None)
+    assert wait_until_gone(fakes.child_pid())
+
+
+def test_a_stop_request_ends_the_command_and_its_children(
+    fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_SLEEP", "60")
+    monkeypatch.setenv("KINDLER_FAKE_CHILD", "1")
+    asked = time.monotonic() + 1.0
+    result = run(CREATE, timeout=60, should_stop=lambda: time.monotonic() > asked)
+    assert (result.interrupted, result.timed_out, result.exit_code) == (True, False, None)
+    assert wait_until_gone(fakes.child_pid())
+
+
+def test_display_quotes_arguments_for_a_shell() -> None:
+    assert Command(("docker", "ps", "--format", "{{.Names}} x")).display() == (
+        "docker ps --format '{{.Names}} x'"
+    )

@@ -1,0 +1,411 @@
+"""The reconciler (clusters/reconciler.py), in this process, on both databases."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from clusters import lifecycle
+from clusters.models import Cluster, OperationLog
+from clusters.reconciler import OutputBuffer, PassReport, Reconciler, backoff_seconds, decide
+from tests.conftest import BOTH
+from tests.factories import cluster_fields, make_cluster, make_operation
+from tests.fakes import FakeTools
+
+pytestmark = pytest.mark.django_db(databases=BOTH)
+
+ROLLED_BACK = "FATA[0002] Cluster creation FAILED, all changes have been rolled back!"
+
+
+@pytest.fixture(autouse=True)
+def _quick(settings: Any) -> None:
+    settings.KINDLER_LOG_FLUSH_INTERVAL = 0.1
+    settings.KINDLER_RECONCILE_BACKOFF = 10.0
+
+
+def reconcile() -> PassReport:
+    return Reconciler().run_once()
+
+
+def create(**overrides: Any) -> tuple[Cluster, OperationLog]:
+    return lifecycle.request_create(**cluster_fields(**overrides))
+
+
+def existing(fakes: FakeTools, running: bool = True, **overrides: Any) -> Cluster:
+    """A cluster the provider already runs (or keeps stopped), recorded as such."""
+    state = "running" if running else "stopped"
+    cluster = make_cluster(actual_state=state, **overrides)
+    fakes.add(cluster.name, cluster.provider, running)
+    return cluster
+
+
+def fresh(cluster: Cluster) -> Cluster:
+    return Cluster.objects.get(pk=cluster.pk)
+
+
+def log_of(task: OperationLog) -> OperationLog:
+    return OperationLog.objects.get(uid=task.uid)
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port this test listens on, as another program would."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "operation"),
+    [
+        ("present", "absent", "create"),
+        ("present", "stopped", "start"),
+        ("present", "running", None),
+        ("stopped", "running", "stop"),
+        ("stopped", "absent", "create"),
+        ("stopped", "stopped", None),
+        ("absent", "running", "delete"),
+        ("absent", "stopped", "delete"),
+        ("absent", "absent", None),
+    ],
+)
+def test_decide(desired: str, actual: str, operation: str | None) -> None:
+    assert decide(desired, actual) == operation
+
+
+def test_backoff_doubles_up_to_the_ceiling(settings: Any) -> None:
+    settings.KINDLER_RECONCILE_BACKOFF_MAX = 60
+    assert [backoff_seconds(n) for n in range(1, 6)] == [10, 20, 40, 60, 60]
+
+
+def test_create_runs_the_command_and_the_cluster_runs(alias: str, fakes: FakeTools) -> None:
+    cluster, _task = create(name="dev")
+    reconcile()
+    assert fakes.actions() == [
+        ["k3d", "cluster", "create", "dev", "--servers", "1", "--agents", "0",
+         "-p", f"{cluster.http_port}:80@loadbalancer",
+         "-p", f"{cluster.https_port}:443@loadbalancer",
+         "-p", f"{cluster.pf_port}:30080@server:0", "--wait", "--timeout", "300s"],
+    ]  # fmt: skip
+    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == ("running", "")
+    assert fakes.clusters() == {"dev": {"provider": "k3d", "running": True}}
+
+
+def test_create_records_the_operation_on_the_requested_task(alias: str, fakes: FakeTools) -> None:
+    _cluster, task = create(name="dev")
+    reconcile()
+    log = log_of(task)
+    assert (log.status, log.exit_code, log.error_message) == ("success", 0, "")
+    assert log.command == " ".join(fakes.actions()[0])
+    assert log.log_output.splitlines()[0] == f"$ {log.command}"
+    assert log.log_output.splitlines()[-1] == "kubectl cluster-info --context k3d-dev"
+    assert log.started_at is not None
+    assert log.completed_at is not None
+    assert log.completed_at >= log.started_at
+    assert OperationLog.objects.filter(cluster_name="dev").count() == 1
+
+
+def test_create_sets_last_reconciled_at(alias: str, fakes: FakeTools) -> None:
+    before = timezone.now()
+    cluster, _ = create()
+    reconcile()
+    reconciled = fresh(cluster).last_reconciled_at
+    assert reconciled is not None
+    assert reconciled >= before
+
+
+def test_a_kind_create_gives_the_config_on_stdin_and_logs_it(alias: str, fakes: FakeTools) -> None:
+    cluster, task = create(name="qa", provider="kind")
+    reconcile()
+    config = fakes.stdin_of(["kind", "create", "cluster"])
+    assert config is not None
+    assert f"    hostPort: {cluster.http_port}\n" in config
+    assert log_of(task).log_output.startswith(
+        "$ kind create cluster --name qa --config - --wait 300s\n"
+        "# configuration given on stdin:\n" + config
+    )
+    assert fresh(cluster).actual_state == "running"
+
+
+def test_delete_removes_the_cluster_and_keeps_its_history(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="old")
+    task = lifecycle.request_delete(cluster)
+    reconcile()
+    assert fakes.actions() == [["k3d", "cluster", "delete", "old"]]
+    assert fakes.clusters() == {}
+    assert not Cluster.objects.filter(name="old").exists()
+    assert log_of(task).status == "success"
+
+
+def test_a_cluster_marked_absent_that_the_provider_lacks_is_just_removed(
+    alias: str, fakes: FakeTools
+) -> None:
+    cluster = make_cluster(name="gone")
+    task = lifecycle.request_delete(cluster)
+    reconcile()
+    assert fakes.actions() == []
+    assert not Cluster.objects.filter(name="gone").exists()
+    assert (log_of(task).status, log_of(task).log_output) == (
+        "success",
+        "Nothing to run: gone is already absent.",
+    )
+
+
+def test_stop_then_start(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="dev")
+    stop_task = lifecycle.request_stop(cluster)
+    reconcile()
+    assert (fresh(cluster).actual_state, fakes.clusters()["dev"]["running"]) == ("stopped", False)
+    start_task = lifecycle.request_start(fresh(cluster))
+    reconcile()
+    assert (fresh(cluster).actual_state, fakes.clusters()["dev"]["running"]) == ("running", True)
+    assert fakes.actions() == [
+        ["k3d", "cluster", "stop", "dev"],
+        ["k3d", "cluster", "start", "dev"],
+    ]
+    assert [log_of(stop_task).status, log_of(start_task).status] == ["success", "success"]
+
+
+def test_kind_stop_stops_the_node_container(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="qa", provider="kind")
+    lifecycle.request_stop(cluster)
+    reconcile()
+    assert fakes.actions() == [["docker", "stop", "qa-control-plane"]]
+    assert fresh(cluster).actual_state == "stopped"
+
+
+def test_a_failed_create_marks_the_cluster_failed_with_the_error(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "create")
+    cluster, task = create(name="dev")
+    reconcile()
+    error = f"k3d exited with status 1: {ROLLED_BACK}"
+    assert (log_of(task).status, log_of(task).exit_code, log_of(task).error_message) == (
+        "failed",
+        1,
+        error,
+    )
+    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == ("failed", error)
+
+
+def test_a_failure_is_not_retried_before_the_backoff(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "create")
+    cluster, _ = create()
+    reconcile()
+    reconcile()
+    assert len(fakes.actions()) == 1
+    assert OperationLog.objects.filter(cluster_name=cluster.name).count() == 1
+    assert fresh(cluster).actual_state == "failed"
+
+
+def test_a_failure_is_retried_once_the_backoff_has_passed(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "create")
+    cluster, task = create()
+    reconcile()
+    OperationLog.objects.filter(uid=task.uid).update(
+        completed_at=timezone.now() - timedelta(seconds=11)
+    )
+    monkeypatch.delenv("KINDLER_FAKE_FAIL")
+    reconcile()
+    assert len(fakes.actions()) == 2
+    assert list(
+        OperationLog.objects.filter(cluster_name=cluster.name).values_list("status", flat=True)
+    ) == ["success", "failed"]
+    assert fresh(cluster).actual_state == "running"
+
+
+def test_the_backoff_grows_with_consecutive_failures(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "create")
+    cluster, task = create()
+    reconcile()
+    # A second failure 15 s ago: the wait is now 20 s, so nothing runs yet.
+    ago = timezone.now() - timedelta(seconds=15)
+    OperationLog.objects.filter(uid=task.uid).update(started_at=ago, completed_at=ago)
+    make_operation(cluster, status="failed", started_at=ago, completed_at=ago)
+    reconcile()
+    assert len(fakes.actions()) == 1
+
+
+def test_a_new_request_after_a_failure_runs_at_once(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = existing(fakes, running=False, name="dev")
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "start")
+    lifecycle.request_start(cluster)
+    reconcile()
+    monkeypatch.delenv("KINDLER_FAKE_FAIL")
+    lifecycle.request_start(fresh(cluster))
+    reconcile()
+    assert fakes.actions() == [["k3d", "cluster", "start", "dev"]] * 2
+    assert fresh(cluster).actual_state == "running"
+
+
+def test_a_missing_binary_fails_the_operation(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cluster = make_cluster(actual_state="stopped")
+    task = lifecycle.request_start(cluster)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    report = reconcile()
+    assert (log_of(task).status, log_of(task).error_message) == ("failed", "k3d not found on PATH")
+    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == (
+        "failed",
+        "k3d not found on PATH",
+    )
+    assert report.lines[0].startswith(f"start {cluster.name}: failed in ")
+
+
+def test_a_create_without_the_binary_fails_in_preflight(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _cluster, task = create()
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reconcile()
+    assert log_of(task).error_message == "Preflight failed: provider: k3d not found on PATH"
+
+
+def test_a_timeout_is_recorded(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.KINDLER_OPERATION_TIMEOUT = 1
+    monkeypatch.setenv("KINDLER_FAKE_SLEEP", "30")
+    cluster, task = create()
+    reconcile()
+    assert (log_of(task).status, log_of(task).exit_code) == ("timeout", None)
+    assert log_of(task).error_message == (
+        "Timed out after 1 s; the command and everything it started were killed."
+    )
+    assert fresh(cluster).actual_state == "failed"
+
+
+def test_preflight_fails_a_create_whose_port_is_taken(
+    alias: str, fakes: FakeTools, listening: int
+) -> None:
+    cluster, task = create(http_port=listening)
+    reconcile()
+    assert fakes.actions() == []
+    assert log_of(task).error_message == (
+        f"Preflight failed: http_port: port {listening} is in use by another process"
+    )
+    assert fresh(cluster).reconcile_error == log_of(task).error_message
+
+
+def test_nothing_to_do_writes_nothing(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes)
+    report = reconcile()
+    assert (report.actions, report.lines) == (0, [])
+    assert fresh(cluster).version == cluster.version
+    assert fakes.actions() == []
+    assert OperationLog.objects.count() == 0
+
+
+def test_what_the_provider_reports_is_recorded(alias: str, fakes: FakeTools) -> None:
+    cluster = make_cluster(desired_state="stopped", actual_state="unknown")
+    fakes.add(cluster.name, running=False)
+    reconcile()
+    assert fresh(cluster).actual_state == "stopped"
+    assert fresh(cluster).last_reconciled_at is not None
+    assert fakes.actions() == []
+
+
+def test_a_cluster_stopped_behind_kindlers_back_is_started(alias: str, fakes: FakeTools) -> None:
+    existing(fakes, name="dev")
+    fakes.add("dev", running=False)
+    reconcile()
+    assert fakes.actions() == [["k3d", "cluster", "start", "dev"]]
+
+
+def test_a_request_that_needs_nothing_is_closed(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="dev")
+    task = lifecycle.request_start(cluster)
+    reconcile()
+    assert (log_of(task).status, log_of(task).log_output) == (
+        "success",
+        "Nothing to run: dev is already running.",
+    )
+
+
+def test_duplicate_requests_run_once(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="dev")
+    first = lifecycle.request_stop(cluster)
+    second = lifecycle.request_stop(fresh(cluster))
+    reconcile()
+    assert fakes.actions() == [["k3d", "cluster", "stop", "dev"]]
+    assert log_of(first).status == "success"
+    assert (log_of(second).status, log_of(second).error_message) == (
+        "failed",
+        f"Superseded by operation {first.uid}, which ran instead.",
+    )
+
+
+def test_a_cluster_with_a_running_operation_is_left_alone(alias: str, fakes: FakeTools) -> None:
+    _cluster, task = create()
+    OperationLog.objects.filter(uid=task.uid).update(status="running", started_at=timezone.now())
+    reconcile()
+    assert fakes.actions() == []
+
+
+def test_an_abandoned_running_operation_is_failed_and_the_action_retried(
+    alias: str, fakes: FakeTools
+) -> None:
+    cluster, task = create()
+    long_ago = timezone.now() - timedelta(seconds=300 + 61)
+    OperationLog.objects.filter(uid=task.uid).update(status="running", started_at=long_ago)
+    reconcile()
+    assert (log_of(task).status, log_of(task).error_message) == (
+        "failed",
+        "Interrupted: the reconciler running it stopped before it finished.",
+    )
+    assert len(fakes.actions()) == 1
+    assert fresh(cluster).actual_state == "running"
+
+
+def test_pending_requests_for_a_cluster_no_longer_in_the_inventory_are_closed(
+    alias: str, fakes: FakeTools
+) -> None:
+    cluster = make_cluster(name="ghost")
+    task = make_operation(cluster, operation="start")
+    Cluster.objects.filter(pk=cluster.pk).delete()
+    reconcile()
+    assert (log_of(task).status, log_of(task).error_message) == (
+        "failed",
+        "The cluster is no longer in the inventory.",
+    )
+
+
+def test_when_the_provider_cannot_list_the_requested_action_is_attempted(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KINDLER_FAKE_FAIL", "list")
+    _cluster, task = create(name="dev")
+    reconcile()
+    assert fakes.actions()[0][:4] == ["k3d", "cluster", "create", "dev"]
+    assert log_of(task).status == "success"
+
+
+def test_the_output_buffer_keeps_the_start_and_the_end() -> None:
+    buffer = OutputBuffer("$ cmd\n", limit=30_000)
+    buffer.append("a" * 25_000)
+    buffer.append("b" * 25_000)
+    text = buffer.text()
+    assert text.startswith(
+        "$ cmd\n" + "a" * 20_000 + "\n[... 20000 characters of output omitted ...]\n"
+    )
+    assert text.endswith("b" * 10_000)
+    assert len(text) == len("$ cmd\n") + 30_000 + len(
+        "\n[... 20000 characters of output omitted ...]\n"
+    )

@@ -186,12 +186,16 @@ def clusters(request: HttpRequest) -> HttpResponse:
     return JsonResponse([cluster_to_dict(cluster) for cluster in Cluster.objects.all()], safe=False)
 
 
-def create_cluster(request: HttpRequest) -> HttpResponse:
+def read_json(request: HttpRequest) -> Any:
+    """Return the request's JSON body, or raise ApiError(400)."""
     try:
-        body = json.loads(request.body)
+        return json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
-        return json_error(400, f"Request body is not valid JSON: {exc}")
-    fields = parse_create_body(body)
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from None
+
+
+def create_cluster(request: HttpRequest) -> HttpResponse:
+    fields = parse_body(read_json(request))
     name = fields["name"]
     if Cluster.objects.filter(name=name).exists():
         return json_error(409, f"Cluster {name} already exists")
@@ -205,17 +209,21 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
     return accepted(task, f"Cluster creation task created for {cluster.name}")
 
 
-def parse_create_body(body: Any) -> dict[str, Any]:
-    """Return model fields from a create request, or raise Unprocessable."""
+def parse_body(body: Any, creating: bool = True) -> dict[str, Any]:
+    """Return model fields from a create or update body, or raise Unprocessable."""
     if not isinstance(body, dict):
         raise Unprocessable([{"loc": ["body"], "msg": "Input should be a valid object"}])
     errors: list[dict[str, Any]] = []
     fields: dict[str, Any] = {}
     for api_name, (model_name, kind) in CREATE_FIELDS.items():
+        if api_name == "name" and not creating:
+            continue  # the name is the cluster's identity; it never changes
         value = body.get(api_name)
         if value is None:
             if api_name == "name":
                 errors.append({"loc": ["body", api_name], "msg": "Field required"})
+            elif api_name == "cluster_subnet" and api_name in body and not creating:
+                fields[model_name] = ""  # an explicit null clears the subnet
             continue
         # bool is an int in Python; a port given as true is still a mistake.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -236,17 +244,32 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-@api_view("GET", "DELETE")
+@api_view("GET", "PATCH", "DELETE")
 def cluster(request: HttpRequest, name: str) -> HttpResponse:
-    """Show one cluster, or ask for it to be deleted."""
+    """Show one cluster, change its settings, or ask for it to be deleted."""
     found = get_cluster(name)
     if request.method == "GET":
         return JsonResponse(cluster_to_dict(found))
+    if request.method == "PATCH":
+        return update_cluster(request, found)
     try:
         task = lifecycle.request_delete(found)
     except ClusterProtectedError as exc:
         raise PermissionDenied(" ".join(exc.messages)) from None
     return accepted(task, f"Cluster deletion task created for {name}")
+
+
+def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
+    """Apply the given fields to a cluster after the model's validation."""
+    fields = parse_body(read_json(request), creating=False)
+    for field, value in fields.items():
+        setattr(found, field, value)
+    try:
+        found.full_clean()
+    except ValidationError as exc:
+        raise Unprocessable(validation_errors(exc)) from None
+    found.save()
+    return JsonResponse(cluster_to_dict(found))
 
 
 @api_view("GET")

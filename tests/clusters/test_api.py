@@ -470,3 +470,44 @@ def test_an_unexpected_error_is_500_json(admin_user: Any, monkeypatch: pytest.Mo
     client.force_login(admin_user)
     response = client.get("/api/clusters/dev/status")
     assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})
+
+
+def patch_json(client: Client, url: str, body: Any) -> Any:
+    return client.patch(url, json.dumps(body), content_type="application/json")
+
+
+def test_patch_changes_the_given_fields(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev")
+    response = patch_json(admin_client, "/api/clusters/dev", {"http_port": 18123})
+    assert response.status_code == 200
+    assert response.json()["http_port"] == 18123
+    assert Cluster.objects.get(name="dev").http_port == 18123
+
+
+def test_patch_with_a_null_subnet_clears_it(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    response = patch_json(admin_client, "/api/clusters/dev", {"cluster_subnet": None})
+    assert response.json()["cluster_subnet"] is None
+
+
+def test_patch_never_renames(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev")
+    patch_json(admin_client, "/api/clusters/dev", {"name": "renamed"})
+    assert list(Cluster.objects.values_list("name", flat=True)) == ["dev"]
+
+
+def test_patch_refuses_invalid_fields_with_422(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", https_port=18090)
+    make_cluster(name="qa")
+    response = patch_json(admin_client, "/api/clusters/qa", {"http_port": 18090})
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {"loc": ["body", "http_port"], "msg": "Port 18090 is already used by cluster dev."}
+        ]
+    }
+
+
+def test_patch_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
+    response = patch_json(admin_client, "/api/clusters/nope", {"http_port": 18123})
+    assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})

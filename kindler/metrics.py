@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from datetime import UTC, datetime
+from importlib import import_module
+from typing import Any, cast
 
 from django.db import DatabaseError
 from django.db.models import Count
@@ -23,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clusters.api import api_view
-from kindler.db import ALIASES
+from kindler.db import ALIASES, POSTGRES
 from kindler.db import stats as db_stats
 from kindler.db.health import State, monitor
 from kindler.db.routing import postgres_configured
@@ -62,34 +64,40 @@ class RequestMetricsMiddleware:
         return response
 
 
-def journal_length() -> int | None:
-    """Return how many SQLite changes wait to be replayed, if the journal exists."""
+def _provider(module: str, name: str) -> Callable[..., Any] | None:
+    """Return module.name when the sync layer provides it, else None."""
     try:
-        from kindler.db import journal  # type: ignore[attr-defined]
-
-        return int(journal.pending())
+        return cast(Callable[..., Any], getattr(import_module(module), name))
     except (ImportError, AttributeError):
         return None
+
+
+def journal_length() -> int | None:
+    """Return how many SQLite changes wait to be replayed, if the journal exists."""
+    pending = _provider("kindler.db.journal", "pending")
+    return None if pending is None else int(pending())
 
 
 def open_conflicts() -> int | None:
-    """Return how many replay conflicts wait for a person, if conflicts are recorded."""
-    try:
-        from kindler.db.models import Conflict  # type: ignore[attr-defined]
-    except ImportError:
+    """Return how many replay conflicts wait for a person, while PostgreSQL is in use."""
+    count = _provider("kindler.db.conflicts", "open_conflicts")
+    # Conflicts live in PostgreSQL: asking a database that is away would only
+    # make the scrape wait for the connect timeout.
+    if count is None or monitor.snapshot().active != POSTGRES:
         return None
-    return int(Conflict.objects.filter(resolved_at__isnull=True).count())
+    return int(count())
 
 
 def mirror_lag_seconds() -> float | None:
-    """Return how far SQLite's mirror trails PostgreSQL, if a mirror runs."""
-    try:
-        from kindler.db import mirror  # type: ignore[attr-defined]
-
-        lag = mirror.lag_seconds()
-    except (ImportError, AttributeError):
+    """Return how long ago SQLite's copy of PostgreSQL was last refreshed."""
+    last = _provider("kindler.db.runs", "last")
+    if last is None:
         return None
-    return None if lag is None else float(lag)
+    run = last("mirror")
+    succeeded = getattr(run, "last_success_at", None)
+    if succeeded is None:
+        return None
+    return max(0.0, (datetime.now(UTC) - succeeded).total_seconds())
 
 
 def operations_by_result() -> list[tuple[str, str, int]]:
@@ -181,3 +189,29 @@ def exposition() -> bytes:
 def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the metrics to a logged-in person or a client with the API token."""
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def system_figures() -> dict[str, Any]:
+    """Return the figures /api/metrics exports, shaped for the System page."""
+    from kindler.db.status import database_report
+
+    sync: dict[str, Any] = {}
+    for name, read in (
+        ("journal_entries", journal_length),
+        ("conflicts_open", open_conflicts),
+        ("mirror_lag_seconds", mirror_lag_seconds),
+    ):
+        try:
+            sync[name] = read()
+        except DatabaseError:
+            sync[name] = None
+    try:
+        operations: list[tuple[str, str, int]] | None = operations_by_result()
+    except DatabaseError:
+        operations = None
+    return {
+        "database": database_report(),
+        **db_stats.report(),
+        "sync": sync,
+        "operations": operations,
+    }

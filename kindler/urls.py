@@ -6,6 +6,7 @@ from kindler import metrics, views
 urlpatterns = [
     path("api/health", views.health, name="health"),
     path("api/metrics", metrics.metrics, name="metrics"),
+    path("system/", views.system, name="system"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("clusters.urls")),

@@ -1,9 +1,10 @@
-"""Project-wide views: the public health check."""
+"""Project-wide views: the public health check and the System page."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from kindler import __version__
@@ -23,3 +24,11 @@ def health(request: HttpRequest) -> JsonResponse:
             "database": database,
         }
     )
+
+
+@require_safe
+def system(request: HttpRequest) -> HttpResponse:
+    """Show the database, query, switch and sync figures for people."""
+    from kindler.metrics import system_figures
+
+    return render(request, "db/system.html", system_figures())

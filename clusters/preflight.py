@@ -81,4 +81,11 @@ def check_create(cluster: Cluster, exists: bool) -> None:
 
 def describe(error: ValidationError) -> str:
     """Return a preflight failure as one line for an operation log."""
-    return "Preflight failed: " + one_line(error)
+    if not hasattr(error, "error_dict"):
+        return "Preflight failed: " + one_line(error)
+    problems = [
+        f"{field}: {message}"
+        for field, messages in error.message_dict.items()
+        for message in messages
+    ]
+    return "Preflight failed: " + "; ".join(problems)

@@ -1,0 +1,123 @@
+"""Checks before a create (clusters/preflight.py), and their place in request_create."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from clusters import lifecycle, preflight
+from clusters.models import Cluster
+from tests.conftest import BOTH
+from tests.factories import cluster_fields, make_cluster
+
+pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+@pytest.fixture(params=["127.0.0.1", "0.0.0.0"])
+def listening(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A port this test listens on (loopback or every address), as another program would."""
+    with socket.socket() as sock:
+        sock.bind((request.param, 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def errors(check: object, cluster: Cluster, **kwargs: object) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as caught:
+        check(cluster, **kwargs)  # type: ignore[operator]
+    return caught.value.message_dict
+
+
+def test_a_port_someone_listens_on_is_in_use(listening: int) -> None:
+    assert preflight.port_in_use(listening) is True
+
+
+def test_a_free_port_is_not_in_use() -> None:
+    assert preflight.port_in_use(free_port()) is False
+
+
+def test_create_preflight_names_the_port_in_use(alias: str, listening: int) -> None:
+    cluster = Cluster(**cluster_fields(https_port=listening))
+    assert errors(preflight.check_create, cluster, exists=False) == {
+        "https_port": [f"port {listening} is in use by another process"]
+    }
+
+
+def test_the_ports_of_a_cluster_the_provider_has_are_not_bind_tested(
+    alias: str, listening: int
+) -> None:
+    preflight.check_create(Cluster(**cluster_fields(http_port=listening)), exists=True)
+
+
+def test_create_preflight_passes_with_free_ports(alias: str) -> None:
+    port = free_port()
+    fields = cluster_fields(http_port=port, https_port=free_port(), pf_port=free_port())
+    preflight.check_create(Cluster(**fields), exists=False)
+
+
+def test_an_overlapping_subnet_names_the_other_cluster(alias: str) -> None:
+    make_cluster(name="uat", subnet="10.101.0.0/16")
+    cluster = Cluster(**cluster_fields(subnet="10.101.128.0/17"))
+    assert errors(preflight.check_request, cluster) == {
+        "subnet": ["subnet 10.101.128.0/17 overlaps cluster uat"]
+    }
+
+
+def test_a_subnet_apart_from_the_others_passes(alias: str) -> None:
+    make_cluster(name="uat", subnet="10.101.0.0/16")
+    preflight.check_request(Cluster(**cluster_fields(subnet="10.102.0.0/16")))
+
+
+def test_a_port_another_cluster_uses_is_named(alias: str) -> None:
+    make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
+    cluster = Cluster(**cluster_fields(pf_port=18090))
+    assert errors(preflight.check_create, cluster, exists=True) == {
+        "pf_port": ["Port 18090 is already used by cluster dev."]
+    }
+
+
+def test_a_missing_provider_binary_is_named(
+    alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    cluster = Cluster(**cluster_fields(provider="kind"))
+    assert errors(preflight.check_request, cluster) == {"provider": ["kind not found on PATH"]}
+
+
+def test_request_create_refuses_an_overlapping_subnet(alias: str) -> None:
+    make_cluster(name="uat", subnet="10.101.0.0/16")
+    with pytest.raises(ValidationError) as caught:
+        lifecycle.request_create(**cluster_fields(name="qa", subnet="10.101.0.0/16"))
+    assert caught.value.message_dict == {"subnet": ["subnet 10.101.0.0/16 overlaps cluster uat"]}
+    assert not Cluster.objects.filter(name="qa").exists()
+
+
+def test_request_create_refuses_a_missing_binary(
+    alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ValidationError) as caught:
+        lifecycle.request_create(**cluster_fields(name="qa"))
+    assert caught.value.message_dict == {"provider": ["k3d not found on PATH"]}
+
+
+def test_request_create_does_not_bind_test(alias: str, listening: int) -> None:
+    cluster, _ = lifecycle.request_create(**cluster_fields(http_port=listening))
+    assert cluster.http_port == listening
+
+
+def test_describe_puts_a_failure_on_one_line() -> None:
+    error = ValidationError({"http_port": ["port 1 is in use"], "subnet": ["overlaps"]})
+    assert preflight.describe(error) == (
+        "Preflight failed: http_port: port 1 is in use; subnet: overlaps"
+    )

@@ -170,7 +170,12 @@ LOGGING = {
 # Callables run, in order, when PostgreSQL answers again after an outage and
 # before routing returns to it (state `recovering`); the journal replay plugs
 # in here. One that raises keeps Kindler on SQLite until the next probe.
-KINDLER_RECOVERY_HOOKS: list[str] = []
+# Hooks must be safe to run again (a second run after the switch finds nothing).
+KINDLER_RECOVERY_HOOKS: list[str] = ["kindler.db.replay.run_recovery_hook"]
+
+# While on PostgreSQL, copy it into the SQLite file at startup and every this
+# many seconds (0 turns the mirror off), so a failover shows current data.
+KINDLER_MIRROR_INTERVAL = env.float("KINDLER_MIRROR_INTERVAL", default=5.0)
 
 # Bearer token accepted by the JSON API besides a logged-in session; empty
 # turns token access off.

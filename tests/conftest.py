@@ -91,6 +91,7 @@ def kindler_env(pg_server: PostgresServer) -> dict[str, Any]:
         "SQLITE_PATH": str(settings.DATABASES["sqlite"]["NAME"]),
         "PG_CONNECT_TIMEOUT": "1",
         "KINDLER_HEALTH_INTERVAL": "0.2",
+        "KINDLER_MIRROR_INTERVAL": "0",
     }
 
 

@@ -24,6 +24,8 @@ DATABASES["sqlite"]["TEST"]["NAME"] = str(_DATA / "test_kindler.db")
 DATABASES["postgres"]["CONN_MAX_AGE"] = 0
 
 KINDLER_HEALTH_INTERVAL = 0.2
+# The mirror writes to SQLite behind the tests' backs: off unless a test turns it on.
+KINDLER_MIRROR_INTERVAL = 0.0
 PG_CONNECT_TIMEOUT = 1.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Serve static files from the app folders: tests never run collectstatic.

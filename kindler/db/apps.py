@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core.signals import got_request_exception
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate
 
 
 class DatabaseConfig(AppConfig):
@@ -11,12 +12,17 @@ class DatabaseConfig(AppConfig):
     verbose_name = "Kindler database layer"
 
     def ready(self) -> None:
-        from kindler.db import health, middleware, stats, timeouts
+        from kindler.db import accounts, health, journal, middleware, stats, timeouts
 
         timeouts.install()
         got_request_exception.connect(
             middleware.remember_outage, dispatch_uid="kindler.db.remember_outage"
         )
+        connection_created.connect(
+            journal.register_functions, dispatch_uid="kindler.db.journal_functions"
+        )
+        post_migrate.connect(journal.on_post_migrate, dispatch_uid="kindler.db.journal_triggers")
+        accounts.connect()
         connection_created.connect(
             stats.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import psycopg2
 from django.conf import settings
+from django.db import connections
 from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
@@ -113,6 +114,7 @@ class HealthMonitor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._mirror_thread: threading.Thread | None = None
 
     def active_alias(self) -> str:
         """Return the alias every query should use now."""
@@ -150,9 +152,9 @@ class HealthMonitor:
         """Stop the probing thread (tests and clean shutdown)."""
         self._stop.set()
         self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+        for thread in (self._thread, self._mirror_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=10)
 
     def reset(self) -> None:
         """Forget everything, as a freshly forked process would."""
@@ -184,6 +186,10 @@ class HealthMonitor:
                     target=self._run, name="kindler-health", daemon=True
                 )
                 self._thread.start()
+                self._mirror_thread = threading.Thread(
+                    target=self._mirror_loop, name="kindler-mirror", daemon=True
+                )
+                self._mirror_thread.start()
 
     def _start_up(self) -> None:
         now = datetime.now(UTC)
@@ -242,8 +248,33 @@ class HealthMonitor:
             logger.error("Recovery failed, staying on SQLite: %s", describe(exc))
             return
         with self._lock:
-            if self._state is State.RECOVERING:
-                self._switch(State.PRIMARY, "recovery finished")
+            if self._state is not State.RECOVERING:
+                return
+            self._switch(State.PRIMARY, "recovery finished")
+        # Requests already pinned to SQLite may still commit there after the
+        # switch; their changes are journaled (see kindler.db.journal) and
+        # carried over now, and by every mirror tick while the journal is
+        # not empty, so none stays behind.
+        self._sync(with_mirror=False)
+
+    def _mirror_loop(self) -> None:
+        while not self._stop.is_set():
+            interval = float(settings.KINDLER_MIRROR_INTERVAL)
+            if interval > 0 and self._state is State.PRIMARY:
+                self._sync(with_mirror=True)
+                # This thread's connections are its own: do not keep them open.
+                connections.close_all()
+            self._stop.wait(interval if interval > 0 else 1.0)
+
+    def _sync(self, *, with_mirror: bool) -> None:
+        """Replay what is left in the journal, then (if asked) mirror PostgreSQL."""
+        from kindler.db import sync
+
+        try:
+            sync.drain_and_mirror(with_mirror=with_mirror)
+        except Exception as exc:
+            # Recorded for the status pages by the run itself.
+            logger.warning("Sync with PostgreSQL failed: %s", describe(exc))
 
     def _switch(self, target: State, cause: str) -> None:
         now, now_monotonic = datetime.now(UTC), time.monotonic()

@@ -1,10 +1,23 @@
-"""What every row that is synced between PostgreSQL and SQLite carries."""
+"""What every synced row carries, and the tables that carry rows across outages.
+
+Journaling is done by SQLite triggers (see kindler/db/journal.py), not here:
+a trigger sees every write path at once (Model.save, QuerySet.update, bulk
+and cascading deletes, bulk_create, raw SQL), runs inside the writing
+transaction by construction, and has the row before and after the change
+without an extra query. The model layer only keeps `version` moving.
+
+Where each table lives:
+- SQLite only: InstanceIdentity, JournalEntry, SyncRun (per instance, per file).
+- PostgreSQL only: AppliedEntry, Conflict, RowChange (shared by every instance).
+Both aliases get every table from migrate; the unused copies stay empty.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F
 
@@ -38,3 +51,136 @@ class SyncedModel(models.Model):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "version"}
         super().save(*args, **kwargs)
+
+
+class Op(models.TextChoices):
+    INSERT = "insert", "insert"
+    UPDATE = "update", "update"
+    DELETE = "delete", "delete"
+
+
+class InstanceIdentity(models.Model):
+    """The one row naming this SQLite file's Kindler instance."""
+
+    instance_id = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return str(self.instance_id)
+
+
+class JournalEntry(models.Model):
+    """One change made on SQLite while PostgreSQL was away; id is the sequence."""
+
+    model = models.CharField(max_length=100)
+    uid = models.CharField(max_length=36)
+    op = models.CharField(max_length=8, choices=Op.choices)
+    base_version = models.BigIntegerField(null=True)
+    # NULL, not "", says there is no row: before an insert, after a delete.
+    before = models.TextField(null=True)  # noqa: DJ001
+    data = models.TextField(null=True)  # noqa: DJ001
+    created_at = models.CharField(max_length=32)
+
+    class Meta:
+        verbose_name_plural = "journal entries"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.op} {self.model} {self.uid}"
+
+
+class AppliedEntry(models.Model):
+    """Proof in PostgreSQL that a journal entry was replayed (exactly once)."""
+
+    instance_id = models.UUIDField()
+    seq = models.BigIntegerField()
+    outcome = models.CharField(max_length=16)
+    applied_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instance_id", "seq"], name="kindler_db_applied_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}#{self.seq} {self.outcome}"
+
+
+class ConflictKind(models.TextChoices):
+    UPDATE_UPDATE = "update/update", "changed on both sides"
+    INSERT_INSERT = "insert/insert", "created on both sides with one name"
+    UPDATE_DELETE = "update/delete", "changed here, deleted in PostgreSQL"
+    DELETE_UPDATE = "delete/update", "deleted here, changed in PostgreSQL"
+
+
+class Resolution(models.TextChoices):
+    REMOTE = "remote", "kept PostgreSQL's"
+    LOCAL = "local", "applied local"
+
+
+class Conflict(models.Model):
+    """A replayed change PostgreSQL's row did not allow; both sides kept."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=16, choices=ConflictKind.choices)
+    model = models.CharField(max_length=100)
+    row_uid = models.CharField(max_length=36, db_index=True)
+    name = models.CharField(max_length=100, blank=True, default="")
+    instance_id = models.UUIDField()
+    seq = models.BigIntegerField()
+    base = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    local = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    remote = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=8, choices=Resolution.choices, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.model} {self.name or self.row_uid}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class RowChange(models.Model):
+    """The last change to each synced row in PostgreSQL, kept by a trigger.
+
+    The mirror asks for changes committed since its last run (by transaction
+    id), so an unchanged database costs one indexed query; deleted rows stay
+    here as tombstones so deletes reach every SQLite file.
+    """
+
+    model = models.CharField(max_length=100)
+    uid = models.UUIDField()
+    deleted = models.BooleanField(default=False)
+    # xid8 in PostgreSQL (see the migration); unused on SQLite.
+    xid = models.BigIntegerField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "uid"], name="kindler_db_rowchange_once")
+        ]
+        indexes = [models.Index(fields=["xid"], name="kindler_db_rowchange_xid")]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.uid}"
+
+
+class SyncRun(models.Model):
+    """The outcome of the last replay or mirror run of this instance."""
+
+    kind = models.CharField(max_length=8, unique=True)
+    finished_at = models.DateTimeField()
+    ok = models.BooleanField()
+    result = models.TextField()
+    duration_ms = models.FloatField()
+    last_success_at = models.DateTimeField(null=True)
+    # The mirror's high-water mark: PostgreSQL's snapshot xmin at its last run.
+    mark = models.CharField(max_length=32, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.result}"

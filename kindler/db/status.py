@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kindler.db.health import Snapshot, monitor
+from django.db import DatabaseError
+
+from kindler.db.health import Snapshot, State, monitor
 from kindler.db.routing import postgres_configured
 
 
@@ -22,7 +24,40 @@ def database_report(snapshot: Snapshot | None = None) -> dict[str, Any]:
             "latency_ms": probe.latency_ms if probe else None,
             "error": probe.error if probe else None,
         },
+        "sync": sync_report(snapshot) if snapshot.configured else None,
     }
+
+
+def sync_report(snapshot: Snapshot) -> dict[str, Any]:
+    """Return the journal, conflicts, last replay and mirror, as JSON data."""
+    from kindler.db import journal, mirror, runs
+
+    try:
+        pending, oldest = journal.pending(), journal.oldest_pending()
+    except DatabaseError:
+        pending, oldest = None, None
+    last_mirror = runs.describe(runs.last(runs.MIRROR))
+    if last_mirror is not None:
+        last_mirror["lag_seconds"] = mirror.lag_seconds()
+    return {
+        "journal": {"pending": pending, "oldest": oldest},
+        "open_conflicts": open_conflicts(snapshot),
+        "last_replay": runs.describe(runs.last(runs.REPLAY)),
+        "last_mirror": last_mirror,
+        "mirror_lag_seconds": mirror.lag_seconds(),
+    }
+
+
+def open_conflicts(snapshot: Snapshot) -> int | None:
+    """Return the open conflicts, or None while PostgreSQL (which holds them) is away."""
+    from kindler.db.conflicts import open_conflicts as count
+
+    if snapshot.state is State.FALLBACK:
+        return None
+    try:
+        return count()
+    except DatabaseError:
+        return None
 
 
 def is_degraded(report: dict[str, Any]) -> bool:

@@ -36,3 +36,26 @@ class Command(BaseCommand):
         self.stdout.write(f"PostgreSQL:      {reachability}")
         for line in stats.report_lines(report):
             self.stdout.write(line)
+        self.write_sync(report["sync"])
+
+    def write_sync(self, sync: dict[str, Any] | None) -> None:
+        if sync is None:
+            return
+        journal = sync["journal"]
+        oldest = f", oldest {journal['oldest']}" if journal["oldest"] else ""
+        self.stdout.write(f"Journal:         {journal['pending']} pending{oldest}")
+        conflicts = sync["open_conflicts"]
+        shown = "unknown (PostgreSQL is away)" if conflicts is None else str(conflicts)
+        self.stdout.write(f"Open conflicts:  {shown}")
+        self.stdout.write(f"Last replay:     {describe_run(sync['last_replay'])}")
+        self.stdout.write(f"Last mirror:     {describe_run(sync['last_mirror'])}")
+        lag = sync["mirror_lag_seconds"]
+        self.stdout.write(f"Mirror lag:      {'never mirrored' if lag is None else f'{lag:.1f} s'}")
+
+
+def describe_run(run: dict[str, Any] | None) -> str:
+    """Return one line for a replay or mirror run."""
+    if run is None:
+        return "never"
+    outcome = "ok" if run["ok"] else "FAILED"
+    return f"{run['at']} {outcome} in {run['duration_ms']:.0f} ms: {run['result']}"

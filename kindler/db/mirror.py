@@ -1,0 +1,306 @@
+"""Keep the SQLite file a warm copy of PostgreSQL, so a failover shows current data.
+
+Synced rows are matched by uid and copied when their version differs;
+rows deleted in PostgreSQL are deleted here too. A row with unreplayed
+journal entries is never touched: the local change is newer news than
+anything PostgreSQL has. After the first run, only rows PostgreSQL changed
+since the last run are read (RowChange, by transaction id), so an
+unchanged database costs a handful of indexed queries.
+
+Users, groups and their permissions are copied whole, with the same ids,
+so sessions (which hold the user id) stay valid across a switch.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.contrib.auth.models import Group, User
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Model
+
+from kindler.db import POSTGRES, SQLITE, runs
+from kindler.db.errors import describe
+from kindler.db.journal import CHANGE_TABLE, journal_suppressed, journaled_uids, synced_models
+from kindler.db.tables import Table, table_for
+
+CHUNK = 500
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class MirrorReport:
+    pulled: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    accounts: int = 0
+    full: bool = False
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"pulled {self.pulled}, deleted {self.deleted}, skipped {self.skipped}, "
+            f"accounts {self.accounts}"
+        )
+
+
+def mirror(
+    *, dry_run: bool = False, full: bool = False, progress: Progress | None = None
+) -> MirrorReport:
+    """Copy what changed in PostgreSQL into SQLite, and report it."""
+    started = time.monotonic()
+    try:
+        report, mark = _mirror(dry_run, full, progress)
+    except Exception as exc:
+        if not dry_run:
+            runs.record(
+                runs.MIRROR,
+                ok=False,
+                result=f"failed: {describe(exc)}",
+                duration_ms=(time.monotonic() - started) * 1000,
+            )
+        raise
+    if not dry_run:
+        runs.record(
+            runs.MIRROR,
+            ok=True,
+            result=report.summary(),
+            duration_ms=(time.monotonic() - started) * 1000,
+            mark=str(mark),
+        )
+    return report
+
+
+def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> tuple[MirrorReport, int]:
+    previous = runs.last(runs.MIRROR)
+    mark = int(previous.mark) if previous and previous.mark and not full else None
+    report = MirrorReport(dry_run=dry_run)
+    with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as pg:
+        pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        pg.execute(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+        )
+        xmin, xmax = pg.fetchone()
+        if mark is not None and mark > xmax:
+            mark = None  # PostgreSQL was recreated: its transaction ids restarted
+        report.full = mark is None
+        changes = None if mark is None else _changes(pg, mark)
+        with transaction.atomic(using=SQLITE), journal_suppressed():
+            for model in synced_models():
+                table = table_for(model._meta.label_lower)
+                wanted = None if changes is None else changes.get(table.model._meta.label_lower)
+                if changes is not None and not wanted:
+                    continue
+                _mirror_model(pg, table, wanted, report, progress)
+            report.accounts = mirror_accounts(pg)
+            if dry_run:
+                transaction.set_rollback(True, using=SQLITE)
+    return report, xmin
+
+
+def _changes(pg: Any, mark: int) -> dict[str, set[uuid.UUID]]:
+    pg.execute(f"SELECT model, uid FROM {CHANGE_TABLE} WHERE xid >= %s", [mark])
+    changes: dict[str, set[uuid.UUID]] = {}
+    for label, uid in pg.fetchall():
+        changes.setdefault(label, set()).add(uid)
+    return changes
+
+
+def _mirror_model(
+    pg: Any,
+    table: Table,
+    wanted: set[uuid.UUID] | None,
+    report: MirrorReport,
+    progress: Progress | None,
+) -> None:
+    lite = connections[SQLITE].cursor()
+    if wanted is None:
+        pg.execute(f"SELECT {table.quoted()} FROM {table.name}")
+        remote = {row[0].hex: row for row in _uid_first(pg, table)}
+        lite.execute(f"SELECT uid, version FROM {table.name}")
+        local = dict(lite.fetchall())
+    else:
+        uids = sorted(wanted)
+        remote = {}
+        for chunk in _chunks(uids):
+            pg.execute(f"SELECT {table.quoted()} FROM {table.name} WHERE uid = ANY(%s)", [chunk])
+            remote.update({row[0].hex: row for row in _uid_first(pg, table)})
+        local = {}
+        for chunk in _chunks([u.hex for u in uids]):
+            marks = ", ".join("?" * len(chunk))
+            lite.execute(f"SELECT uid, version FROM {table.name} WHERE uid IN ({marks})", chunk)
+            local.update(lite.fetchall())
+    held = journaled_uids(table.model)
+    gone = [uid for uid in local if uid not in remote and uid not in held]
+    changed = [uid for uid, row in remote.items() if uid not in held and local.get(uid) != row[1]]
+    report.skipped += sum(1 for uid in remote if uid in held and local.get(uid) != remote[uid][1])
+    for chunk in _chunks(gone):
+        lite.execute(
+            f"DELETE FROM {table.name} WHERE uid IN ({', '.join('?' * len(chunk))})", chunk
+        )
+    report.deleted += len(gone)
+    _write(lite, table, [remote[uid] for uid in changed], local, report, progress)
+
+
+def _uid_first(pg: Any, table: Table) -> list[tuple[Any, ...]]:
+    # Rows as (uid, version, every column...) so callers index them cheaply.
+    uid_at, version_at = table.columns.index("uid"), table.columns.index("version")
+    return [(row[uid_at], row[version_at], row) for row in pg.fetchall()]
+
+
+def _write(
+    lite: Any,
+    table: Table,
+    rows: list[tuple[Any, ...]],
+    local: dict[str, int],
+    report: MirrorReport,
+    progress: Progress | None,
+) -> None:
+    connection = connections[SQLITE]
+    columns = table.columns
+    insert = f"INSERT INTO {table.name} ({table.quoted()}) VALUES ({', '.join('?' * len(columns))})"
+    update = f"UPDATE {table.name} SET {', '.join(f'"{c}" = ?' for c in columns)} WHERE uid = ?"
+    inserts, updates = [], []
+    for _uid, _version, values in rows:
+        prepared = table.prepare(table.from_db(values), connection)
+        if values[columns.index("uid")].hex in local:
+            updates.append([*prepared, prepared[columns.index("uid")]])
+        else:
+            inserts.append(prepared)
+    done = 0
+    for sql, batch in ((update, updates), (insert, inserts)):
+        for chunk in _chunks(batch):
+            done += _execute(lite, sql, chunk, report)
+            if progress is not None:
+                progress(done, len(rows))
+
+
+def _execute(lite: Any, sql: str, rows: list[Any], report: MirrorReport) -> int:
+    try:
+        with transaction.atomic(using=SQLITE):
+            lite.executemany(sql, rows)
+        report.pulled += len(rows)
+    except IntegrityError:
+        # A local, journaled row holds the name: copy the others, skip this one.
+        for row in rows:
+            try:
+                with transaction.atomic(using=SQLITE):
+                    lite.execute(sql, row)
+                report.pulled += 1
+            except IntegrityError:
+                report.skipped += 1
+    return len(rows)
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+def _account_tables() -> list[tuple[type[Model], str]]:
+    return [
+        (Group, "SELECT {cols} FROM auth_group"),
+        (User, "SELECT {cols} FROM auth_user"),
+        (User.groups.through, "SELECT {cols} FROM auth_user_groups"),
+    ]
+
+
+PERMISSION_LINKS = (
+    ("auth_group_permissions", "group_id"),
+    ("auth_user_user_permissions", "user_id"),
+)
+
+
+def mirror_accounts(pg: Any) -> int:
+    """Copy users, groups, memberships and permissions; return rows changed."""
+    lite = connections[SQLITE].cursor()
+    sqlite = connections[SQLITE]
+    wanted: list[tuple[str, list[str], dict[Any, tuple[Any, ...]]]] = []
+    for model, query in _account_tables():
+        fields = model._meta.concrete_fields
+        cols = ", ".join(f'"{f.column}"' for f in fields)
+        pg.execute(query.format(cols=cols))
+        rows = {
+            row[0]: tuple(f.get_db_prep_save(v, sqlite) for f, v in zip(fields, row, strict=True))
+            for row in pg.fetchall()
+        }
+        wanted.append((model._meta.db_table, [str(f.column) for f in fields], rows))
+    lite.execute(
+        "SELECT ct.app_label, ct.model, p.codename, p.id FROM auth_permission p "
+        "JOIN django_content_type ct ON ct.id = p.content_type_id"
+    )
+    local_permission = {tuple(row[:3]): row[3] for row in lite.fetchall()}
+    for link, owner in PERMISSION_LINKS:
+        pg.execute(
+            f"SELECT l.id, l.{owner}, ct.app_label, ct.model, p.codename FROM {link} l "
+            "JOIN auth_permission p ON p.id = l.permission_id "
+            "JOIN django_content_type ct ON ct.id = p.content_type_id"
+        )
+        rows = {}
+        for pk, owner_id, *natural in pg.fetchall():
+            permission = local_permission.get(tuple(natural))
+            if permission is not None:
+                rows[pk] = (pk, owner_id, permission)
+        wanted.append((link, ["id", owner, "permission_id"], rows))
+    changed = 0
+    # Children before parents when deleting, parents first when writing.
+    for name, columns, rows in reversed(wanted):
+        changed += _delete_missing(lite, name, columns, rows)
+    for name, columns, rows in wanted:
+        changed += _upsert(lite, name, columns, rows)
+    return changed
+
+
+def _delete_missing(lite: Any, name: str, columns: list[str], rows: dict[Any, Any]) -> int:
+    lite.execute(f"SELECT id FROM {name}")
+    gone = [pk for (pk,) in lite.fetchall() if pk not in rows]
+    for chunk in _chunks(gone):
+        marks = ", ".join("?" * len(chunk))
+        if name == "auth_user":
+            lite.execute(f"DELETE FROM django_admin_log WHERE user_id IN ({marks})", chunk)
+        lite.execute(f"DELETE FROM {name} WHERE id IN ({marks})", chunk)
+    return len(gone)
+
+
+def _upsert(lite: Any, name: str, columns: list[str], rows: dict[Any, tuple[Any, ...]]) -> int:
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    lite.execute(f"SELECT {quoted} FROM {name}")
+    local = {row[0]: row for row in lite.fetchall()}
+    stale = [row for pk, row in rows.items() if _differs(local.get(pk), row)]
+    if not stale:
+        return 0
+    assignments = ", ".join(f'"{c}" = excluded."{c}"' for c in columns[1:])
+    lite.executemany(
+        f"INSERT INTO {name} ({quoted}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {assignments}",
+        stale,
+    )
+    return len(stale)
+
+
+def _differs(local: tuple[Any, ...] | None, remote: tuple[Any, ...]) -> bool:
+    if local is None:
+        return True
+    return any(_normal(a) != _normal(b) for a, b in zip(local, remote, strict=True))
+
+
+def _normal(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+def lag_seconds() -> float | None:
+    """Return how long ago the last successful mirror run finished, if ever."""
+    from datetime import UTC, datetime
+
+    run = runs.last(runs.MIRROR)
+    if run is None or run.last_success_at is None:
+        return None
+    return round((datetime.now(UTC) - run.last_success_at).total_seconds(), 3)

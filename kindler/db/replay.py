@@ -1,0 +1,316 @@
+"""Carry the journal into PostgreSQL: in order, exactly once, conflicts kept.
+
+Entries are read oldest first and applied in batches. Each batch is one
+PostgreSQL transaction that holds a global advisory lock (so two instances
+never check-then-write the same row at once) and records every entry's
+(instance id, sequence) in AppliedEntry; only after it commits are the
+entries removed from SQLite. A replay killed between the two finds its
+entries already recorded and skips them: nothing is applied twice. A
+second process of the same instance waits its turn on a per-instance lock.
+
+An update or delete applies only if PostgreSQL's row still has the version
+the change was made on. Otherwise the change becomes a Conflict and the row
+is left alone; later entries continuing the same conflicted local history
+are folded into that conflict rather than applied over the other side.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.db import connections, transaction
+
+from kindler.db import POSTGRES, SQLITE, runs
+from kindler.db.errors import describe
+from kindler.db.journal import instance_id
+from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
+from kindler.db.tables import Table, decode_sqlite_json, table_for
+
+LOCK_NAMESPACE = 0x4B44  # "KD": Kindler database
+GLOBAL_LOCK = 0
+BATCH = 500
+
+Progress = Callable[[int, int], None]
+
+
+class ReplayError(Exception):
+    """The replay stopped; the journal is kept as it was."""
+
+
+@dataclass
+class ReplayReport:
+    total: int = 0
+    pushed: int = 0
+    skipped: int = 0
+    conflicts: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return f"pushed {self.pushed}, skipped {self.skipped}, conflicts {self.conflicts}"
+
+
+def run_recovery_hook() -> None:
+    """Replay the journal before routing returns to PostgreSQL (KINDLER_RECOVERY_HOOKS)."""
+    replay()
+
+
+def replay(*, dry_run: bool = False, progress: Progress | None = None) -> ReplayReport:
+    """Replay this instance's journal into PostgreSQL and report what happened."""
+    started = time.monotonic()
+    try:
+        report = _replay(dry_run, progress)
+    except Exception as exc:
+        if not dry_run:
+            runs.record(
+                runs.REPLAY,
+                ok=False,
+                result=f"failed: {describe(exc)}",
+                duration_ms=(time.monotonic() - started) * 1000,
+            )
+        raise
+    if not dry_run and report.total:
+        runs.record(
+            runs.REPLAY,
+            ok=True,
+            result=report.summary(),
+            duration_ms=(time.monotonic() - started) * 1000,
+        )
+    return report
+
+
+def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
+    journal = JournalEntry.objects.using(SQLITE)
+    report = ReplayReport(total=journal.count(), dry_run=dry_run)
+    if not report.total:
+        return report
+    instance = instance_id()
+    outer = transaction.atomic(using=POSTGRES) if dry_run else nullcontext()
+    with instance_lock(instance), outer:
+        last_seq, done = 0, 0
+        while entries := list(journal.filter(id__gt=last_seq).order_by("id")[:BATCH]):
+            last_seq = entries[-1].pk
+            _apply_batch(instance, entries, report)
+            if not dry_run:
+                journal.filter(id__in=[e.pk for e in entries]).delete()
+            done += len(entries)
+            report.total = max(report.total, done)
+            if progress is not None:
+                progress(done, report.total)
+        if dry_run:
+            transaction.set_rollback(True, using=POSTGRES)
+    return report
+
+
+@contextmanager
+def instance_lock(instance: uuid.UUID) -> Iterator[None]:
+    """Hold this instance's replay lock in PostgreSQL, or fail if another process has it."""
+    key = instance.int & 0x7FFFFFFF or 1
+    with connections[POSTGRES].cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, key])
+        if not cursor.fetchone()[0]:
+            raise ReplayError("another process of this instance is replaying its journal")
+    try:
+        yield
+    finally:
+        with connections[POSTGRES].cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
+
+
+class RemoteState:
+    """PostgreSQL's rows for one batch, kept current as the batch applies."""
+
+    def __init__(self, cursor: Any, instance: uuid.UUID, entries: list[JournalEntry]) -> None:
+        self.cursor = cursor
+        self.rows: dict[tuple[str, uuid.UUID], dict[str, Any] | None] = {}
+        self.unique: dict[tuple[str, str, Any], uuid.UUID] = {}
+        self.open: dict[tuple[str, uuid.UUID], tuple[int, int | None]] = {}
+        by_model: dict[str, list[JournalEntry]] = {}
+        for entry in entries:
+            by_model.setdefault(entry.model, []).append(entry)
+        for label, group in by_model.items():
+            self._load(label, group)
+        self._load_conflicts(instance, entries)
+
+    def _load(self, label: str, entries: list[JournalEntry]) -> None:
+        table = table_for(label)
+        uids = sorted({uuid.UUID(e.uid) for e in entries})
+        for uid in uids:
+            self.rows[(label, uid)] = None
+        self._fetch(table, "uid", uids)
+        inserted = [decode_sqlite_json(label, e.data) for e in entries if e.op == Op.INSERT]
+        for name in table.unique_names:
+            values = sorted({row[name] for row in inserted if row and row[name] is not None})
+            if values:
+                self._fetch(table, name, values)
+
+    def _fetch(self, table: Table, column: str, values: list[Any]) -> None:
+        self.cursor.execute(
+            f'SELECT {table.quoted()} FROM {table.name} WHERE "{column}" = ANY(%s)', [values]
+        )
+        for values_row in self.cursor.fetchall():
+            self.put(table, table.from_db(values_row))
+
+    def _load_conflicts(self, instance: uuid.UUID, entries: list[JournalEntry]) -> None:
+        row_uids = sorted({str(uuid.UUID(e.uid)) for e in entries})
+        self.cursor.execute(
+            "SELECT id, model, row_uid, (local->>'version')::bigint FROM kindler_db_conflict "
+            "WHERE resolved_at IS NULL AND instance_id = %s AND row_uid = ANY(%s)",
+            [instance, row_uids],
+        )
+        for pk, label, row_uid, version in self.cursor.fetchall():
+            self.open[(label, uuid.UUID(row_uid))] = (pk, version)
+
+    def row(self, label: str, uid: uuid.UUID) -> dict[str, Any] | None:
+        return self.rows.get((label, uid))
+
+    def clash(self, table: Table, local: dict[str, Any]) -> dict[str, Any] | None:
+        """Return another row holding one of local's unique values (its name)."""
+        label = table.model._meta.label_lower
+        for name in table.unique_names:
+            other = self.unique.get((label, name, local[name]))
+            if other is not None and other != local["uid"]:
+                return self.rows.get((label, other))
+        return None
+
+    def put(self, table: Table, row: dict[str, Any]) -> None:
+        label = table.model._meta.label_lower
+        old = self.rows.get((label, row["uid"]))
+        if old is not None:
+            self.forget_unique(table, old)
+        self.rows[(label, row["uid"])] = row
+        for name in table.unique_names:
+            self.unique[(label, name, row[name])] = row["uid"]
+
+    def remove(self, table: Table, uid: uuid.UUID) -> None:
+        label = table.model._meta.label_lower
+        old = self.rows.get((label, uid))
+        if old is not None:
+            self.forget_unique(table, old)
+        self.rows[(label, uid)] = None
+
+    def forget_unique(self, table: Table, row: dict[str, Any]) -> None:
+        label = table.model._meta.label_lower
+        for name in table.unique_names:
+            self.unique.pop((label, name, row[name]), None)
+
+
+def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: ReplayReport) -> None:
+    with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, GLOBAL_LOCK])
+        cursor.execute(
+            "SELECT seq FROM kindler_db_appliedentry WHERE instance_id = %s AND seq = ANY(%s)",
+            [instance, [e.pk for e in entries]],
+        )
+        already = {seq for (seq,) in cursor.fetchall()}
+        report.skipped += len(already)
+        todo = [e for e in entries if e.pk not in already]
+        if not todo:
+            return
+        state = RemoteState(cursor, instance, todo)
+        outcomes = [_apply(cursor, state, instance, entry) for entry in todo]
+        for outcome in outcomes:
+            if outcome == "applied":
+                report.pushed += 1
+            elif outcome == "conflict":
+                report.conflicts += 1
+            else:
+                report.skipped += 1
+        cursor.execute(
+            "INSERT INTO kindler_db_appliedentry (instance_id, seq, outcome, applied_at) "
+            "SELECT %s, unnest(%s::bigint[]), unnest(%s::text[]), now()",
+            [instance, [e.pk for e in todo], outcomes],
+        )
+
+
+def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalEntry) -> str:
+    label = entry.model
+    table = table_for(label)
+    uid = uuid.UUID(entry.uid)
+    local = decode_sqlite_json(label, entry.data)
+    remote = state.row(label, uid)
+    open_conflict = state.open.get((label, uid))
+    if open_conflict is not None and open_conflict[1] == entry.base_version:
+        # This change continues a local history already in conflict: it
+        # belongs with it, not on top of PostgreSQL's row.
+        Conflict.objects.using(POSTGRES).filter(pk=open_conflict[0]).update(
+            local=local, seq=entry.pk
+        )
+        state.open[(label, uid)] = (open_conflict[0], local["version"] if local else None)
+        return "conflict"
+    connection = connections[POSTGRES]
+    if entry.op == Op.INSERT:
+        assert local is not None
+        other = remote if remote is not None else state.clash(table, local)
+        if other is not None:
+            return _conflict(state, instance, entry, ConflictKind.INSERT_INSERT, local, other)
+        cursor.execute(
+            f"INSERT INTO {table.name} ({table.quoted()}) "
+            f"VALUES ({', '.join(['%s'] * len(table.fields))})",
+            table.prepare(local, connection),
+        )
+        state.put(table, local)
+        return "applied"
+    if entry.op == Op.UPDATE:
+        assert local is not None
+        if remote is None:
+            return _conflict(state, instance, entry, ConflictKind.UPDATE_DELETE, local, None)
+        if remote["version"] != entry.base_version:
+            return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, local, remote)
+        assignments = ", ".join(f'"{c}" = %s' for c in table.columns)
+        cursor.execute(
+            f"UPDATE {table.name} SET {assignments} WHERE uid = %s AND version = %s",
+            [*table.prepare(local, connection), uid, entry.base_version],
+        )
+        _expect_one(cursor, entry)
+        state.put(table, local)
+        return "applied"
+    if remote is None:
+        return "skipped"
+    if remote["version"] != entry.base_version:
+        return _conflict(state, instance, entry, ConflictKind.DELETE_UPDATE, None, remote)
+    cursor.execute(
+        f"DELETE FROM {table.name} WHERE uid = %s AND version = %s", [uid, entry.base_version]
+    )
+    _expect_one(cursor, entry)
+    state.remove(table, uid)
+    return "applied"
+
+
+def _expect_one(cursor: Any, entry: JournalEntry) -> None:
+    if cursor.rowcount != 1:
+        raise ReplayError(f"journal entry {entry.pk}: the row changed in PostgreSQL meanwhile")
+
+
+def _conflict(
+    state: RemoteState,
+    instance: uuid.UUID,
+    entry: JournalEntry,
+    kind: str,
+    local: dict[str, Any] | None,
+    remote: dict[str, Any] | None,
+) -> str:
+    label = entry.model
+    uid = uuid.UUID(entry.uid)
+    base = decode_sqlite_json(label, entry.before)
+    shown = local or remote or base or {}
+    conflict = Conflict.objects.using(POSTGRES).create(
+        kind=kind,
+        model=label,
+        row_uid=str(uid),
+        name=str(shown.get("name") or shown.get("cluster_name") or ""),
+        instance_id=instance,
+        seq=entry.pk,
+        base=base,
+        local=local,
+        remote=remote,
+    )
+    state.open[(label, uid)] = (conflict.pk, local["version"] if local else None)
+    return "conflict"

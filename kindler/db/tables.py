@@ -1,0 +1,85 @@
+"""Plain-SQL access to a synced model's table, fast enough for bulk sync."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from django.apps import apps
+from django.db.models import Field, Model
+
+
+@dataclass(frozen=True)
+class Table:
+    """A synced model's columns, minus the local integer id."""
+
+    model: type[Model]
+    fields: tuple[Field[Any, Any], ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return str(self.model._meta.db_table)
+
+    @property
+    def columns(self) -> list[str]:
+        return [str(f.column) for f in self.fields]
+
+    @property
+    def attnames(self) -> list[str]:
+        return [f.attname for f in self.fields]
+
+    @property
+    def unique_names(self) -> list[str]:
+        """Return the other unique columns (a cluster's name): insert/insert clashes."""
+        return [f.attname for f in self.fields if f.unique and f.attname != "uid"]
+
+    def quoted(self) -> str:
+        return ", ".join(f'"{c}"' for c in self.columns)
+
+    def prepare(self, row: dict[str, Any], connection: Any) -> list[Any]:
+        """Return row's values adapted for connection, in column order."""
+        return [f.get_db_prep_save(row.get(f.attname), connection) for f in self.fields]
+
+    def from_db(self, values: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+        """Return a row dict from values read in column order (PostgreSQL types)."""
+        return dict(zip(self.attnames, values, strict=True))
+
+    def from_sqlite(self, values: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+        """Return a row dict from values SQLite returned, in Python types."""
+        return {f.attname: to_python(f, v) for f, v in zip(self.fields, values, strict=True)}
+
+    def from_json(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Return a row dict from its JSON form (a conflict's local or remote side)."""
+        if data is None:
+            return None
+        return {f.attname: to_python(f, data.get(f.attname)) for f in self.fields}
+
+
+def to_python(model_field: Field[Any, Any], value: Any) -> Any:
+    """Return value as the field's Python type, datetimes made aware (UTC)."""
+    if value is None:
+        return None
+    value = model_field.to_python(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+@cache
+def table_for(label: str) -> Table:
+    """Return the Table of the model labelled like 'clusters.cluster'."""
+    model = apps.get_model(label)
+    fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+    return Table(model, fields)
+
+
+def decode_sqlite_json(label: str, raw: str | None) -> dict[str, Any] | None:
+    """Turn a row as a journal trigger wrote it (SQLite JSON) into Python values."""
+    if raw is None:
+        return None
+    table = table_for(label)
+    stored = json.loads(raw)
+    return {f.attname: to_python(f, stored.get(f.column)) for f in table.fields}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from importlib import import_module
 from typing import Any, cast
 
@@ -90,14 +89,9 @@ def open_conflicts() -> int | None:
 
 def mirror_lag_seconds() -> float | None:
     """Return how long ago SQLite's copy of PostgreSQL was last refreshed."""
-    last = _provider("kindler.db.runs", "last")
-    if last is None:
-        return None
-    run = last("mirror")
-    succeeded = getattr(run, "last_success_at", None)
-    if succeeded is None:
-        return None
-    return max(0.0, (datetime.now(UTC) - succeeded).total_seconds())
+    lag = _provider("kindler.db.mirror", "lag_seconds")
+    value = None if lag is None else lag()
+    return None if value is None else float(value)
 
 
 def operations_by_result() -> list[tuple[str, str, int]]:

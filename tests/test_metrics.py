@@ -106,6 +106,14 @@ def test_operations_are_reported_by_result(scrape: Any) -> None:
     assert figures[key] == 2.0
 
 
+def test_the_journal_length_is_reported(scrape: Any) -> None:
+    assert scrape()[("kindler_journal_entries", ())] == 0.0
+
+
+def test_open_conflicts_are_reported(scrape: Any) -> None:
+    assert scrape()[("kindler_conflicts_open", ())] == 0.0
+
+
 def test_the_postgres_probe_is_reported(scrape: Any) -> None:
     assert scrape()[("kindler_postgres_up", ())] == 1.0
 

@@ -83,8 +83,11 @@ def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> tuple[Mirro
     previous = runs.last(runs.MIRROR)
     mark = int(previous.mark) if previous and previous.mark and not full else None
     report = MirrorReport(dry_run=dry_run)
+    outermost = not connections[POSTGRES].in_atomic_block
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as pg:
-        pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if outermost:
+            # One snapshot for the whole copy (unless nested in a caller's transaction).
+            pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         pg.execute(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
             "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
@@ -107,6 +110,24 @@ def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> tuple[Mirro
     return report, xmin
 
 
+def refresh(uids: dict[str, set[uuid.UUID]]) -> None:
+    """Copy these rows from PostgreSQL whatever their versions say (after conflicts).
+
+    A conflict leaves SQLite with the local side and PostgreSQL with the
+    other, possibly at the same version number; the local side is kept in
+    the conflict, and SQLite must show what PostgreSQL holds.
+    """
+    report = MirrorReport()
+    with (
+        transaction.atomic(using=POSTGRES),
+        connections[POSTGRES].cursor() as pg,
+        transaction.atomic(using=SQLITE),
+        journal_suppressed(),
+    ):
+        for label, wanted in uids.items():
+            _mirror_model(pg, table_for(label), wanted, report, None, force=True)
+
+
 def _changes(pg: Any, mark: int) -> dict[str, set[uuid.UUID]]:
     pg.execute(f"SELECT model, uid FROM {CHANGE_TABLE} WHERE xid >= %s", [mark])
     changes: dict[str, set[uuid.UUID]] = {}
@@ -121,6 +142,7 @@ def _mirror_model(
     wanted: set[uuid.UUID] | None,
     report: MirrorReport,
     progress: Progress | None,
+    force: bool = False,
 ) -> None:
     lite = connections[SQLITE].cursor()
     if wanted is None:
@@ -141,8 +163,12 @@ def _mirror_model(
             local.update(lite.fetchall())
     held = journaled_uids(table.model)
     gone = [uid for uid in local if uid not in remote and uid not in held]
-    changed = [uid for uid, row in remote.items() if uid not in held and local.get(uid) != row[1]]
-    report.skipped += sum(1 for uid in remote if uid in held and local.get(uid) != remote[uid][1])
+    changed = [
+        uid
+        for uid, row in remote.items()
+        if uid not in held and (force or local.get(uid) != row[1])
+    ]
+    report.skipped += sum(1 for uid in remote if uid in held)
     for chunk in _chunks(gone):
         lite.execute(
             f"DELETE FROM {table.name} WHERE uid IN ({', '.join('?' * len(chunk))})", chunk

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, transaction
@@ -49,9 +49,16 @@ class ReplayReport:
     skipped: int = 0
     conflicts: int = 0
     dry_run: bool = False
+    refresh: dict[str, set[uuid.UUID]] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "total": self.total,
+            "pushed": self.pushed,
+            "skipped": self.skipped,
+            "conflicts": self.conflicts,
+            "dry_run": self.dry_run,
+        }
 
     def summary(self) -> str:
         return f"pushed {self.pushed}, skipped {self.skipped}, conflicts {self.conflicts}"
@@ -106,6 +113,10 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
                 progress(done, report.total)
         if dry_run:
             transaction.set_rollback(True, using=POSTGRES)
+    if report.refresh and not dry_run:
+        from kindler.db.mirror import refresh
+
+        refresh(report.refresh)
     return report
 
 
@@ -216,6 +227,9 @@ def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: Repla
             return
         state = RemoteState(cursor, instance, todo)
         outcomes = [_apply(cursor, state, instance, entry) for entry in todo]
+        for entry, outcome in zip(todo, outcomes, strict=True):
+            if outcome == "conflict":
+                _remember_refresh(report, state, entry)
         for outcome in outcomes:
             if outcome == "applied":
                 report.pushed += 1
@@ -282,6 +296,18 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
     _expect_one(cursor, entry)
     state.remove(table, uid)
     return "applied"
+
+
+def _remember_refresh(report: ReplayReport, state: RemoteState, entry: JournalEntry) -> None:
+    # SQLite must show PostgreSQL's side of a conflict: this row, and for
+    # insert/insert the other row holding its name.
+    uids = report.refresh.setdefault(entry.model, set())
+    uids.add(uuid.UUID(entry.uid))
+    local = decode_sqlite_json(entry.model, entry.data)
+    if local is not None:
+        other = state.clash(table_for(entry.model), local)
+        if other is not None:
+            uids.add(other["uid"])
 
 
 def _expect_one(cursor: Any, entry: JournalEntry) -> None:

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.django_db(databases=BOTH)
 
 def entries() -> list[tuple[str, str, int | None]]:
     return [
-        (e.op, e.model, e.base_version)
-        for e in JournalEntry.objects.using("sqlite").order_by("id")
+        (e.op, e.model, e.base_version) for e in JournalEntry.objects.using("sqlite").order_by("id")
     ]
 
 
@@ -98,9 +97,13 @@ def test_operation_log_changes_are_journaled(on_sqlite: None) -> None:
 
 
 def test_a_rolled_back_change_leaves_no_entry(on_sqlite: None) -> None:
-    with pytest.raises(RuntimeError), transaction.atomic(using="sqlite"):
-        make_cluster()
-        raise RuntimeError("undo")
+    def create_then_fail() -> None:
+        with transaction.atomic(using="sqlite"):
+            make_cluster()
+            raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
     assert entries() == []
 
 
@@ -139,7 +142,7 @@ def test_account_changes_are_refused_during_an_outage(on_sqlite: None) -> None:
         User.objects.create(username="ada")
     user = User.objects.get(username="ada")
     user.first_name = "Ada"
-    with pytest.raises(AccountsReadOnly, match="^Accounts cannot be changed while PostgreSQL"):
+    with pytest.raises(AccountsReadOnly, match=r"^Accounts cannot be changed while PostgreSQL"):
         user.save()
     assert str(AccountsReadOnly(REFUSED)) == REFUSED
 

@@ -1,0 +1,170 @@
+"""Run every benchmark in bench/ and write bench/RESULTS.md.
+
+Run as `.venv/bin/python bench/report.py` (`--only chaos,http` for some,
+`--short` for chaos.py's short run). Each script prints its own tables; this
+collects them under the machine and the versions they were measured with, so
+anyone can reproduce the figures.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# bench/http.py would stand in for the standard library's http package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+
+BENCHMARKS = ("router", "http", "replay", "chaos", "reconcile")
+TIMEOUT = 45 * 60
+
+
+def command_output(*args: str) -> str:
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    return (
+        (result.stdout or result.stderr).strip().splitlines()[0]
+        if result.returncode == 0
+        else "not found"
+    )
+
+
+def machine() -> list[tuple[str, str]]:
+    """Return what the figures were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = "unknown"
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return [
+        ("OS", f"{platform.system()} {platform.release()} ({platform.machine()})"),
+        ("CPU", f"{cpu}, {os.cpu_count()} cores"),
+        ("Memory", memory),
+    ]
+
+
+def versions() -> list[tuple[str, str]]:
+    """Return the versions of everything the benchmarks exercise."""
+    from tests.pgserver import find_bindir
+
+    def package(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    try:
+        postgres = command_output(str(find_bindir() / "postgres"), "--version")
+    except RuntimeError:
+        postgres = "not found"
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    return [
+        ("Python", platform.python_version()),
+        ("Django", package("django")),
+        ("psycopg2", package("psycopg2-binary")),
+        ("gunicorn", package("gunicorn")),
+        ("prometheus-client", package("prometheus-client")),
+        ("SQLite", sqlite3.sqlite_version),
+        ("PostgreSQL", postgres),
+        ("HAProxy", command_output(haproxy, "-v")),
+        ("Kindler commit", command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")),
+    ]
+
+
+def run(name: str, short: bool) -> tuple[str, int, float]:
+    """Run one benchmark; return its output, exit status and duration."""
+    args = [sys.executable, str(HERE / f"{name}.py")]
+    if short and name == "chaos":
+        args.append("--short")
+    if name == "chaos":
+        args += ["--json", str(HERE / "out" / "chaos.json")]
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            args, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"Stopped after {TIMEOUT // 60} minutes.", -1, time.monotonic() - started
+    output = result.stdout.strip()
+    if result.returncode != 0 and result.stderr.strip():
+        output += "\n\nstderr (last lines):\n\n" + "\n".join(
+            "    " + line for line in result.stderr.strip().splitlines()[-15:]
+        )
+    return output, result.returncode, time.monotonic() - started
+
+
+def table(rows: list[tuple[str, str]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="Comma-separated benchmarks to run (default: all).")
+    parser.add_argument("--short", action="store_true", help="Run chaos.py in its short form.")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    wanted = args.only.split(",") if args.only else list(BENCHMARKS)
+    present = [name for name in wanted if (HERE / f"{name}.py").exists()]
+    missing = [name for name in wanted if name not in present]
+    lines = [
+        "# Kindler benchmark results",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `.venv/bin/python bench/report.py"
+        + (" --short" if args.short else "")
+        + "`. Every run starts its own PostgreSQL, HAProxy and gunicorn on loopback.",
+        "",
+        "## Machine",
+        "",
+        *table(machine()),
+        "",
+        "## Versions",
+        "",
+        *table(versions()),
+        "",
+    ]
+    status = 0
+    for name in present:
+        print(f"Running bench/{name}.py ...", flush=True)
+        output, code, seconds = run(name, args.short)
+        status = status or (code != 0)
+        outcome = "finished" if code == 0 else f"exited with status {code}"
+        lines += [
+            f"## {name}.py",
+            "",
+            f"`bench/{name}.py` {outcome} in {seconds:.0f} s.",
+            "",
+            output,
+            "",
+        ]
+    if missing:
+        lines += ["## Not run", "", *(f"- bench/{name}.py does not exist yet." for name in missing)]
+    args.output.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"Wrote {args.output}")
+    return int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

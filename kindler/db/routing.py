@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from kindler.db import POSTGRES, SQLITE
+
+if TYPE_CHECKING:
+    from kindler.db.health import HealthMonitor
 
 _pinned: ContextVar[str | None] = ContextVar("kindler_pinned_alias", default=None)
 
@@ -25,9 +29,20 @@ def current_alias() -> str:
         return pinned
     if not postgres_configured():
         return SQLITE
-    from kindler.db.health import monitor
+    return _monitor().active_alias()
 
-    return monitor.active_alias()
+
+def _monitor() -> HealthMonitor:
+    # Imported on first use: health imports this module.
+    global _health_monitor
+    if _health_monitor is None:
+        from kindler.db.health import monitor
+
+        _health_monitor = monitor
+    return _health_monitor
+
+
+_health_monitor: HealthMonitor | None = None
 
 
 @contextmanager

@@ -1,0 +1,50 @@
+"""Shared by the benchmarks: a throwaway PostgreSQL and Django pointed at it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.pgserver import PostgresServer  # noqa: E402
+
+
+def start_postgres() -> PostgresServer:
+    """Start a throwaway server and create the kindler database on it."""
+    import psycopg2
+
+    server = PostgresServer()
+    server.init()
+    server.start()
+    conn = psycopg2.connect(**server.connect_kwargs())
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("CREATE DATABASE kindler")
+    conn.close()
+    return server
+
+
+def configure_django(server: PostgresServer) -> Path:
+    """Point Kindler's settings at server and a fresh SQLite file; migrate both."""
+    data = Path(tempfile.mkdtemp(prefix="kindler-bench-"))
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="kindler.settings",
+        PG_HOST=server.host,
+        PG_PORT=str(server.port),
+        PG_DATABASE="kindler",
+        PG_USER=server.user,
+        PG_PASSWORD=server.password,
+        SQLITE_PATH=str(data / "kindler.db"),
+        SECRET_KEY="bench-" + os.urandom(8).hex(),
+    )
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return data

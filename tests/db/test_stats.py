@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.db import DatabaseError, connections
 from django.test import override_settings
 from prometheus_client import REGISTRY
@@ -139,3 +142,84 @@ def test_connection_states_name_the_active_alias() -> None:
 def test_connection_states_count_kindler_connections_on_the_server() -> None:
     postgres = stats.connection_states()[0]
     assert postgres["server_connections"] >= 1
+
+
+def test_report_lines_show_queries_connections_and_switches() -> None:
+    data = {
+        "queries_source": "web server",
+        "slow_query_ms": 200.0,
+        "queries": [
+            {
+                "alias": "postgres",
+                "count": 10,
+                "errors": 1,
+                "slow": 2,
+                "total_ms": 50.0,
+                "mean_ms": 5.0,
+                "max_ms": 30.0,
+            }
+        ],
+        "connections": [
+            {
+                "alias": "postgres",
+                "active": True,
+                "state": "up",
+                "latency_ms": 1.25,
+                "error": None,
+                "server_connections": 3,
+            },
+            {
+                "alias": "sqlite",
+                "active": False,
+                "state": "up",
+                "path": "/data/kindler.db",
+                "size_bytes": 4096,
+                "wal_bytes": 0,
+            },
+        ],
+        "switches": [
+            {
+                "at": "2026-01-01T00:00:00+00:00",
+                "source": "primary",
+                "target": "fallback",
+                "seconds_in_source": 12.5,
+                "cause": "probe failed: timeout",
+            }
+        ],
+    }
+    assert stats.report_lines(data) == [
+        "Queries (web server, slow above 200 ms):",
+        "  postgres  10 queries, 1 failed, 2 slow, total 50.0 ms, mean 5.00 ms, max 30.0 ms",
+        "Connections:",
+        "  postgres  up (active): 1.2 ms, 3 Kindler connections on the server",
+        "  sqlite    up: /data/kindler.db, 4096 bytes, WAL 0 bytes",
+        "Switches (newest first, last 50):",
+        "  2026-01-01T00:00:00+00:00  primary -> fallback after 12.5 s: probe failed: timeout",
+    ]
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_dbstatus_prints_the_query_statistics(history_file: Path) -> None:
+    out = StringIO()
+    call_command("dbstatus", stdout=out)
+    assert out.getvalue().splitlines()[3] == "Queries (this process, slow above 200 ms):"
+
+
+@pytest.mark.django_db(databases=BOTH)
+def test_dbstatus_json_has_the_switch_history(history_file: Path) -> None:
+    history_file.write_text(
+        '{"at": "2026-01-01T00:00:00+00:00", "source": "primary", "target": "fallback",'
+        ' "cause": "x", "seconds_in_source": 1.0, "pid": 1}\n'
+    )
+    out = StringIO()
+    call_command("dbstatus", "--json", stdout=out)
+    assert json.loads(out.getvalue())["switches"] == [
+        {
+            "at": "2026-01-01T00:00:00+00:00",
+            "source": "primary",
+            "target": "fallback",
+            "cause": "x",
+            "seconds_in_source": 1.0,
+            "pid": 1,
+        }
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
 from kindler.db.health import State, monitor
 from kindler.db.routing import pinned_alias
@@ -75,6 +76,8 @@ def pg(pg_server: PostgresServer, transactional_db: None) -> Iterator[PostgresSe
     yield pg_server
     pg_server.ensure_running()
     wait_for_state(State.PRIMARY)
+    # This thread's connections died with the server; the flush needs new ones.
+    connections.close_all()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -93,6 +94,13 @@ def probe_postgres() -> Probe:
     return Probe(True, round((time.monotonic() - started) * 1000, 2), None, at)
 
 
+def close_thread_connections() -> None:
+    """Close this thread's Django connections, ignoring ones already broken."""
+    for connection in connections.all(initialized_only=True):
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
 def run_recovery_hooks() -> None:
     """Run every KINDLER_RECOVERY_HOOKS callable; the first failure stops them."""
     for path in settings.KINDLER_RECOVERY_HOOKS:
@@ -133,6 +141,12 @@ class HealthMonitor:
                 probe=self._probe,
                 transitions=tuple(self._transitions),
             )
+
+    def down_since(self) -> float | None:
+        """Return when (time.monotonic) PostgreSQL was declared down, if it is now."""
+        if self._pid != os.getpid() or self._state is not State.FALLBACK:
+            return None
+        return self._since_monotonic
 
     def mark_down(self, cause: str) -> None:
         """Switch to SQLite at once: a request just lost its PostgreSQL connection."""
@@ -243,10 +257,15 @@ class HealthMonitor:
         # Outside the lock: replaying a journal can take a while and requests
         # must keep being routed (to SQLite) meanwhile.
         try:
+            # This thread outlives the server it talks to: a connection kept
+            # from before the outage is dead, so start each recovery afresh.
+            close_thread_connections()
             run_recovery_hooks()
         except Exception as exc:
             logger.error("Recovery failed, staying on SQLite: %s", describe(exc))
             return
+        finally:
+            close_thread_connections()
         with self._lock:
             if self._state is not State.RECOVERING:
                 return

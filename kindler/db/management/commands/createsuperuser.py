@@ -6,6 +6,8 @@ from typing import Any
 
 from django.contrib.auth.management.commands import createsuperuser
 from django.core.management.base import CommandParser
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
 
 from kindler.db.routing import current_alias
 
@@ -18,4 +20,16 @@ class Command(createsuperuser.Command):
     def execute(self, *args: Any, **options: Any) -> str | None:
         # Django's own command reads options["database"] in execute() already.
         options["database"] = options.get("database") or current_alias()
+        self._database = options["database"]
         return super().execute(*args, **options)
+
+    def check_migrations(self) -> None:
+        # Django checks `default`, a dummy here: check the alias written to.
+        executor = MigrationExecutor(connections[self._database])
+        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+            self.stdout.write(
+                self.style.NOTICE(
+                    f"Database {self._database} has unapplied migrations; "
+                    "run `python manage.py migrate` first."
+                )
+            )

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from clusters.models import Cluster, OperationLog
+from tests.conftest import BOTH
+from tests.factories import make_cluster
+
+pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("cluster", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_list_says_so_when_there_are_no_clusters(alias: str) -> None:
+    assert run("list") == "No clusters.\n"
+
+
+def test_list_prints_an_aligned_table(alias: str) -> None:
+    make_cluster(name="dev", provider="kind", http_port=18090, https_port=18453, pf_port=19001)
+    make_cluster(
+        name="uat", http_port=18100, https_port=18463, pf_port=19002, subnet="10.101.0.0/16"
+    )
+    assert run("list") == (
+        "NAME  PROVIDER  HTTP_PORT  HTTPS_PORT  PF_PORT  NODE_PORT  CLUSTER_SUBNET  "
+        "DESIRED_STATE  ACTUAL_STATE\n"
+        "dev   kind      18090      18453       19001    30080      -               "
+        "present        unknown\n"
+        "uat   k3d       18100      18463       19002    30080      10.101.0.0/16   "
+        "present        unknown\n"
+    )
+
+
+def test_list_json_is_the_api_representation(alias: str) -> None:
+    make_cluster(name="dev")
+    rows = json.loads(run("list", "--json"))
+    assert [(row["name"], row["status"], row["cluster_subnet"]) for row in rows] == [
+        ("dev", "unknown", None)
+    ]
+
+
+def test_show_prints_every_field(alias: str) -> None:
+    cluster = make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
+    lines = run("show", "dev").splitlines()
+    assert lines[:6] == [
+        "name                dev",
+        "provider            k3d",
+        "node_port           30080",
+        "pf_port             19001",
+        "http_port           18090",
+        "https_port          18453",
+    ]
+    assert f"created_at          {cluster.created_at.isoformat()}" in lines
+
+
+def test_show_json(alias: str) -> None:
+    make_cluster(name="dev")
+    assert json.loads(run("show", "dev", "--json"))["name"] == "dev"
+
+
+def test_show_an_unknown_cluster_fails_with_its_name(alias: str) -> None:
+    with pytest.raises(CommandError, match="^No cluster named ghost.$"):
+        run("show", "ghost")
+
+
+def test_create_saves_the_cluster_and_queues_its_creation(alias: str) -> None:
+    out = run(
+        "create",
+        "dev",
+        "--provider",
+        "kind",
+        "--http-port",
+        "18090",
+        "--https-port",
+        "18453",
+        "--pf-port",
+        "19001",
+    )
+    assert out == "Cluster dev added; the reconciler will create it.\n"
+    cluster = Cluster.objects.get(name="dev")
+    assert (cluster.provider, cluster.http_port, cluster.desired_state) == (
+        "kind",
+        18090,
+        "present",
+    )
+    assert list(OperationLog.objects.values_list("cluster_name", "operation", "status")) == [
+        ("dev", "create", "pending")
+    ]
+
+
+def test_create_reports_every_validation_error_on_one_line(alias: str) -> None:
+    make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
+    with pytest.raises(CommandError) as caught:
+        run("create", "Bad_Name", "--http-port", "18090", "--https-port", "80")
+    assert str(caught.value) == (
+        "name: Use lower-case letters, digits and dashes, starting and ending with a letter or "
+        "digit (a DNS-1123 label), e.g. dev-1. https_port: Ports must be between 1024 and 65535. "
+        "http_port: Port 18090 is already used by cluster dev."
+    )
+    assert Cluster.objects.filter(name="Bad_Name").exists() is False
+
+
+def test_create_refuses_a_host_port_of_another_cluster(alias: str) -> None:
+    make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
+    with pytest.raises(
+        CommandError, match="^http_port: Port 18090 is already used by cluster dev.$"
+    ):
+        run("create", "uat", "--http-port", "18090")
+
+
+def test_delete_marks_the_cluster_absent(alias: str) -> None:
+    make_cluster(name="dev")
+    assert run("delete", "dev") == "Cluster dev marked for deletion.\n"
+    assert Cluster.objects.get(name="dev").desired_state == "absent"
+
+
+def test_delete_refuses_devops(alias: str) -> None:
+    make_cluster(name="devops")
+    with pytest.raises(CommandError, match="^The devops cluster cannot be deleted.$"):
+        run("delete", "devops")
+    assert Cluster.objects.get(name="devops").desired_state == "present"
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_refusal_exits_1_with_one_line_and_no_traceback(kindler_env: dict[str, Any]) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "cluster", "create", "Bad_Name"],
+        cwd=settings.BASE_DIR,
+        env=kindler_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    errors = [line for line in result.stderr.splitlines() if " kindler.db: " not in line]
+    assert (result.returncode, errors) == (
+        1,
+        [
+            "CommandError: name: Use lower-case letters, digits and dashes, starting and ending "
+            "with a letter or digit (a DNS-1123 label), e.g. dev-1."
+        ],
+    )

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import connections
+
+from kindler.db.health import State
+from tests.conftest import BOTH, wait_for_state
+from tests.pgserver import PostgresServer
+
+pytestmark = pytest.mark.django_db(databases=BOTH, transaction=True)
+
+
+def run(*args: str, **options: Any) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
+
+
+def test_migrate_without_a_database_migrates_both_aliases() -> None:
+    out, err = run("migrate", verbosity=1)
+    assert (out.count("Database "), "Database postgres:" in out, "Database sqlite:" in out) == (
+        2,
+        True,
+        True,
+    )
+    assert err == ""
+
+
+def test_migrate_skips_an_unreachable_postgres_with_a_warning(pg: PostgresServer) -> None:
+    pg.stop("immediate")
+    out, err = run("migrate", verbosity=1)
+    assert err.startswith("Skipping PostgreSQL, it cannot be reached: Connection refused")
+    assert (out.count("Database "), "Database sqlite:" in out) == (1, True)
+
+
+def test_migrate_with_database_migrates_only_that_alias() -> None:
+    out, _ = run("migrate", database="sqlite", verbosity=1)
+    assert "Database " not in out
+    assert "No migrations to apply." in out
+
+
+def test_createsuperuser_uses_the_active_database_without_naming_it() -> None:
+    run("createsuperuser", interactive=False, username="root", email="root@example.com")
+    assert list(User.objects.using("postgres").values_list("username", "is_superuser")) == [
+        ("root", True)
+    ]
+
+
+def test_dbstatus_reports_postgres_as_primary() -> None:
+    out, _ = run("dbstatus")
+    lines = out.splitlines()
+    assert lines[0] == "Active database: postgres"
+    assert lines[1].startswith("State:           primary since ")
+    assert lines[2].startswith("PostgreSQL:      reachable, ")
+
+
+def test_dbstatus_reports_an_unreachable_postgres(pg: PostgresServer) -> None:
+    pg.stop("immediate")
+    out, _ = run("dbstatus")
+    lines = out.splitlines()
+    assert lines[0] == "Active database: sqlite"
+    assert lines[1].startswith("State:           fallback since ")
+    assert lines[2].startswith("PostgreSQL:      unreachable: Connection refused")
+
+
+def test_dbstatus_json_has_the_health_fields(pg: PostgresServer) -> None:
+    report = json.loads(run("dbstatus", "--json")[0])
+    assert (report["active"], report["state"], report["postgres"]["configured"]) == (
+        "postgres",
+        "primary",
+        True,
+    )
+    assert report["postgres"]["reachable"] is True
+    pg.stop("immediate")
+    wait_for_state(State.FALLBACK)
+    connections.close_all()
+    report = json.loads(run("dbstatus", "--json")[0])
+    assert (
+        report["active"],
+        report["postgres"]["reachable"],
+        report["postgres"]["latency_ms"],
+    ) == (
+        "sqlite",
+        False,
+        None,
+    )

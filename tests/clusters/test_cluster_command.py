@@ -70,7 +70,7 @@ def test_show_json(alias: str) -> None:
 
 
 def test_show_an_unknown_cluster_fails_with_its_name(alias: str) -> None:
-    with pytest.raises(CommandError, match="^No cluster named ghost.$"):
+    with pytest.raises(CommandError, match=r"^No cluster named ghost\.$"):
         run("show", "ghost")
 
 
@@ -114,7 +114,7 @@ def test_create_reports_every_validation_error_on_one_line(alias: str) -> None:
 def test_create_refuses_a_host_port_of_another_cluster(alias: str) -> None:
     make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
     with pytest.raises(
-        CommandError, match="^http_port: Port 18090 is already used by cluster dev.$"
+        CommandError, match=r"^http_port: Port 18090 is already used by cluster dev\.$"
     ):
         run("create", "uat", "--http-port", "18090")
 
@@ -127,7 +127,7 @@ def test_delete_marks_the_cluster_absent(alias: str) -> None:
 
 def test_delete_refuses_devops(alias: str) -> None:
     make_cluster(name="devops")
-    with pytest.raises(CommandError, match="^The devops cluster cannot be deleted.$"):
+    with pytest.raises(CommandError, match=r"^The devops cluster cannot be deleted\.$"):
         run("delete", "devops")
     assert Cluster.objects.get(name="devops").desired_state == "present"
 

@@ -197,11 +197,12 @@ def read_json(request: HttpRequest) -> Any:
 def create_cluster(request: HttpRequest) -> HttpResponse:
     fields = parse_body(read_json(request))
     name = fields["name"]
-    if Cluster.objects.filter(name=name).exists():
-        return json_error(409, f"Cluster {name} already exists")
     try:
         cluster, task = lifecycle.request_create(**fields)
     except ValidationError as exc:
+        # The model's unique check finds a taken name; no extra query first.
+        if list(exc.error_dict) == ["name"] and exc.error_dict["name"][0].code == "unique":
+            return json_error(409, f"Cluster {name} already exists")
         raise Unprocessable(validation_errors(exc)) from None
     except IntegrityError:
         # Another request created the same name between the check and the insert.

@@ -73,7 +73,8 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
         try:
             cluster, _ = lifecycle.request_create(**form.cleaned_data)
         except ValidationError as exc:
-            # Someone else took the name or a port since the form was checked.
+            # The preflight (subnet overlap, provider CLI) runs only here, and a
+            # name or port may have been taken since the form was checked.
             form.add_error(None, exc)
         else:
             messages.success(request, f"Cluster {cluster.name} added; it will be created shortly.")

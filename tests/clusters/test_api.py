@@ -511,3 +511,29 @@ def test_patch_refuses_invalid_fields_with_422(alias: str, admin_client: Client)
 def test_patch_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
     response = patch_json(admin_client, "/api/clusters/nope", {"http_port": 18123})
     assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
+
+
+def test_create_reports_other_errors_beside_a_taken_name(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev")
+    response = created(admin_client, name="dev", http_port=80)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {"loc": ["body", "http_port"], "msg": "Ports must be between 1024 and 65535."},
+            {"loc": ["body", "name"], "msg": "A cluster named dev already exists."},
+        ]
+    }
+
+
+def test_create_refuses_an_overlapping_subnet(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    response = created(admin_client, name="qa", cluster_subnet="10.101.128.0/17")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "cluster_subnet"],
+                "msg": "subnet 10.101.128.0/17 overlaps cluster dev",
+            }
+        ]
+    }

@@ -281,3 +281,15 @@ def test_forms_refuse_a_post_without_csrf_token(admin_user: Any) -> None:
     response = client.post("/new/", form_data(name="dev"))
     assert response.status_code == 403
     assert "This form has expired" in response.text
+
+
+def test_the_create_form_shows_preflight_errors_beside_their_field(
+    alias: str, admin_client: Client
+) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    response = admin_client.post("/new/", form_data(name="qa", subnet="10.101.0.0/24"))
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "subnet": ["subnet 10.101.0.0/24 overlaps cluster dev"]
+    }
+    assert Cluster.objects.filter(name="qa").count() == 0

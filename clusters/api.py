@@ -266,7 +266,8 @@ def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
     for field, value in fields.items():
         setattr(found, field, value)
     try:
-        found.full_clean()
+        # The name cannot change here, so its uniqueness needs no query.
+        found.full_clean(exclude=["name"])
     except ValidationError as exc:
         raise Unprocessable(validation_errors(exc)) from None
     found.save()

@@ -150,6 +150,13 @@ def api_view(*methods: str) -> Callable[[View], View]:
     return decorator
 
 
+@login_not_required
+@csrf_exempt
+def not_found(request: HttpRequest, path: str) -> HttpResponse:
+    """Answer any other /api/ path with JSON, whatever DEBUG says."""
+    return json_error(404, "Not found")
+
+
 def get_cluster(name: str) -> Cluster:
     """Return the named cluster, or raise Http404 in the original API's words."""
     try:

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from clusters import api, views
 
@@ -24,4 +24,6 @@ urlpatterns = [
     path("api/clusters/<str:name>/start", api.start_cluster, name="api-start"),
     path("api/clusters/<str:name>/stop", api.stop_cluster, name="api-stop"),
     path("api/clusters/<str:name>/operations", api.operations, name="api-operations"),
+    # Last: with DEBUG on, Django's own 404 page would be HTML.
+    re_path(r"^api/(?P<path>.*)$", api.not_found),
 ]

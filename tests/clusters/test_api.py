@@ -537,3 +537,9 @@ def test_create_refuses_an_overlapping_subnet(alias: str, admin_client: Client) 
             }
         ]
     }
+
+
+def test_an_unknown_api_path_is_404_json_with_debug_on(client: Client, settings: Any) -> None:
+    settings.DEBUG = True
+    response = client.get("/api/clusters/dev/nothing")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found"})

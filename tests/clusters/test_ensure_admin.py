@@ -10,6 +10,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
+from kindler.db.routing import pinned_alias
 from tests.conftest import BOTH
 from tests.factories import make_superuser
 
@@ -61,3 +62,19 @@ def test_nothing_is_generated_when_an_account_exists(monkeypatch: pytest.MonkeyP
     make_superuser("someone")
     assert run(monkeypatch) == ""
     assert list(User.objects.values_list("username", flat=True)) == ["someone"]
+
+
+def test_no_account_is_created_while_accounts_are_read_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KINDLER_ADMIN_USER", "")
+    monkeypatch.setenv("KINDLER_ADMIN_PASSWORD", "")
+    out, err = StringIO(), StringIO()
+    with pinned_alias("sqlite"):
+        call_command("ensure_admin", stdout=out, stderr=err)
+        assert User.objects.count() == 0
+    assert (out.getvalue(), err.getvalue()) == (
+        "",
+        "No admin account was created: Accounts cannot be changed while PostgreSQL is "
+        "unreachable: Kindler is running on its local copy. Try again once PostgreSQL is back.\n",
+    )

@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
 GENERATED_USER = "admin"
@@ -20,6 +21,15 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self.ensure()
+        except PermissionDenied as exc:
+            # Accounts are read-only while PostgreSQL is away; starting anyway
+            # beats refusing to serve, and the next start tries again.
+            self.stderr.write(f"No admin account was created: {exc}")
+
+    def ensure(self) -> None:
+        """Create the configured or a generated admin account when needed."""
         username = os.environ.get("KINDLER_ADMIN_USER", "")
         password = os.environ.get("KINDLER_ADMIN_PASSWORD", "")
         if bool(username) != bool(password):

@@ -308,7 +308,14 @@ class Reconciler:
                 busy.add(entry["cluster_name"])
         clusters = list(
             Cluster.objects.using(alias).values(
-                "id", "uid", "name", "provider", "desired_state", "actual_state", "reconcile_error"
+                "id",
+                "uid",
+                "version",
+                "name",
+                "provider",
+                "desired_state",
+                "actual_state",
+                "reconcile_error",
             )
         )
         return Snapshot(clusters, pending, busy, last_log_id)
@@ -461,7 +468,7 @@ class Reconciler:
         driver = driver_for(cluster.provider)
         timeout = operation_timeout()
         command = driver.command_for(action, cluster, timeout)
-        outcome = self._claim(alias, cluster, action, command, snapshot)
+        outcome = self._claim(alias, cluster, row["version"], action, command, snapshot)
         if outcome is None:
             return
         self._execute(cluster, driver, command, outcome, actual, timeout)
@@ -473,14 +480,25 @@ class Reconciler:
         logger.info("%s", report.lines[-1])
 
     def _claim(
-        self, alias: str, cluster: Cluster, action: str, command: Command, snapshot: Snapshot
+        self,
+        alias: str,
+        cluster: Cluster,
+        version: int,
+        action: str,
+        command: Command,
+        snapshot: Snapshot,
     ) -> Outcome | None:
-        """Mark the action's operation running, unless someone else acted or acts on it."""
+        """Mark the action's operation running, unless someone else acted or acts on it.
+
+        Skipped when the cluster row changed since this pass read it (an
+        action that ended meanwhile wrote its state there), when one of its
+        operations runs, or when one was started since this pass looked.
+        """
         now = timezone.now()
         with transaction.atomic(using=alias):
             lock_cluster(alias, cluster.name)
             current = Cluster.objects.using(alias).filter(pk=cluster.pk)
-            if not current.filter(desired_state=cluster.desired_state).exists():
+            if not current.filter(version=version).exists():
                 return None
             logs = OperationLog.objects.using(alias).filter(cluster_name=cluster.name)
             for running in logs.filter(status=OperationStatus.RUNNING):

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from clusters import lifecycle
 from clusters.models import Cluster, OperationLog
-from clusters.reconciler import OutputBuffer, PassReport, Reconciler, backoff_seconds, decide
+from clusters.reconciler import (
+    INTERRUPTED,
+    OutputBuffer,
+    PassReport,
+    Reconciler,
+    backoff_seconds,
+    decide,
+)
+from kindler.db.routing import pinned_alias
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster, make_operation
 from tests.fakes import FakeTools
+from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -409,3 +426,165 @@ def test_the_output_buffer_keeps_the_start_and_the_end() -> None:
     assert len(text) == len("$ cmd\n") + 30_000 + len(
         "\n[... 20000 characters of output omitted ...]\n"
     )
+
+
+def test_reconcile_once_prints_what_it_did(alias: str, fakes: FakeTools) -> None:
+    create(name="dev")
+    out = StringIO()
+    call_command("reconcile", "--once", stdout=out)
+    assert re.fullmatch(r"create dev: success in \d+\.\d s\n", out.getvalue())
+
+
+def test_cluster_stop_command_queues_a_stop(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="dev")
+    out = StringIO()
+    call_command("cluster", "stop", "dev", stdout=out)
+    task = OperationLog.objects.get(cluster_name="dev")
+    assert out.getvalue() == f"Cluster dev will be stopped (operation {task.uid}).\n"
+    assert (task.operation, task.status, fresh(cluster).desired_state) == (
+        "stop",
+        "pending",
+        "stopped",
+    )
+
+
+def test_cluster_start_command_queues_a_start(alias: str, fakes: FakeTools) -> None:
+    existing(fakes, running=False, name="dev", desired_state="stopped")
+    out = StringIO()
+    call_command("cluster", "start", "dev", stdout=out)
+    task = OperationLog.objects.get(cluster_name="dev")
+    assert out.getvalue() == f"Cluster dev will be started (operation {task.uid}).\n"
+    assert (task.operation, Cluster.objects.get(name="dev").desired_state) == ("start", "present")
+
+
+def test_cluster_start_refuses_a_cluster_marked_for_deletion(alias: str) -> None:
+    make_cluster(name="dev", desired_state="absent")
+    with pytest.raises(CommandError, match=r"^Cluster dev is marked for deletion\.$"):
+        call_command("cluster", "start", "dev", stdout=StringIO())
+
+
+# Real reconciler processes, on the databases the tests use.
+
+MANAGE = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+
+
+def reconciler_env(kindler_env: dict[str, Any], fakes: FakeTools, **knobs: str) -> dict[str, Any]:
+    return {**kindler_env, "KINDLER_FAKE_STATE": str(fakes.state), **knobs}
+
+
+def start_reconciler(env: dict[str, Any], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*MANAGE, "reconcile", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(check: Any, seconds: float = 30.0) -> Any:
+    """Poll check() until it returns something true; return that."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"nothing came within {seconds} s")
+
+
+def finish(process: subprocess.Popen[str]) -> str:
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    return stdout
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_output_is_in_the_log_while_the_command_runs(
+    kindler_env: dict[str, Any], fakes: FakeTools
+) -> None:
+    _, task = create(name="live")
+    process = start_reconciler(reconciler_env(kindler_env, fakes, KINDLER_FAKE_SLEEP="5"), "--once")
+    seen = wait_for(
+        lambda: OperationLog.objects.filter(
+            uid=task.uid, log_output__contains="Creating node"
+        ).first()
+    )
+    assert seen.status == "running"
+    assert "live" not in fakes.clusters()
+    finish(process)
+    assert log_of(task).status == "success"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", BOTH)
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_concurrent_reconcilers_never_run_one_action_twice(
+    kindler_env: dict[str, Any], fakes: FakeTools, database: str
+) -> None:
+    env = reconciler_env(kindler_env, fakes, KINDLER_FAKE_SLEEP="1")
+    if database == "sqlite":
+        env["PG_HOST"] = ""
+    with pinned_alias(database):
+        for index in range(3):
+            create(name=f"race-{index}")
+    processes = [start_reconciler(env, "--interval", "0.1") for _ in range(3)]
+    with pinned_alias(database):
+        wait_for(lambda: Cluster.objects.filter(actual_state="running").count() == 3)
+    time.sleep(1)  # more passes race over clusters that are already done
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        finish(process)
+    assert sorted(argv[3] for argv in fakes.actions()) == ["race-0", "race-1", "race-2"]
+    with pinned_alias(database):
+        statuses = list(OperationLog.objects.values_list("status", flat=True))
+    assert statuses == ["success"] * 3
+
+
+@pytest.mark.slow
+def test_losing_postgres_mid_operation_loses_nothing(
+    pg: PostgresServer, kindler_env: dict[str, Any], fakes: FakeTools
+) -> None:
+    cluster, task = create(name="switch")
+    # The mirror keeps SQLite's copy of the inventory current; stand in for it.
+    copy = Cluster.objects.get(pk=cluster.pk)
+    copy.pk = None
+    copy._state.adding = True
+    copy.save(using="sqlite")
+    process = start_reconciler(reconciler_env(kindler_env, fakes, KINDLER_FAKE_SLEEP="5"), "--once")
+    wait_for(
+        lambda: OperationLog.objects.filter(uid=task.uid, log_output__contains="Prep").exists()
+    )
+    pg.stop("immediate")
+    finish(process)
+    log = OperationLog.objects.using("sqlite").get(uid=task.uid)
+    assert (log.status, log.exit_code, log.error_message) == ("success", 0, "")
+    assert log.log_output.splitlines()[-1] == "kubectl cluster-info --context k3d-switch"
+    saved = Cluster.objects.using("sqlite").get(uid=cluster.uid)
+    assert (saved.actual_state, saved.reconcile_error) == ("running", "")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_sigterm_stops_the_loop_and_the_command_it_runs(
+    kindler_env: dict[str, Any], fakes: FakeTools
+) -> None:
+    _, task = create(name="term")
+    env = reconciler_env(kindler_env, fakes, KINDLER_FAKE_SLEEP="60", KINDLER_FAKE_CHILD="1")
+    process = start_reconciler(env, "--interval", "0.2")
+    wait_for(lambda: (fakes.state / "child.pid").exists())
+    child = fakes.child_pid()
+    process.send_signal(signal.SIGTERM)
+    assert finish(process).splitlines()[-1] == "Reconciler stopped."
+    assert (log_of(task).status, log_of(task).error_message) == ("failed", INTERRUPTED)
+    assert wait_for(lambda: not process_alive(child), seconds=5)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split()[2] != "Z"

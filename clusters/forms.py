@@ -40,6 +40,14 @@ class ClusterForm(forms.ModelForm):
             "haproxy_route": "Route through HAProxy",
             "register_argocd": "Register in Argo CD",
         }
+        error_messages = {
+            # The same words as validate_dns_label, which the form's own
+            # length check would otherwise pre-empt with Django's generic one.
+            "name": {
+                "max_length": "Cluster names are at most 63 characters (this one has "
+                "%(show_value)d)."
+            },
+        }
         help_texts = {
             "name": "Lower-case letters, digits and dashes, e.g. dev-1.",
             "subnet": "k3d only, e.g. 10.101.0.0/16. Leave empty to let the provider choose.",

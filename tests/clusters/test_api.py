@@ -543,3 +543,20 @@ def test_an_unknown_api_path_is_404_json_with_debug_on(client: Client, settings:
     settings.DEBUG = True
     response = client.get("/api/clusters/dev/nothing")
     assert (response.status_code, response.json()) == (404, {"detail": "Not found"})
+
+
+def test_create_refuses_a_name_longer_than_63_characters(alias: str, admin_client: Client) -> None:
+    response = created(admin_client, name="a" * 64)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "name"],
+                "msg": "Cluster names are at most 63 characters (this one has 64).",
+            },
+            {
+                "loc": ["body", "name"],
+                "msg": "Ensure this value has at most 63 characters (it has 64).",
+            },
+        ]
+    }

@@ -132,3 +132,9 @@ def test_filters_combine(alias: str) -> None:
     make_cluster(name="qa", provider="kind", actual_state="running")
     form = ClusterFilterForm({"q": "dev", "provider": "kind", "state": "running"})
     assert list(form.filter(Cluster.objects.all()).values_list("name", flat=True)) == ["dev-a"]
+
+
+def test_a_name_longer_than_63_characters_is_explained(alias: str) -> None:
+    assert errors_of(name="a" * 64) == {
+        "name": ["Cluster names are at most 63 characters (this one has 64)."]
+    }

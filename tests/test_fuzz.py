@@ -197,6 +197,7 @@ def test_import_environments_command_refuses_any_file_with_a_message(
     path = Path(tmp_path_factory.mktemp("csv")) / "environments.csv"
     path.write_bytes(content)
     out, err = StringIO(), StringIO()
+    refusal: str | None
     try:
         call_command("import_environments", str(path), stdout=out, stderr=err)
     except CommandError as exc:
@@ -230,6 +231,7 @@ def test_cluster_create_arguments_succeed_or_fail_with_a_message(
     for option, value in options.items():
         argv[1:1] = [f"{option}={value}"]
     out = StringIO()
+    refusal: str | None
     try:
         call_command("cluster", *argv, stdout=out, stderr=StringIO())
     except CommandError as exc:

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -244,6 +245,7 @@ class Reconciler:
     def __init__(self, stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
         self.unwritten: list[Outcome] = []
+        self._observed: tuple[float, dict[str, dict[str, Any] | str]] | None = None
 
     def run_forever(self, interval: float, on_pass: Callable[[PassReport], None]) -> None:
         """Run passes every interval seconds until the stop event is set."""
@@ -267,16 +269,46 @@ class Reconciler:
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)
             return report
-        observed = self._observe({row["provider"] for row in snapshot.clusters})
+        providers = {row["provider"] for row in snapshot.clusters}
+        observed, fresh = self._observation(providers)
+        plans = self._plan(snapshot, observed)
+        if not fresh and (snapshot.pending or any(action for _, _, action in plans)):
+            # Act only on what the providers say now, never on a remembered listing.
+            observed, fresh = self._observation(providers, refresh=True)
+            plans = self._plan(snapshot, observed)
         try:
             self._close_orphans(alias, snapshot)
-            for row in snapshot.clusters:
+            for row, actual, action in plans:
                 if self.stop.is_set():
                     break
-                self._reconcile(alias, row, snapshot, observed, report)
+                if action is not None:
+                    self._attempt(alias, row, action, actual, snapshot, report)
+                elif fresh:
+                    self._settle_safely(alias, row, str(actual), snapshot)
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)
         return report
+
+    def _observation(
+        self, providers: set[str], refresh: bool = False
+    ) -> tuple[dict[str, dict[str, Any] | str], bool]:
+        """Return the providers' listings, and whether they were taken just now.
+
+        While nothing needs doing, a listing is reused for
+        KINDLER_OBSERVE_INTERVAL seconds, so an idle pass costs no process.
+        """
+        ttl = float(getattr(settings, "KINDLER_OBSERVE_INTERVAL", 10.0))
+        cached = self._observed
+        if (
+            not refresh
+            and cached is not None
+            and time.monotonic() - cached[0] < ttl
+            and providers <= cached[1].keys()
+        ):
+            return cached[1], False
+        observed = self._observe(providers)
+        self._observed = (time.monotonic(), observed)
+        return observed, True
 
     def database_error(self, exc: DatabaseError) -> str:
         """Handle a database error without stopping: report a lost PostgreSQL, log the rest."""
@@ -321,45 +353,53 @@ class Reconciler:
         return Snapshot(clusters, pending, busy, last_log_id)
 
     def _observe(self, providers: set[str]) -> dict[str, dict[str, Any] | str]:
-        observed: dict[str, dict[str, Any] | str] = {}
-        for provider in sorted(providers):
-            try:
-                observed[provider] = dict(driver_for(provider).list_clusters())
-            except (DriverError, ValueError) as exc:
-                observed[provider] = str(exc)
-                logger.warning("Cannot list %s clusters: %s", provider, exc)
-        return observed
+        """Ask every provider (in parallel) what it runs; a failure becomes its message."""
+        if not providers:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(providers)) as pool:
+            return dict(zip(sorted(providers), pool.map(observe, sorted(providers)), strict=True))
 
-    def _reconcile(
+    def _plan(
+        self, snapshot: Snapshot, observed: dict[str, dict[str, Any] | str]
+    ) -> list[tuple[dict[str, Any], str | None, str | None]]:
+        """Return (cluster row, actual state, operation to run) for every idle cluster."""
+        plans = []
+        for row in snapshot.clusters:
+            name = row["name"]
+            if name in snapshot.busy:
+                continue
+            seen = observed.get(row["provider"])
+            if isinstance(seen, dict):
+                actual: str | None = seen[name].state if name in seen else ActualState.ABSENT
+            else:
+                actual = row["actual_state"] if row["actual_state"] in OBSERVABLE else None
+            if actual is not None:
+                action = decide(row["desired_state"], actual)
+            else:
+                action = self._guess(row, snapshot.pending.get(name, []))
+            plans.append((row, actual, action))
+        return plans
+
+    def _attempt(
         self,
         alias: str,
         row: dict[str, Any],
+        action: str,
+        actual: str | None,
         snapshot: Snapshot,
-        observed: dict[str, dict[str, Any] | str],
         report: PassReport,
     ) -> None:
-        name = row["name"]
-        if name in snapshot.busy:
-            return
-        seen = observed.get(row["provider"])
-        pending = snapshot.pending.get(name, [])
-        if isinstance(seen, dict):
-            actual: str | None = seen[name].state if name in seen else ActualState.ABSENT
-        else:
-            actual = row["actual_state"] if row["actual_state"] in OBSERVABLE else None
-        if actual is not None:
-            action = decide(row["desired_state"], actual)
-        else:
-            action = self._guess(row, pending)
-        if action is None:
-            try:
-                self._settle(alias, row, str(actual), pending)
-            except ValidationError as exc:  # a protected cluster marked absent
-                logger.warning("Cannot remove %s: %s", name, " ".join(exc.messages))
-            return
-        if not self._due(alias, name, pending):
-            return
-        self._act(alias, row, action, actual, snapshot, report)
+        if self._due(alias, row["name"], snapshot.pending.get(row["name"], [])):
+            self._observed = None  # what the providers run is about to change
+            self._act(alias, row, action, actual, snapshot, report)
+
+    def _settle_safely(
+        self, alias: str, row: dict[str, Any], actual: str, snapshot: Snapshot
+    ) -> None:
+        try:
+            self._settle(alias, row, actual, snapshot.pending.get(row["name"], []))
+        except ValidationError as exc:  # a protected cluster marked absent
+            logger.warning("Cannot remove %s: %s", row["name"], " ".join(exc.messages))
 
     @staticmethod
     def _guess(row: dict[str, Any], pending: list[dict[str, Any]]) -> str:
@@ -608,6 +648,15 @@ class Reconciler:
     @staticmethod
     def _stale_after() -> timedelta:
         return timedelta(seconds=operation_timeout() + STALE_GRACE_SECONDS)
+
+
+def observe(provider: str) -> dict[str, Any] | str:
+    """Return a provider's clusters by name, or why it cannot list them."""
+    try:
+        return dict(driver_for(provider).list_clusters())
+    except (DriverError, ValueError) as exc:
+        logger.warning("Cannot list %s clusters: %s", provider, exc)
+        return str(exc)
 
 
 def lock_cluster(alias: str, name: str) -> None:

@@ -8,6 +8,7 @@ restart cleanly.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from clusters.drivers.base import ClusterStatus, Command, Driver, capture, seconds
@@ -59,13 +60,15 @@ class KindDriver(Driver):
         return Command(("docker", "stop", node_container(cluster.name)))
 
     def list_clusters(self) -> dict[str, ClusterStatus]:
-        names = [line.strip() for line in capture(("kind", "get", "clusters")).splitlines()]
-        names = [name for name in names if name]
-        if not names:
-            return {}
-        containers = capture(
-            ("docker", "ps", "-a", "--filter", f"label={CLUSTER_LABEL}", "--format", PS_FORMAT)
-        )
+        # Both at once: a reconcile pass waits for the slower one only.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ps = pool.submit(
+                capture,
+                ("docker", "ps", "-a", "--filter", f"label={CLUSTER_LABEL}", "--format", PS_FORMAT),
+            )
+            listed = capture(("kind", "get", "clusters"))
+            containers = ps.result()
+        names = [line.strip() for line in listed.splitlines() if line.strip()]
         running: dict[str, int] = {}
         total: dict[str, int] = {}
         for line in containers.splitlines():

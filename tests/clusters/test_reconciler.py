@@ -588,3 +588,35 @@ def process_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.split()[2] != "Z"
+
+
+def test_an_idle_pass_reuses_the_last_listing(alias: str, fakes: FakeTools) -> None:
+    existing(fakes)
+    reconciler = Reconciler()
+    reconciler.run_once()
+    reconciler.run_once()
+    assert fakes.calls() == [["k3d", "cluster", "list", "-o", "json"]]
+
+
+def test_a_request_makes_the_pass_list_again_before_acting(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="dev")
+    reconciler = Reconciler()
+    reconciler.run_once()
+    lifecycle.request_stop(cluster)
+    reconciler.run_once()
+    assert fakes.calls() == [
+        ["k3d", "cluster", "list", "-o", "json"],
+        ["k3d", "cluster", "list", "-o", "json"],
+        ["k3d", "cluster", "stop", "dev"],
+    ]
+
+
+def test_the_listing_is_taken_again_after_the_observe_interval(
+    alias: str, fakes: FakeTools, settings: Any
+) -> None:
+    settings.KINDLER_OBSERVE_INTERVAL = 0
+    existing(fakes)
+    reconciler = Reconciler()
+    reconciler.run_once()
+    reconciler.run_once()
+    assert fakes.calls() == [["k3d", "cluster", "list", "-o", "json"]] * 2

@@ -1,0 +1,132 @@
+"""How long one reconcile pass takes with 1,000 clusters and nothing to do.
+
+Every cluster is desired present and already running, as the fake k3d and
+kind (tests/fakes, first on PATH) report. Two figures per database: an idle
+pass, which reuses the providers' last listing (as the reconciler does for
+KINDLER_OBSERVE_INTERVAL seconds while nothing needs doing), and a pass that
+lists them (`k3d cluster list -o json`, `kind get clusters` and `docker ps`
+in parallel; here the Python fakes, whose start-up dominates the figure).
+
+Run: .venv/bin/python bench/reconcile.py [--clusters 1000] [--passes 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path, where bench/http.py would
+# shadow the standard library's http package: use the checkout root instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench._setup import configure_django, start_postgres  # noqa: E402
+
+TARGET_MS = 100.0
+KIND_SHARE = 4  # every fourth cluster is a kind cluster
+
+
+def fill(alias: str, count: int) -> None:
+    """Put count running clusters into alias, ports and names distinct."""
+    from clusters.models import Cluster
+
+    Cluster.objects.using(alias).all().delete()
+    Cluster.objects.using(alias).bulk_create(
+        [
+            Cluster(
+                name=f"env-{index:04d}",
+                provider="kind" if index % KIND_SHARE == 0 else "k3d",
+                http_port=20000 + index * 3,
+                https_port=20001 + index * 3,
+                pf_port=20002 + index * 3,
+                desired_state="present",
+                actual_state="running",
+            )
+            for index in range(count)
+        ],
+        batch_size=500,
+    )
+
+
+def fake_state(count: int) -> Path:
+    """Make the fake providers run the same clusters; return their state folder."""
+    state = Path(tempfile.mkdtemp(prefix="kindler-bench-fakes-"))
+    clusters = {
+        f"env-{index:04d}": {
+            "provider": "kind" if index % KIND_SHARE == 0 else "k3d",
+            "running": True,
+        }
+        for index in range(count)
+    }
+    (state / "clusters.json").write_text(json.dumps(clusters))
+    return state
+
+
+def timed_passes(passes: int, observe_interval: float) -> list[float]:
+    from django.conf import settings
+
+    from clusters.reconciler import Reconciler
+
+    settings.KINDLER_OBSERVE_INTERVAL = observe_interval
+    reconciler = Reconciler()
+    timings = []
+    for number in range(passes + 2):
+        started = time.perf_counter()
+        report = reconciler.run_once()
+        elapsed = (time.perf_counter() - started) * 1000
+        if report.actions or report.database_error:
+            raise SystemExit(f"the pass did something: {report}")
+        if number >= 2:  # the first two warm connections and caches
+            timings.append(elapsed)
+    return timings
+
+
+def describe(timings: list[float]) -> str:
+    ordered = sorted(timings)
+    p95 = ordered[max(0, round(len(ordered) * 0.95) - 1)]
+    return (
+        f"median {statistics.median(ordered):7.1f} ms   p95 {p95:7.1f} ms   "
+        f"min {ordered[0]:7.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--passes", type=int, default=30)
+    args = parser.parse_args()
+    fakes = Path(__file__).resolve().parent.parent / "tests" / "fakes"
+    os.environ["PATH"] = os.pathsep.join(
+        [str(fakes), os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+    )
+    os.environ["KINDLER_FAKE_STATE"] = str(fake_state(args.clusters))
+    server = start_postgres()
+    try:
+        configure_django(server)
+        from kindler.db.routing import pinned_alias
+
+        print(
+            f"One reconcile pass, {args.clusters} clusters, nothing to do "
+            f"({args.passes} passes each; target <= {TARGET_MS:g} ms)"
+        )
+        for alias in ("postgres", "sqlite"):
+            with pinned_alias(alias):
+                fill(alias, args.clusters)
+                listing = timed_passes(args.passes, observe_interval=0)
+                idle = timed_passes(args.passes, observe_interval=3600)
+            print(f"{alias:<9} idle pass (provider listings reused)   {describe(idle)}")
+            print(f"{alias:<9} pass that lists the providers          {describe(listing)}")
+    finally:
+        from kindler.db.health import monitor
+
+        monitor.stop()
+        server.destroy()
+
+
+if __name__ == "__main__":
+    main()

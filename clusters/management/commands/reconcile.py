@@ -42,7 +42,8 @@ class Command(BaseCommand):
                 self.show(reconciler.run_once())
             else:
                 self.stdout.write(f"Reconciling every {options['interval']:g} s (Ctrl-C to stop).")
-                reconciler.run_forever(options["interval"], self.show)
+                # Each action is logged (with a timestamp) by kindler.reconciler.
+                reconciler.run_forever(options["interval"], lambda report: None)
                 self.stdout.write("Reconciler stopped.")
         finally:
             for sig, handler in previous.items():

@@ -216,3 +216,13 @@ SECURE_CSP = {
 KINDLER_SLOW_QUERY_MS = env.float("KINDLER_SLOW_QUERY_MS", default=200.0)
 # Where gunicorn workers keep their metrics so /api/metrics can add them up.
 KINDLER_METRICS_DIR = Path(env.str("KINDLER_METRICS_DIR", default=f"{SQLITE_PATH}.metrics"))
+
+# Cluster lifecycle (manage.py reconcile), in seconds: the deadline of one
+# k3d/kind command, the retry backoff after failures (doubling up to the max),
+# how often a running command's output is saved, and how long an idle pass
+# reuses the providers' last listing.
+KINDLER_OPERATION_TIMEOUT = env.float("KINDLER_OPERATION_TIMEOUT", default=300.0)
+KINDLER_RECONCILE_BACKOFF = env.float("KINDLER_RECONCILE_BACKOFF", default=10.0)
+KINDLER_RECONCILE_BACKOFF_MAX = env.float("KINDLER_RECONCILE_BACKOFF_MAX", default=600.0)
+KINDLER_LOG_FLUSH_INTERVAL = env.float("KINDLER_LOG_FLUSH_INTERVAL", default=1.0)
+KINDLER_OBSERVE_INTERVAL = env.float("KINDLER_OBSERVE_INTERVAL", default=10.0)

@@ -80,13 +80,13 @@ ABANDONED = "Interrupted: the reconciler running it stopped before it finished."
 
 
 def operation_timeout() -> float:
-    return float(getattr(settings, "KINDLER_OPERATION_TIMEOUT", 300.0))
+    return float(settings.KINDLER_OPERATION_TIMEOUT)
 
 
 def backoff_seconds(failures: int) -> float:
     """Return how long to wait after the given number of consecutive failures."""
-    base = float(getattr(settings, "KINDLER_RECONCILE_BACKOFF", 10.0))
-    ceiling = float(getattr(settings, "KINDLER_RECONCILE_BACKOFF_MAX", 600.0))
+    base = float(settings.KINDLER_RECONCILE_BACKOFF)
+    ceiling = float(settings.KINDLER_RECONCILE_BACKOFF_MAX)
     return float(min(ceiling, base * 2 ** max(0, failures - 1)))
 
 
@@ -219,7 +219,7 @@ class LogWriter:
         self.reconciler = reconciler
         self.outcome = outcome
         self.buffer = buffer
-        self.interval = float(getattr(settings, "KINDLER_LOG_FLUSH_INTERVAL", 1.0))
+        self.interval = float(settings.KINDLER_LOG_FLUSH_INTERVAL)
         self._saved_at = time.monotonic()
         self._dirty = False
 
@@ -297,7 +297,7 @@ class Reconciler:
         While nothing needs doing, a listing is reused for
         KINDLER_OBSERVE_INTERVAL seconds, so an idle pass costs no process.
         """
-        ttl = float(getattr(settings, "KINDLER_OBSERVE_INTERVAL", 10.0))
+        ttl = float(settings.KINDLER_OBSERVE_INTERVAL)
         cached = self._observed
         if (
             not refresh

@@ -1,7 +1,7 @@
 """Break PostgreSQL and HAProxy under load; check that no acknowledged write is lost.
 
-Run as `.venv/bin/python bench/chaos.py` (about 5 minutes) or with `--short`
-(about 2 minutes; tests/test_chaos.py runs that). It starts, all on loopback:
+Run as `.venv/bin/python bench/chaos.py` (about 3 minutes) or with `--short`
+(about 90 seconds; tests/test_chaos.py runs that). It starts, all on loopback:
 a throwaway PostgreSQL (tests/pgserver.py), Debian's haproxy with the
 `defaults` and `listen postgres` sections of compose/haproxy.cfg in front of
 it, and Kindler under gunicorn (2 workers) pointed at HAProxy. A bounded load
@@ -26,6 +26,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
+import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
@@ -232,7 +233,7 @@ def request(
             return str(response.status), json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return str(exc.code), None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         return type(reason).__name__, None
 
@@ -637,7 +638,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="Shorter holds (about 2 minutes).")
+    parser.add_argument("--short", action="store_true", help="Shorter holds (about 90 seconds).")
     parser.add_argument("--json", type=Path, help="Also write the result as JSON here.")
     args = parser.parse_args()
     chaos = Chaos(short=args.short)

@@ -48,6 +48,14 @@ from clusters.models import (
     OperationLog,
     OperationStatus,
 )
+from clusters.operation_log import (
+    TARGET_STATE,
+    LogWriter,
+    Outcome,
+    OutputBuffer,
+    header,
+    write_outcome,
+)
 from kindler.db import POSTGRES
 from kindler.db.errors import describe, is_postgres_outage
 
@@ -57,15 +65,7 @@ logger = logging.getLogger("kindler.reconciler")
 # Kindler's locks apart from any other user of advisory locks.
 LOCK_NAMESPACE = 0x4B494E44
 STALE_GRACE_SECONDS = 60.0
-MAX_LOG_CHARS = 200_000
-LOG_HEAD_CHARS = 20_000
 OBSERVABLE = (ActualState.RUNNING, ActualState.STOPPED, ActualState.ABSENT)
-TARGET_STATE: dict[str, str] = {
-    Operation.CREATE: ActualState.RUNNING,
-    Operation.START: ActualState.RUNNING,
-    Operation.STOP: ActualState.STOPPED,
-    Operation.DELETE: ActualState.ABSENT,
-}
 WORKING_STATE: dict[str, str] = {
     Operation.CREATE: ActualState.CREATING,
     Operation.DELETE: ActualState.DELETING,
@@ -103,73 +103,6 @@ def decide(desired: str, actual: str) -> str | None:
     return None
 
 
-class OutputBuffer:
-    """An operation's output, capped: the start and the latest part are kept."""
-
-    def __init__(self, header: str = "", limit: int = MAX_LOG_CHARS) -> None:
-        self.header = header
-        self.limit = limit
-        self._head: str | None = None
-        self._body = ""
-        self._omitted = 0
-
-    def append(self, text: str) -> None:
-        self._body += text
-        if len(self._body) <= self.limit:
-            return
-        if self._head is None:
-            self._head, self._body = self._body[:LOG_HEAD_CHARS], self._body[LOG_HEAD_CHARS:]
-        excess = len(self._body) - (self.limit - LOG_HEAD_CHARS)
-        if excess > 0:
-            self._omitted += excess
-            self._body = self._body[excess:]
-
-    def text(self) -> str:
-        if self._head is None:
-            return self.header + self._body
-        marker = f"\n[... {self._omitted} characters of output omitted ...]\n"
-        return self.header + self._head + marker + self._body
-
-
-@dataclass
-class Outcome:
-    """Everything an action's end writes: its operation log and the cluster's state."""
-
-    log_uid: Any
-    cluster_uid: Any
-    cluster_name: str
-    operation: str
-    command: str
-    started_at: datetime
-    status: str
-    output: str
-    error: str = ""
-    exit_code: int | None = None
-    completed_at: datetime = field(default_factory=timezone.now)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == OperationStatus.SUCCESS
-
-    def log_fields(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "status": self.status,
-            "log_output": self.output,
-            "error_message": self.error,
-            "exit_code": self.exit_code,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-        }
-
-    def cluster_fields(self) -> dict[str, Any]:
-        return {
-            "actual_state": TARGET_STATE[self.operation] if self.succeeded else ActualState.FAILED,
-            "reconcile_error": "" if self.succeeded else self.error,
-            "last_reconciled_at": self.completed_at,
-        }
-
-
 @dataclass
 class Snapshot:
     """What a pass knows before it asks the providers anything."""
@@ -185,58 +118,6 @@ class PassReport:
     lines: list[str] = field(default_factory=list)
     actions: int = 0
     database_error: str | None = None
-
-
-def write_log(alias: str, outcome: Outcome, fields: dict[str, Any]) -> None:
-    """Update the operation log by uid on alias, or insert it there with that uid."""
-    logs = OperationLog.objects.using(alias)
-    if not logs.filter(uid=outcome.log_uid).update(**fields):
-        OperationLog(
-            uid=outcome.log_uid,
-            cluster_name=outcome.cluster_name,
-            operation=outcome.operation,
-            **{**outcome.log_fields(), **fields},
-        ).save(using=alias)
-
-
-def write_outcome(alias: str, outcome: Outcome) -> None:
-    """Record how an action ended: its log, and the cluster's state (or its removal)."""
-    with transaction.atomic(using=alias):
-        write_log(alias, outcome, outcome.log_fields())
-        clusters = Cluster.objects.using(alias).filter(uid=outcome.cluster_uid)
-        if outcome.succeeded and outcome.operation == Operation.DELETE:
-            # The row goes once the provider has deleted the cluster; its
-            # operation history stays, keyed by name.
-            clusters.filter(desired_state=DesiredState.ABSENT).delete()
-        else:
-            clusters.update(**outcome.cluster_fields())
-
-
-class LogWriter:
-    """Save a running operation's output every flush interval, wherever writes go now."""
-
-    def __init__(self, reconciler: Reconciler, outcome: Outcome, buffer: OutputBuffer) -> None:
-        self.reconciler = reconciler
-        self.outcome = outcome
-        self.buffer = buffer
-        self.interval = float(settings.KINDLER_LOG_FLUSH_INTERVAL)
-        self._saved_at = time.monotonic()
-        self._dirty = False
-
-    def feed(self, chunk: str) -> None:
-        if chunk:
-            self.buffer.append(chunk)
-            self._dirty = True
-        if self._dirty and time.monotonic() - self._saved_at >= self.interval:
-            self.flush()
-
-    def flush(self) -> None:
-        self._saved_at, self._dirty = time.monotonic(), False
-        alias = router.db_for_write(OperationLog)
-        try:
-            write_log(alias, self.outcome, {"log_output": self.buffer.text()})
-        except DatabaseError as exc:
-            self.reconciler.database_error(exc)
 
 
 class Reconciler:
@@ -600,7 +481,7 @@ class Reconciler:
                 outcome.completed_at = timezone.now()
                 return
         buffer = OutputBuffer(outcome.output)
-        writer = LogWriter(self, outcome, buffer)
+        writer = LogWriter(outcome, buffer, on_error=self.database_error)
         result = run(command, timeout=timeout, on_output=writer.feed, should_stop=self.stop.is_set)
         outcome.output = buffer.text()
         outcome.exit_code = result.exit_code
@@ -669,12 +550,3 @@ def lock_cluster(alias: str, name: str) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, name])
-
-
-def header(command: Command) -> str:
-    """Return the first lines of an operation's output: the command and its stdin."""
-    text = f"$ {command.display()}\n"
-    if command.stdin is not None:
-        text += "# configuration given on stdin:\n" + command.stdin
-        text += "" if command.stdin.endswith("\n") else "\n"
-    return text

@@ -23,7 +23,6 @@ from clusters import lifecycle
 from clusters.models import Cluster, OperationLog
 from clusters.reconciler import (
     INTERRUPTED,
-    OutputBuffer,
     PassReport,
     Reconciler,
     backoff_seconds,
@@ -412,20 +411,6 @@ def test_when_the_provider_cannot_list_the_requested_action_is_attempted(
     reconcile()
     assert fakes.actions()[0][:4] == ["k3d", "cluster", "create", "dev"]
     assert log_of(task).status == "success"
-
-
-def test_the_output_buffer_keeps_the_start_and_the_end() -> None:
-    buffer = OutputBuffer("$ cmd\n", limit=30_000)
-    buffer.append("a" * 25_000)
-    buffer.append("b" * 25_000)
-    text = buffer.text()
-    assert text.startswith(
-        "$ cmd\n" + "a" * 20_000 + "\n[... 20000 characters of output omitted ...]\n"
-    )
-    assert text.endswith("b" * 10_000)
-    assert len(text) == len("$ cmd\n") + 30_000 + len(
-        "\n[... 20000 characters of output omitted ...]\n"
-    )
 
 
 def test_reconcile_once_prints_what_it_did(alias: str, fakes: FakeTools) -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from importlib import import_module
-from typing import Any, cast
+from typing import Any
 
 from django.db import DatabaseError
 from django.db.models import Count
@@ -63,35 +62,29 @@ class RequestMetricsMiddleware:
         return response
 
 
-def _provider(module: str, name: str) -> Callable[..., Any] | None:
-    """Return module.name when the sync layer provides it, else None."""
-    try:
-        return cast(Callable[..., Any], getattr(import_module(module), name))
-    except (ImportError, AttributeError):
-        return None
+def journal_length() -> int:
+    """Return how many SQLite changes wait to be replayed."""
+    from kindler.db import journal
 
-
-def journal_length() -> int | None:
-    """Return how many SQLite changes wait to be replayed, if the journal exists."""
-    pending = _provider("kindler.db.journal", "pending")
-    return None if pending is None else int(pending())
+    return journal.pending()
 
 
 def open_conflicts() -> int | None:
     """Return how many replay conflicts wait for a person, while PostgreSQL is in use."""
-    count = _provider("kindler.db.conflicts", "open_conflicts")
+    from kindler.db.conflicts import open_conflicts as count
+
     # Conflicts live in PostgreSQL: asking a database that is away would only
     # make the scrape wait for the connect timeout.
-    if count is None or monitor.snapshot().active != POSTGRES:
+    if monitor.snapshot().active != POSTGRES:
         return None
-    return int(count())
+    return count()
 
 
 def mirror_lag_seconds() -> float | None:
     """Return how long ago SQLite's copy of PostgreSQL was last refreshed."""
-    lag = _provider("kindler.db.mirror", "lag_seconds")
-    value = None if lag is None else lag()
-    return None if value is None else float(value)
+    from kindler.db import mirror
+
+    return mirror.lag_seconds()
 
 
 def operations_by_result() -> list[tuple[str, str, int]]:

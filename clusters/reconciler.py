@@ -131,9 +131,9 @@ class Reconciler:
     def run_forever(self, interval: float, on_pass: Callable[[PassReport], None]) -> None:
         """Run passes every interval seconds until the stop event is set."""
         while not self.stop.is_set():
-            # Drop connections a lost server left broken, as a request would.
-            close_old_connections()
             try:
+                # Drop connections a lost server left broken, as a request would.
+                close_old_connections()
                 on_pass(self.run_once())
             except Exception:
                 # The loop must outlive any surprise: the next pass starts afresh.

@@ -605,3 +605,21 @@ def test_the_listing_is_taken_again_after_the_observe_interval(
     reconciler.run_once()
     reconciler.run_once()
     assert fakes.calls() == [["k3d", "cluster", "list", "-o", "json"]] * 2
+
+
+@pytest.mark.slow
+def test_the_loop_carries_on_on_sqlite_after_postgres_goes_away(
+    pg: PostgresServer, kindler_env: dict[str, Any], fakes: FakeTools
+) -> None:
+    process = start_reconciler(reconciler_env(kindler_env, fakes), "--interval", "0.2")
+    create(name="before")
+    wait_for(lambda: "before" in fakes.clusters())
+    pg.stop("immediate")
+    with pinned_alias("sqlite"):
+        create(name="after")
+        wait_for(lambda: Cluster.objects.filter(name="after", actual_state="running").exists())
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stdout.splitlines()[-1]) == (0, "Reconciler stopped.")
+    assert "Traceback" not in stderr
+    assert sorted(fakes.clusters()) == ["after", "before"]

@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from clusters import lifecycle
 from clusters.forms import ClusterEditForm, ClusterFilterForm, ClusterForm, DeleteConfirmForm
@@ -19,6 +19,7 @@ from clusters.models import ActualState, Cluster, DesiredState, OperationLog
 
 CLUSTERS_PER_PAGE = 50
 OPERATIONS_PER_PAGE = 20
+_FORM_METHODS = require_http_methods(["GET", "HEAD", "POST"])
 
 
 @require_safe
@@ -66,6 +67,7 @@ def operation_fragment(request: HttpRequest, name: str, uid: UUID) -> HttpRespon
     )
 
 
+@_FORM_METHODS
 def cluster_create(request: HttpRequest) -> HttpResponse:
     """Add a cluster that should exist; the reconciler creates it."""
     form = ClusterForm(request.POST or None)
@@ -82,6 +84,7 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
     return render(request, "clusters/cluster_form.html", {"form": form, "cluster": None})
 
 
+@_FORM_METHODS
 def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
     """Change a cluster's ports, subnet and integrations."""
     cluster = get_object_or_404(Cluster, name=name)
@@ -93,23 +96,20 @@ def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "clusters/cluster_form.html", {"form": form, "cluster": cluster})
 
 
+@_FORM_METHODS
 def cluster_delete(request: HttpRequest, name: str) -> HttpResponse:
     """Mark a cluster for deletion once its name has been typed to confirm."""
     cluster = get_object_or_404(Cluster, name=name)
-    form: DeleteConfirmForm | None = DeleteConfirmForm(cluster, request.POST or None)
+    template = "clusters/cluster_confirm_delete.html"
     if cluster.is_protected:
-        form = None
-    elif request.method == "POST" and form is not None and form.is_valid():
+        status = 403 if request.method == "POST" else 200
+        return render(request, template, {"cluster": cluster, "form": None}, status=status)
+    form = DeleteConfirmForm(cluster, request.POST or None)
+    if request.method == "POST" and form.is_valid():
         lifecycle.request_delete(cluster)
         messages.success(request, f"Cluster {cluster.name} marked for deletion.")
         return redirect("clusters:detail", name=cluster.name)
-    status = 403 if cluster.is_protected and request.method == "POST" else 200
-    return render(
-        request,
-        "clusters/cluster_confirm_delete.html",
-        {"cluster": cluster, "form": form},
-        status=status,
-    )
+    return render(request, template, {"cluster": cluster, "form": form})
 
 
 @require_POST

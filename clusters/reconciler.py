@@ -1,18 +1,20 @@
 """The reconciler: make each cluster's actual state what its desired state asks for.
 
-One pass reads the inventory, asks each provider what it runs (one listing
-call per provider), and for every cluster either records what it saw or
-runs the one action that moves it toward its desired state, streaming the
-command's output into an OperationLog.
+One pass reads the inventory and the open operations, asks each provider
+what it runs (one listing per provider, reused while nothing needs doing),
+and for every cluster either records what it saw or runs the one operation
+that moves it toward its desired state, streaming the command's output into
+its OperationLog.
 
-Claims. An action is claimed in a short transaction: on PostgreSQL under a
+Claims. An operation is claimed in a short transaction: on PostgreSQL under a
 per-cluster advisory lock, on SQLite under its single-writer lock (Kindler
-opens SQLite transactions IMMEDIATE). Inside it the reconciler checks that no
-operation is running for the cluster and that none finished since this pass
-looked, then marks the operation `running`. That row is the claim: another
-reconciler, on any host, skips a cluster with a running operation, so one
-action never runs twice. A running operation older than the timeout plus a
-grace period belongs to a reconciler that died; it is marked failed.
+opens SQLite transactions IMMEDIATE). Inside it the reconciler checks that the
+cluster row is unchanged since this pass read it (an operation that ended
+meanwhile wrote its state there), that none of its operations runs, and that
+none started since this pass looked; then it marks the operation `running`.
+That row is the claim every other reconciler respects, so one action never
+runs twice. A running operation older than the timeout plus a grace period
+belongs to a reconciler that died; the next claim marks it failed.
 
 Outages. Every database error is caught. A lost PostgreSQL is reported to
 the health monitor, which routes the next write to SQLite; the operation's

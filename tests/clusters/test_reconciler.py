@@ -623,3 +623,33 @@ def test_the_loop_carries_on_on_sqlite_after_postgres_goes_away(
     assert (process.returncode, stdout.splitlines()[-1]) == (0, "Reconciler stopped.")
     assert "Traceback" not in stderr
     assert sorted(fakes.clusters()) == ["after", "before"]
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_the_run_command_stops_the_reconciler_with_the_web_server(
+    kindler_env: dict[str, Any], fakes: FakeTools
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**reconciler_env(kindler_env, fakes), "KINDLER_BIND": f"127.0.0.1:{port}"}
+    serve = subprocess.Popen(
+        [*MANAGE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    create(name="served")
+    wait_for(lambda: "served" in fakes.clusters(), seconds=60)
+    started = children_of(serve.pid)
+    serve.send_signal(signal.SIGTERM)
+    stdout, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 0
+    assert stdout.splitlines()[-1] == "Reconciler stopped."
+    assert len(started) == 2
+    assert [pid for pid in started if process_alive(pid)] == []

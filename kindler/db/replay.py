@@ -216,6 +216,9 @@ class RemoteState:
 def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: ReplayReport) -> None:
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, GLOBAL_LOCK])
+        # The entries leave SQLite once this commits: the commit must be
+        # durable even on a server running with synchronous_commit off.
+        cursor.execute("SET LOCAL synchronous_commit = on")
         cursor.execute(
             "SELECT seq FROM kindler_db_appliedentry WHERE instance_id = %s AND seq = ANY(%s)",
             [instance, [e.pk for e in entries]],

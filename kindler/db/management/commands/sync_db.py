@@ -90,7 +90,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
             return
-        prefix = "Would have " if options["dry_run"] else ""
+        prefix = "Dry run: " if options["dry_run"] else ""
         if report.replay is not None:
             r = report.replay
             self.stdout.write(

@@ -48,9 +48,9 @@ class OutputBuffer:
 
     def append(self, text: str) -> None:
         self._body += text
-        if len(self._body) <= self.limit:
-            return
         if self._head is None:
+            if len(self._body) <= self.limit:
+                return
             self._head, self._body = self._body[:LOG_HEAD_CHARS], self._body[LOG_HEAD_CHARS:]
         excess = len(self._body) - (self.limit - LOG_HEAD_CHARS)
         if excess > 0:

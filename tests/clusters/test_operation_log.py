@@ -49,6 +49,15 @@ def test_the_buffer_keeps_the_start_and_the_end_past_the_limit() -> None:
     assert buffer.text() == "$ cmd\n" + "a" * 20_000 + MARKER + "b" * 10_000
 
 
+def test_the_buffer_stays_within_the_limit_as_output_keeps_coming() -> None:
+    buffer = OutputBuffer("", limit=30_000)
+    for _ in range(10):
+        buffer.append("c" * 9_000)
+    assert buffer.text() == "c" * 20_000 + "\n[... 60000 characters of output omitted ...]\n" + (
+        "c" * 10_000
+    )
+
+
 def test_header_shows_the_command_and_its_stdin() -> None:
     command = Command(("kind", "create", "cluster", "--config", "-"), stdin="kind: Cluster")
     assert header(command) == (

@@ -9,13 +9,16 @@
     if (!url) { return; }
     window.setTimeout(function () {
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (response) {
+          // A redirect means the session ended (login page): stop polling.
+          return response.ok && !response.redirected ? response.text() : null;
+        })
         .then(function (html) {
           if (html === null) { return; }
           var holder = document.createElement("div");
           holder.innerHTML = html.trim();
           var fresh = holder.firstElementChild;
-          if (!fresh) { return; }
+          if (!fresh || !fresh.matches("details.operation")) { return; }
           element.replaceWith(fresh);
           poll(fresh);
         })

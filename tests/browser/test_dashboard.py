@@ -11,10 +11,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from clusters.models import OperationLog
 from kindler.db.health import State
 from kindler.db.routing import pinned_alias
 from tests.conftest import BOTH, wait_for_state
-from tests.factories import make_superuser
+from tests.factories import make_cluster, make_operation, make_superuser
 from tests.pgserver import PostgresServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(databases=BOTH, transaction=True)]
@@ -64,3 +65,22 @@ def test_log_in_add_a_cluster_and_see_the_fallback_banner(
     banner = browser.find_element(By.ID, "database-banner").text
     assert banner.startswith("PostgreSQL unreachable since ")
     assert banner.endswith("— changes are kept locally and will be synced when it returns.")
+
+
+def test_a_running_operation_updates_without_a_reload(browser: WebDriver, live_server: Any) -> None:
+    make_superuser()
+    cluster = make_cluster(name="live")
+    operation = make_operation(cluster, status="running", log_output="creating node 1\n")
+    log_in(browser, live_server.url)
+    browser.get(f"{live_server.url}/clusters/live/")
+    # A reload would drop this mark; the polling script must keep the page.
+    browser.execute_script("document.body.dataset.marker = 'same page'")
+    OperationLog.objects.filter(pk=operation.pk).update(
+        status="success", log_output="creating node 1\ncluster live ready\n"
+    )
+    WebDriverWait(browser, 10).until(
+        expected_conditions.text_to_be_present_in_element(
+            (By.ID, f"operation-{operation.uid}"), "cluster live ready"
+        )
+    )
+    assert browser.execute_script("return document.body.dataset.marker") == "same page"

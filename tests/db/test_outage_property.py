@@ -1,0 +1,131 @@
+"""Random writes on both sides of random outages: no acknowledged write is lost."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clusters.models import Cluster
+from kindler.db.journal import journal_suppressed
+from kindler.db.mirror import mirror
+from kindler.db.models import AppliedEntry, Conflict, JournalEntry, SyncRun
+from kindler.db.replay import replay
+from kindler.db.routing import pinned_alias
+from tests.conftest import BOTH
+
+pytestmark = [pytest.mark.django_db(databases=BOTH, transaction=True), pytest.mark.slow]
+
+NAMES = ["a", "b", "c"]
+State = tuple[str, int] | None
+
+
+@dataclass(frozen=True)
+class Write:
+    side: str
+    uid: uuid.UUID
+    state: State
+    window: int
+
+
+steps = st.lists(
+    st.one_of(
+        st.just(("sync",)),
+        st.tuples(
+            st.sampled_from(["local", "remote"]),
+            st.sampled_from(["create", "update", "delete"]),
+            st.sampled_from(NAMES),
+            st.integers(min_value=20000, max_value=20100),
+        ),
+    ),
+    max_size=25,
+)
+
+
+def clean() -> None:
+    Cluster.objects.using("postgres").all().delete()
+    for model in (Conflict, AppliedEntry):
+        model.objects.using("postgres").all().delete()
+    with journal_suppressed():
+        Cluster.objects.using("sqlite").all().delete()
+    for model in (JournalEntry, SyncRun):  # type: ignore[assignment]
+        model.objects.using("sqlite").all().delete()
+
+
+def act(side: str, action: str, name: str, port: int) -> tuple[uuid.UUID, State] | None:
+    """Do one write on one side; return (uid, resulting state) if it was made."""
+    alias = "sqlite" if side == "local" else "postgres"
+    with pinned_alias(alias):
+        found = Cluster.objects.filter(name=name).first()
+        if action == "create":
+            if found is not None:
+                return None
+            cluster = Cluster.objects.create(name=name, http_port=port)
+            return cluster.uid, (name, port)
+        if found is None:
+            return None
+        if action == "update":
+            found.http_port = port
+            found.save()
+            return found.uid, (name, port)
+        found.delete()
+        return found.uid, None
+
+
+def postgres_state(uid: uuid.UUID) -> State:
+    row = Cluster.objects.using("postgres").filter(uid=uid).first()
+    return None if row is None else (row.name, row.http_port)
+
+
+def conflict_states(uid: uuid.UUID) -> list[State]:
+    states: list[State] = []
+    for conflict in Conflict.objects.using("postgres").filter(resolved_at__isnull=True):
+        for side in (conflict.local, conflict.remote):
+            if side is None:
+                if conflict.row_uid == str(uid):
+                    states.append(None)
+            elif side["uid"] == str(uid):
+                states.append((side["name"], side["http_port"]))
+    return states
+
+
+def superseded(write: Write, later: list[Write]) -> bool:
+    # A later write replaces this one if it was made by the same side, or by
+    # the other side after a sync let it see this one.
+    return any(
+        other.uid == write.uid and (other.side == write.side or other.window > write.window)
+        for other in later
+    )
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=steps)
+def test_every_acknowledged_write_is_in_postgres_or_a_conflict(steps: list[Any]) -> None:
+    clean()
+    writes: list[Write] = []
+    window = 0
+    for step in steps:
+        if step == ("sync",):
+            replay()
+            mirror()
+            window += 1
+            continue
+        done = act(*step)
+        if done is not None:
+            writes.append(Write(step[0], done[0], done[1], window))
+    replay()
+    for index, write in enumerate(writes):
+        if superseded(write, writes[index + 1 :]):
+            continue
+        accounted = postgres_state(write.uid) == write.state or write.state in conflict_states(
+            write.uid
+        )
+        assert accounted, f"{write} is neither in PostgreSQL nor in a conflict"

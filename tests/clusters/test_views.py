@@ -10,9 +10,10 @@ from django.contrib.messages import get_messages
 from django.test import Client
 
 from clusters.models import Cluster, DesiredState, OperationLog
-from kindler.db.health import monitor
-from tests.conftest import BOTH
+from kindler.db.health import State
+from tests.conftest import BOTH, wait_for_state
 from tests.factories import cluster_fields, make_cluster, make_operation, make_superuser
+from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -115,13 +116,18 @@ def test_a_filter_matching_nothing_says_so(alias: str, admin_client: Client) -> 
     assert "No cluster matches these filters." in response.text
 
 
-def test_the_fallback_banner_shows_on_sqlite(admin_client: Client) -> None:
-    monitor.mark_down("test: PostgreSQL stopped")
-    try:
-        response = admin_client.get("/accounts/login/")
-    finally:
-        monitor.reset()
-    assert "PostgreSQL unreachable since" in response.text
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_the_fallback_banner_shows_while_postgres_is_down(
+    client: Client, pg: PostgresServer
+) -> None:
+    pg.stop()
+    wait_for_state(State.FALLBACK)
+    response = client.get("/accounts/login/")
+    assert re.search(
+        r"PostgreSQL unreachable since \d\d:\d\d — changes are kept locally and will be "
+        r"synced when it returns\.",
+        response.text,
+    )
 
 
 def test_no_banner_while_on_postgres(admin_client: Client) -> None:

@@ -39,5 +39,5 @@ def cluster_status(cluster: Any) -> ClusterStatus:
     """Ask the cluster's provider what it has; unknown (0/0 nodes) when it cannot say."""
     try:
         return driver_for(cluster.provider).status(cluster.name)
-    except DriverError:
+    except (DriverError, ValueError):
         return ClusterStatus(cluster.name, "unknown", 0, 0)

@@ -184,3 +184,7 @@ def test_cluster_status_is_unknown_when_the_provider_cannot_say(
 ) -> None:
     monkeypatch.setenv("KINDLER_FAKE_FAIL", "list")
     assert cluster_status(spec()) == ClusterStatus("dev", "unknown", 0, 0)
+
+
+def test_cluster_status_of_an_unknown_provider_is_unknown() -> None:
+    assert cluster_status(spec(provider="minikube")) == ClusterStatus("dev", "unknown", 0, 0)

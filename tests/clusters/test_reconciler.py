@@ -197,6 +197,38 @@ def test_kind_stop_stops_the_node_container(alias: str, fakes: FakeTools) -> Non
     assert fresh(cluster).actual_state == "stopped"
 
 
+def test_a_kind_cluster_through_its_whole_life(alias: str, fakes: FakeTools) -> None:
+    cluster, _ = create(name="qa", provider="kind")
+    reconcile()
+    lifecycle.request_stop(fresh(cluster))
+    reconcile()
+    assert fresh(cluster).actual_state == "stopped"
+    lifecycle.request_start(fresh(cluster))
+    reconcile()
+    assert fresh(cluster).actual_state == "running"
+    lifecycle.request_delete(fresh(cluster))
+    reconcile()
+    assert [argv[:3] for argv in fakes.actions()] == [
+        ["kind", "create", "cluster"],
+        ["docker", "stop", "qa-control-plane"],
+        ["docker", "start", "qa-control-plane"],
+        ["kind", "delete", "cluster"],
+    ]
+    assert (fakes.clusters(), Cluster.objects.filter(name="qa").exists()) == ({}, False)
+
+
+def test_a_delete_asked_for_while_a_create_runs_follows_it(alias: str, fakes: FakeTools) -> None:
+    cluster, task = create(name="dev")
+    OperationLog.objects.filter(uid=task.uid).update(status="running", started_at=timezone.now())
+    lifecycle.request_delete(fresh(cluster))
+    reconcile()
+    assert fakes.actions() == []
+    OperationLog.objects.filter(uid=task.uid).update(status="success")
+    fakes.add("dev")
+    reconcile()
+    assert fakes.actions() == [["k3d", "cluster", "delete", "dev"]]
+
+
 def test_a_failed_create_marks_the_cluster_failed_with_the_error(
     alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,6 +116,11 @@ def run(name: str, short: bool) -> tuple[str, int, float]:
     return output, result.returncode, time.monotonic() - started
 
 
+def is_markdown(output: str) -> bool:
+    """Return True when a benchmark printed a Markdown table rather than plain text."""
+    return output.lstrip().startswith("| ")
+
+
 def table(rows: list[tuple[str, str]]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
 
@@ -156,11 +161,11 @@ def main() -> int:
             "",
             f"`bench/{name}.py` {outcome} in {seconds:.0f} s.",
             "",
-            output,
+            output if is_markdown(output) else f"```\n{output}\n```",
             "",
         ]
     if missing:
-        lines += ["## Not run", "", *(f"- bench/{name}.py does not exist yet." for name in missing)]
+        lines += ["## Not run", "", *(f"- bench/{name}.py did not exist yet." for name in missing)]
     args.output.write_text("\n".join(lines).rstrip() + "\n")
     print(f"Wrote {args.output}")
     return int(status)

@@ -19,11 +19,13 @@ from clusters.models import (
 def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     """Validate and save a new cluster that should exist, and queue its creation."""
     cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
-    cluster.full_clean()
+    # A fresh uuid4 cannot be taken: skip the query that would check it.
+    cluster.full_clean(exclude=["uid"])
     # Subnet overlaps and a missing provider binary, beside the field they concern.
     preflight.check_request(cluster)
     using = router.db_for_write(Cluster)
-    with transaction.atomic(using=using):
+    # No savepoint: inside a request's transaction any failure here fails it all.
+    with transaction.atomic(using=using, savepoint=False):
         cluster.save(using=using)
         task = OperationLog.objects.using(using).create(
             cluster_name=cluster.name, operation=Operation.CREATE

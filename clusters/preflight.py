@@ -36,6 +36,14 @@ def inventory_errors(cluster: Cluster) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for field, message in cluster._host_port_conflicts().items():
         errors.setdefault(field, []).append(message)
+    for field, messages in request_errors(cluster).items():
+        errors.setdefault(field, []).extend(messages)
+    return errors
+
+
+def request_errors(cluster: Cluster) -> dict[str, list[str]]:
+    """Return what model validation does not cover: subnet overlaps, a missing binary."""
+    errors: dict[str, list[str]] = {}
     other = cluster.overlapping_subnet()
     if other is not None:
         errors.setdefault("subnet", []).append(
@@ -58,8 +66,12 @@ def host_port_errors(cluster: Cluster) -> dict[str, list[str]]:
 
 
 def check_request(cluster: Cluster) -> None:
-    """Raise ValidationError (by field) when a cluster cannot be asked for as it is."""
-    errors = inventory_errors(cluster)
+    """Raise ValidationError (by field) when a cluster cannot be asked for as it is.
+
+    Port conflicts with the inventory are the model's own validation
+    (full_clean), already run by the caller.
+    """
+    errors = request_errors(cluster)
     if errors:
         raise ValidationError(errors)
 

@@ -24,16 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, transaction
+from psycopg2.extras import execute_values
 
 from kindler.db import POSTGRES, SQLITE, runs
 from kindler.db.errors import describe
 from kindler.db.journal import instance_id
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
-from kindler.db.tables import Table, decode_sqlite_json, table_for
+from kindler.db.tables import Table, decode_for_replay, decode_sqlite_json, table_for
 
 LOCK_NAMESPACE = 0x4B44  # "KD": Kindler database
 GLOBAL_LOCK = 0
-BATCH = 500
+BATCH = 1000
 
 Progress = Callable[[int, int], None]
 
@@ -143,6 +144,8 @@ class RemoteState:
         self.rows: dict[tuple[str, uuid.UUID], dict[str, Any] | None] = {}
         self.unique: dict[tuple[str, str, Any], uuid.UUID] = {}
         self.open: dict[tuple[str, uuid.UUID], tuple[int, int | None]] = {}
+        self.original: set[tuple[str, uuid.UUID]] = set()
+        self.dirty: dict[str, set[uuid.UUID]] = {}
         by_model: dict[str, list[JournalEntry]] = {}
         for entry in entries:
             by_model.setdefault(entry.model, []).append(entry)
@@ -156,18 +159,23 @@ class RemoteState:
         for uid in uids:
             self.rows[(label, uid)] = None
         self._fetch(table, "uid", uids)
-        inserted = [decode_sqlite_json(label, e.data) for e in entries if e.op == Op.INSERT]
+        inserted = [decode_for_replay(label, e.data) for e in entries if e.op == Op.INSERT]
         for name in table.unique_names:
             values = sorted({row[name] for row in inserted if row and row[name] is not None})
             if values:
                 self._fetch(table, name, values)
 
     def _fetch(self, table: Table, column: str, values: list[Any]) -> None:
+        # FOR UPDATE: the rows cannot change under the decisions made here.
         self.cursor.execute(
-            f'SELECT {table.quoted()} FROM {table.name} WHERE "{column}" = ANY(%s)', [values]
+            f'SELECT {table.quoted()} FROM {table.name} WHERE "{column}" = ANY(%s) FOR UPDATE',
+            [values],
         )
+        label = table.model._meta.label_lower
         for values_row in self.cursor.fetchall():
-            self.put(table, table.from_db(values_row))
+            row = table.from_db(values_row)
+            self.original.add((label, row["uid"]))
+            self.put(table, row)
 
     def _load_conflicts(self, instance: uuid.UUID, entries: list[JournalEntry]) -> None:
         row_uids = sorted({str(uuid.UUID(e.uid)) for e in entries})
@@ -191,8 +199,10 @@ class RemoteState:
                 return self.rows.get((label, other))
         return None
 
-    def put(self, table: Table, row: dict[str, Any]) -> None:
+    def put(self, table: Table, row: dict[str, Any], dirty: bool = False) -> None:
         label = table.model._meta.label_lower
+        if dirty:
+            self.dirty.setdefault(label, set()).add(row["uid"])
         old = self.rows.get((label, row["uid"]))
         if old is not None:
             self.forget_unique(table, old)
@@ -200,8 +210,10 @@ class RemoteState:
         for name in table.unique_names:
             self.unique[(label, name, row[name])] = row["uid"]
 
-    def remove(self, table: Table, uid: uuid.UUID) -> None:
+    def remove(self, table: Table, uid: uuid.UUID, dirty: bool = False) -> None:
         label = table.model._meta.label_lower
+        if dirty:
+            self.dirty.setdefault(label, set()).add(uid)
         old = self.rows.get((label, uid))
         if old is not None:
             self.forget_unique(table, old)
@@ -230,6 +242,7 @@ def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: Repla
             return
         state = RemoteState(cursor, instance, todo)
         outcomes = [_apply(cursor, state, instance, entry) for entry in todo]
+        _write(cursor, state)
         for entry, outcome in zip(todo, outcomes, strict=True):
             if outcome == "conflict":
                 _remember_refresh(report, state, entry)
@@ -251,29 +264,23 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
     label = entry.model
     table = table_for(label)
     uid = uuid.UUID(entry.uid)
-    local = decode_sqlite_json(label, entry.data)
+    local = decode_for_replay(label, entry.data)
     remote = state.row(label, uid)
     open_conflict = state.open.get((label, uid))
     if open_conflict is not None and open_conflict[1] == entry.base_version:
         # This change continues a local history already in conflict: it
         # belongs with it, not on top of PostgreSQL's row.
         Conflict.objects.using(POSTGRES).filter(pk=open_conflict[0]).update(
-            local=local, seq=entry.pk
+            local=decode_sqlite_json(label, entry.data), seq=entry.pk
         )
         state.open[(label, uid)] = (open_conflict[0], local["version"] if local else None)
         return "conflict"
-    connection = connections[POSTGRES]
     if entry.op == Op.INSERT:
         assert local is not None
         other = remote if remote is not None else state.clash(table, local)
         if other is not None:
             return _conflict(state, instance, entry, ConflictKind.INSERT_INSERT, local, other)
-        cursor.execute(
-            f"INSERT INTO {table.name} ({table.quoted()}) "
-            f"VALUES ({', '.join(['%s'] * len(table.fields))})",
-            table.prepare(local, connection),
-        )
-        state.put(table, local)
+        state.put(table, local, dirty=True)
         return "applied"
     if entry.op == Op.UPDATE:
         assert local is not None
@@ -281,24 +288,50 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
             return _conflict(state, instance, entry, ConflictKind.UPDATE_DELETE, local, None)
         if remote["version"] != entry.base_version:
             return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, local, remote)
-        assignments = ", ".join(f'"{c}" = %s' for c in table.columns)
-        cursor.execute(
-            f"UPDATE {table.name} SET {assignments} WHERE uid = %s AND version = %s",
-            [*table.prepare(local, connection), uid, entry.base_version],
-        )
-        _expect_one(cursor, entry)
-        state.put(table, local)
+        state.put(table, local, dirty=True)
         return "applied"
     if remote is None:
         return "skipped"
     if remote["version"] != entry.base_version:
         return _conflict(state, instance, entry, ConflictKind.DELETE_UPDATE, None, remote)
-    cursor.execute(
-        f"DELETE FROM {table.name} WHERE uid = %s AND version = %s", [uid, entry.base_version]
-    )
-    _expect_one(cursor, entry)
-    state.remove(table, uid)
+    state.remove(table, uid, dirty=True)
     return "applied"
+
+
+def _write(cursor: Any, state: RemoteState) -> None:
+    """Write each changed row's final state: one statement per kind and table.
+
+    The batch is one transaction, so nobody could see the states in between.
+    """
+    connection = connections[POSTGRES]
+    raw = cursor.cursor
+    for label, uids in state.dirty.items():
+        table = table_for(label)
+        final = [(uid, state.rows[(label, uid)]) for uid in sorted(uids)]
+        gone = [uid for uid, row in final if row is None and (label, uid) in state.original]
+        changed = [row for uid, row in final if row and (label, uid) in state.original]
+        fresh = [row for uid, row in final if row and (label, uid) not in state.original]
+        if gone:
+            cursor.execute(f"DELETE FROM {table.name} WHERE uid = ANY(%s)", [gone])
+        casts = ", ".join(f"%s::{f.db_type(connection)}" for f in table.fields)
+        if changed:
+            assignments = ", ".join(f'"{c}" = v."{c}"' for c in table.columns)
+            execute_values(
+                raw,
+                f"UPDATE {table.name} AS t SET {assignments} FROM (VALUES %s) "
+                f"AS v({table.quoted()}) WHERE t.uid = v.uid",
+                [[row[a] for a in table.attnames] for row in changed],
+                template=f"({casts})",
+                page_size=BATCH,
+            )
+        if fresh:
+            execute_values(
+                raw,
+                f"INSERT INTO {table.name} ({table.quoted()}) VALUES %s",
+                [[row[a] for a in table.attnames] for row in fresh],
+                template=f"({casts})",
+                page_size=BATCH,
+            )
 
 
 def _remember_refresh(report: ReplayReport, state: RemoteState, entry: JournalEntry) -> None:
@@ -306,16 +339,11 @@ def _remember_refresh(report: ReplayReport, state: RemoteState, entry: JournalEn
     # insert/insert the other row holding its name.
     uids = report.refresh.setdefault(entry.model, set())
     uids.add(uuid.UUID(entry.uid))
-    local = decode_sqlite_json(entry.model, entry.data)
+    local = decode_for_replay(entry.model, entry.data)
     if local is not None:
         other = state.clash(table_for(entry.model), local)
         if other is not None:
             uids.add(other["uid"])
-
-
-def _expect_one(cursor: Any, entry: JournalEntry) -> None:
-    if cursor.rowcount != 1:
-        raise ReplayError(f"journal entry {entry.pk}: the row changed in PostgreSQL meanwhile")
 
 
 def _conflict(
@@ -329,6 +357,7 @@ def _conflict(
     label = entry.model
     uid = uuid.UUID(entry.uid)
     base = decode_sqlite_json(label, entry.before)
+    local = decode_sqlite_json(label, entry.data)
     shown = local or remote or base or {}
     conflict = Conflict.objects.using(POSTGRES).create(
         kind=kind,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -83,3 +84,17 @@ def decode_sqlite_json(label: str, raw: str | None) -> dict[str, Any] | None:
     table = table_for(label)
     stored = json.loads(raw)
     return {f.attname: to_python(f, stored.get(f.column)) for f in table.fields}
+
+
+def decode_for_replay(label: str, raw: str | None) -> dict[str, Any] | None:
+    """Decode a journaled row cheaply: values stay as SQLite gave them, uid a UUID.
+
+    PostgreSQL casts them on the way in (see replay._write); only the uid
+    and version take part in decisions, and they are exact here.
+    """
+    if raw is None:
+        return None
+    stored = json.loads(raw)
+    row = {f.attname: stored.get(f.column) for f in table_for(label).fields}
+    row["uid"] = uuid.UUID(row["uid"])
+    return row

@@ -1,0 +1,67 @@
+"""The conflict admin: both sides side by side, and the two decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from kindler.db.models import Conflict
+from kindler.db.replay import replay
+from tests.conftest import BOTH
+from tests.db.syncing import local_change, on_postgres, remote_change, shared_cluster
+from tests.factories import make_superuser
+
+pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    return make_superuser()
+
+
+@pytest.fixture
+def conflict() -> Conflict:
+    """An update/update conflict on cluster dev: stopped here, port 28080 there."""
+    cluster = shared_cluster(name="dev")
+    local_change(cluster, desired_state="stopped")
+    remote_change("dev", http_port=28080)
+    replay()
+    return Conflict.objects.using("postgres").get()
+
+
+def test_the_changelist_lists_open_conflicts(admin_client: Client, conflict: Conflict) -> None:
+    response = admin_client.get("/admin/kindler_db/conflict/")
+    assert [c.uid for c in response.context["cl"].result_list] == [conflict.uid]
+
+
+def test_the_change_page_shows_the_fields_side_by_side(
+    admin_client: Client, conflict: Conflict
+) -> None:
+    response = admin_client.get(f"/admin/kindler_db/conflict/{conflict.pk}/change/")
+    html = response.content.decode()
+    assert (
+        '<tr class="conflict-differs"><th scope="row">desired_state</th>'
+        "<td>present</td><td>stopped</td><td>present</td></tr>"
+    ) in html
+
+
+def test_keep_postgres_resolves_without_touching_the_row(
+    admin_client: Client, conflict: Conflict
+) -> None:
+    admin_client.post(
+        "/admin/kindler_db/conflict/",
+        {"action": "keep_remote", "_selected_action": [conflict.pk]},
+    )
+    assert Conflict.objects.using("postgres").get().resolution == "remote"
+    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("present", 28080)
+
+
+def test_apply_local_writes_the_local_side(admin_client: Client, conflict: Conflict) -> None:
+    admin_client.post(
+        "/admin/kindler_db/conflict/",
+        {"action": "apply_local", "_selected_action": [conflict.pk]},
+    )
+    assert Conflict.objects.using("postgres").get().resolution == "local"
+    assert on_postgres("dev").desired_state == "stopped"

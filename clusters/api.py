@@ -273,8 +273,8 @@ def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
     for field, value in fields.items():
         setattr(found, field, value)
     try:
-        # The name cannot change here, so its uniqueness needs no query.
-        found.full_clean(exclude=["name"])
+        # Name and uid cannot change here, so their uniqueness needs no query.
+        found.full_clean(exclude=["name", "uid"])
     except ValidationError as exc:
         raise Unprocessable(validation_errors(exc)) from None
     found.save()

@@ -38,7 +38,7 @@ def request_delete(cluster: Cluster) -> OperationLog:
     if cluster.is_protected:
         raise ClusterProtectedError(f"The {cluster.name} cluster cannot be deleted.")
     using = router.db_for_write(Cluster, instance=cluster)
-    with transaction.atomic(using=using):
+    with transaction.atomic(using=using, savepoint=False):
         cluster.desired_state = DesiredState.ABSENT
         cluster.save(using=using, update_fields=["desired_state", "updated_at"])
         return OperationLog.objects.using(using).create(
@@ -58,7 +58,7 @@ def request_stop(cluster: Cluster) -> OperationLog:
 
 def _request(cluster: Cluster, desired: str, operation: str) -> OperationLog:
     using = router.db_for_write(Cluster, instance=cluster)
-    with transaction.atomic(using=using):
+    with transaction.atomic(using=using, savepoint=False):
         cluster.desired_state = desired
         cluster.save(using=using, update_fields=["desired_state", "updated_at"])
         return OperationLog.objects.using(using).create(

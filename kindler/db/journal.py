@@ -32,7 +32,6 @@ from kindler.db import POSTGRES, SQLITE
 from kindler.db.routing import postgres_configured
 
 _suppressed: ContextVar[bool] = ContextVar("kindler_journal_suppressed", default=False)
-_instance_ids: dict[str, uuid.UUID] = {}
 
 JOURNAL_TABLE = "kindler_db_journalentry"
 CHANGE_TABLE = "kindler_db_rowchange"
@@ -165,26 +164,19 @@ def on_post_migrate(sender: Any, using: str = SQLITE, **kwargs: Any) -> None:
 
 
 def instance_id() -> uuid.UUID:
-    """Return this SQLite file's instance id, creating it on first use."""
-    from django.conf import settings
+    """Return this SQLite file's instance id, creating it on first use.
 
+    Read from the file every time (one indexed query per replay), never
+    cached: the id must be the one stored in the file, whatever happened
+    to the process.
+    """
     from kindler.db.models import InstanceIdentity
 
-    key = str(settings.DATABASES[SQLITE]["NAME"])
-    cached = _instance_ids.get(key)
-    if cached is not None:
-        return cached
     with transaction.atomic(using=SQLITE):
         identity = InstanceIdentity.objects.using(SQLITE).order_by("id").first()
         if identity is None:
             identity = InstanceIdentity.objects.using(SQLITE).create()
-    _instance_ids[key] = identity.instance_id
     return identity.instance_id
-
-
-def forget_instance_id() -> None:
-    """Drop the cached instance id (tests that swap SQLite files)."""
-    _instance_ids.clear()
 
 
 def pending() -> int:

@@ -173,7 +173,6 @@ LOGGING = {
 # Callables run, in order, when PostgreSQL answers again after an outage and
 # before routing returns to it (state `recovering`); the journal replay plugs
 # in here. One that raises keeps Kindler on SQLite until the next probe.
-# Hooks must be safe to run again (a second run after the switch finds nothing).
 KINDLER_RECOVERY_HOOKS: list[str] = ["kindler.db.replay.run_recovery_hook"]
 
 # While on PostgreSQL, copy it into the SQLite file at startup and every this

@@ -54,18 +54,17 @@ def run(iterations: int, rounds: int) -> None:
     print(f"{'alias':<10}{'routed µs':>12}{'explicit µs':>14}{'ratio':>8}")
     for alias in ("postgres", "sqlite"):
         routed, explicit = [], []
+
+        def read_explicit(using: str = alias) -> object:
+            return Cluster.objects.using(using).filter(name="bench").first()
+
         for _ in range(rounds):
             # Interleaved rounds so drift on a shared machine hits both sides.
             with pinned_alias(alias) if alias == "sqlite" else _nothing():
                 routed.append(
                     per_op_us(lambda: Cluster.objects.filter(name="bench").first(), iterations)
                 )
-            explicit.append(
-                per_op_us(
-                    lambda a=alias: Cluster.objects.using(a).filter(name="bench").first(),
-                    iterations,
-                )
-            )
+            explicit.append(per_op_us(read_explicit, iterations))
         r, e = statistics.median(routed), statistics.median(explicit)
         print(f"{alias:<10}{r:>12.1f}{e:>14.1f}{r / e:>8.3f}")
     router = FailoverRouter()

@@ -35,6 +35,7 @@ from kindler.db.tables import Table, decode_for_replay, decode_sqlite_json, tabl
 LOCK_NAMESPACE = 0x4B44  # "KD": Kindler database
 GLOBAL_LOCK = 0
 BATCH = 1000
+LOCK_WAIT = 30.0
 
 Progress = Callable[[int, int], None]
 
@@ -102,6 +103,8 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
     instance = instance_id()
     outer = transaction.atomic(using=POSTGRES) if dry_run else nullcontext()
     with instance_lock(instance), outer:
+        # Another process may have replayed meanwhile.
+        report.total = journal.count()
         last_seq, done = 0, 0
         while entries := list(journal.filter(id__gt=last_seq).order_by("id")[:BATCH]):
             last_seq = entries[-1].pk
@@ -123,12 +126,21 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
 
 @contextmanager
 def instance_lock(instance: uuid.UUID) -> Iterator[None]:
-    """Hold this instance's replay lock in PostgreSQL, or fail if another process has it."""
+    """Hold this instance's replay lock in PostgreSQL, waiting a while for another process.
+
+    Web workers sharing one SQLite file all recover at once: one replays,
+    the others wait their turn and then find the journal empty.
+    """
     key = instance.int & 0x7FFFFFFF or 1
+    deadline = time.monotonic() + LOCK_WAIT
     with connections[POSTGRES].cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, key])
-        if not cursor.fetchone()[0]:
-            raise ReplayError("another process of this instance is replaying its journal")
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, key])
+            if cursor.fetchone()[0]:
+                break
+            if time.monotonic() > deadline:
+                raise ReplayError("another process of this instance is replaying its journal")
+            time.sleep(0.05)
     try:
         yield
     finally:

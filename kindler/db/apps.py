@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core.signals import got_request_exception
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class DatabaseConfig(AppConfig):
@@ -12,7 +12,7 @@ class DatabaseConfig(AppConfig):
     verbose_name = "Kindler database layer"
 
     def ready(self) -> None:
-        from kindler.db import accounts, health, journal, middleware, stats, timeouts
+        from kindler.db import accounts, health, journal, middleware, stats, timeouts, writethrough
 
         timeouts.install()
         got_request_exception.connect(
@@ -27,3 +27,7 @@ class DatabaseConfig(AppConfig):
             stats.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )
         health.switched.connect(stats.record_switch, dispatch_uid="kindler.db.record_switch")
+        for signal in (post_save, post_delete):
+            signal.connect(
+                writethrough.remember_write, dispatch_uid=f"kindler.db.writethrough.{id(signal)}"
+            )

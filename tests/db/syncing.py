@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clusters.models import Cluster
+from kindler.db import writethrough
 from kindler.db.mirror import mirror
 from kindler.db.models import Conflict, JournalEntry
 from kindler.db.routing import pinned_alias
@@ -50,7 +51,8 @@ def remote_change(name: str, **fields: Any) -> Cluster:
     cluster = on_postgres(name)
     for field, value in fields.items():
         setattr(cluster, field, value)
-    cluster.save()
+    with writethrough.suppressed():
+        cluster.save()
     return cluster
 
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusters.models import Cluster
+from kindler.db import writethrough
 from kindler.db.journal import journal_suppressed
 from kindler.db.mirror import mirror
 from kindler.db.models import AppliedEntry, Conflict, JournalEntry, SyncRun
@@ -59,7 +60,8 @@ def clean() -> None:
 def act(side: str, action: str, name: str, port: int) -> tuple[uuid.UUID, State] | None:
     """Do one write on one side; return (uid, resulting state) if it was made."""
     alias = "sqlite" if side == "local" else "postgres"
-    with pinned_alias(alias):
+    # A remote write is another instance's: it reaches this SQLite only by the mirror.
+    with pinned_alias(alias), writethrough.suppressed():
         found = Cluster.objects.filter(name=name).first()
         if action == "create":
             if found is not None:

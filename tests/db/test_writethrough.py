@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from clusters.models import Cluster
+from tests.conftest import BOTH
+from tests.factories import make_cluster
+
+pytestmark = pytest.mark.django_db(databases=BOTH, transaction=True)
+
+
+def sqlite_rows() -> list[tuple[str, int]]:
+    return list(Cluster.objects.using("sqlite").values_list("name", "http_port"))
+
+
+def test_a_row_saved_on_postgres_is_in_sqlite_at_once() -> None:
+    cluster = make_cluster(using="postgres", name="dev", http_port=18090)
+    assert sqlite_rows() == [("dev", 18090)]
+    assert Cluster.objects.using("sqlite").get(name="dev").uid == cluster.uid
+
+
+def test_a_change_saved_on_postgres_is_in_sqlite_at_once() -> None:
+    cluster = make_cluster(using="postgres", name="dev", http_port=18090)
+    cluster.http_port = 18095
+    cluster.save()
+    assert sqlite_rows() == [("dev", 18095)]
+
+
+def test_a_row_deleted_on_postgres_leaves_sqlite_at_once() -> None:
+    make_cluster(using="postgres", name="dev").delete()
+    assert sqlite_rows() == []
+
+
+def test_writes_in_a_transaction_reach_sqlite_when_it_commits() -> None:
+    with transaction.atomic(using="postgres"):
+        make_cluster(using="postgres", name="dev", http_port=18090)
+        make_cluster(using="postgres", name="uat", http_port=18100)
+        assert sqlite_rows() == []
+    assert sorted(sqlite_rows()) == [("dev", 18090), ("uat", 18100)]
+
+
+def test_a_rolled_back_transaction_copies_nothing_and_the_next_one_still_does() -> None:
+    with transaction.atomic(using="postgres"):
+        make_cluster(using="postgres", name="ghost")
+        transaction.set_rollback(True, using="postgres")
+    with transaction.atomic(using="postgres"):
+        make_cluster(using="postgres", name="dev", http_port=18090)
+    assert sqlite_rows() == [("dev", 18090)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clusters.models import Cluster
@@ -21,7 +21,7 @@ from tests.conftest import BOTH
 
 pytestmark = [pytest.mark.django_db(databases=BOTH, transaction=True), pytest.mark.slow]
 
-NAMES = ["a", "b", "c"]
+NAMES = ["a", "b"]
 State = tuple[str, int] | None
 
 
@@ -30,7 +30,8 @@ class Write:
     side: str
     uid: uuid.UUID
     state: State
-    window: int
+    version: int
+    base: int | None
 
 
 steps = st.lists(
@@ -47,6 +48,10 @@ steps = st.lists(
 )
 
 
+SYNC = ("sync",)
+R_CREATE = ("remote", "create", "a", 20000)
+
+
 def clean() -> None:
     Cluster.objects.using("postgres").all().delete()
     for model in (Conflict, AppliedEntry):
@@ -57,8 +62,8 @@ def clean() -> None:
         model.objects.using("sqlite").all().delete()
 
 
-def act(side: str, action: str, name: str, port: int) -> tuple[uuid.UUID, State] | None:
-    """Do one write on one side; return (uid, resulting state) if it was made."""
+def act(side: str, action: str, name: str, port: int) -> Write | None:
+    """Do one write on one side; return it if it was made."""
     alias = "sqlite" if side == "local" else "postgres"
     # A remote write is another instance's: it reaches this SQLite only by the mirror.
     with pinned_alias(alias), writethrough.suppressed():
@@ -67,15 +72,17 @@ def act(side: str, action: str, name: str, port: int) -> tuple[uuid.UUID, State]
             if found is not None:
                 return None
             cluster = Cluster.objects.create(name=name, http_port=port)
-            return cluster.uid, (name, port)
+            return Write(side, cluster.uid, (name, port), cluster.version, None)
         if found is None:
             return None
+        base = found.version
         if action == "update":
             found.http_port = port
             found.save()
-            return found.uid, (name, port)
+            return Write(side, found.uid, (name, port), found.version, base)
+        uid = found.uid
         found.delete()
-        return found.uid, None
+        return Write(side, uid, None, base, base)
 
 
 def postgres_state(uid: uuid.UUID) -> State:
@@ -96,10 +103,10 @@ def conflict_states(uid: uuid.UUID) -> list[State]:
 
 
 def superseded(write: Write, later: list[Write]) -> bool:
-    # A later write replaces this one if it was made by the same side, or by
-    # the other side after a sync let it see this one.
+    # A later write replaces this one if it was made on top of it: on the
+    # version it produced or a newer one (the writer had seen it).
     return any(
-        other.uid == write.uid and (other.side == write.side or other.window > write.window)
+        other.uid == write.uid and other.base is not None and other.base >= write.version
         for other in later
     )
 
@@ -110,19 +117,22 @@ def superseded(write: Write, later: list[Write]) -> bool:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=steps)
+# One of each conflict kind, besides whatever hypothesis finds.
+@example(steps=[R_CREATE, SYNC, ("local", "update", "a", 20001), ("remote", "update", "a", 20002)])
+@example(steps=[("local", "create", "a", 20001), R_CREATE])
+@example(steps=[R_CREATE, SYNC, ("local", "update", "a", 20001), ("remote", "delete", "a", 0)])
+@example(steps=[R_CREATE, SYNC, ("local", "delete", "a", 0), ("remote", "update", "a", 20002)])
 def test_every_acknowledged_write_is_in_postgres_or_a_conflict(steps: list[Any]) -> None:
     clean()
     writes: list[Write] = []
-    window = 0
     for step in steps:
         if step == ("sync",):
             replay()
             mirror()
-            window += 1
             continue
         done = act(*step)
         if done is not None:
-            writes.append(Write(step[0], done[0], done[1], window))
+            writes.append(done)
     replay()
     for index, write in enumerate(writes):
         if superseded(write, writes[index + 1 :]):

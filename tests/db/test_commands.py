@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connections
 
 from kindler.db.health import State
@@ -90,3 +90,15 @@ def test_dbstatus_json_has_the_health_fields(pg: PostgresServer) -> None:
         False,
         None,
     )
+
+
+def test_createsuperuser_during_an_outage_is_refused_with_a_message(pg: PostgresServer) -> None:
+    pg.stop("immediate")
+    wait_for_state(State.FALLBACK)
+    with pytest.raises(CommandError) as caught:
+        run("createsuperuser", interactive=False, username="late", email="late@example.com")
+    assert str(caught.value) == (
+        "Accounts cannot be changed while PostgreSQL is unreachable: Kindler is running on its "
+        "local copy. Try again once PostgreSQL is back."
+    )
+    assert User.objects.using("sqlite").filter(username="late").exists() is False

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.management.commands import changepassword
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from kindler.db.accounts import AccountsReadOnly
 from kindler.db.routing import current_alias
 
 
@@ -17,4 +18,7 @@ class Command(changepassword.Command):
 
     def handle(self, *args: Any, **options: Any) -> str | None:
         options["database"] = options.get("database") or current_alias()
-        return super().handle(*args, **options)
+        try:
+            return super().handle(*args, **options)
+        except AccountsReadOnly as exc:
+            raise CommandError(str(exc)) from None

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.management.commands import createsuperuser
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
+from kindler.db.accounts import AccountsReadOnly
 from kindler.db.routing import current_alias
 
 
@@ -21,7 +22,10 @@ class Command(createsuperuser.Command):
         # Django's own command reads options["database"] in execute() already.
         options["database"] = options.get("database") or current_alias()
         self._database = options["database"]
-        return super().execute(*args, **options)
+        try:
+            return super().execute(*args, **options)
+        except AccountsReadOnly as exc:
+            raise CommandError(str(exc)) from None
 
     def check_migrations(self) -> None:
         # Django checks `default`, a dummy here: check the alias written to.

@@ -81,35 +81,6 @@ class Phase:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class DurablePostgres(PostgresServer):
-    """The test harness's server, but with fsync and synchronous commits on.
-
-    The harness turns them off for speed; here a kill -9 must not be able to
-    drop a commit PostgreSQL already acknowledged, or the count would blame
-    Kindler for PostgreSQL's settings.
-    """
-
-    def start(self) -> None:
-        self.paused = []
-        options = (
-            f"-p {self.port} -k {self.socketdir} -c listen_addresses=127.0.0.1 "
-            "-c max_connections=200"
-        )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.datadir),
-            "-l",
-            str(self.logfile),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-
-
 def haproxy_config(workdir: Path, listen: int, pg_port: int) -> tuple[Path, Path]:
     """Write compose/haproxy.cfg's TCP sections for loopback; return (config, socket)."""
     sections: dict[str, list[str]] = {}
@@ -386,7 +357,9 @@ class Chaos:
         self.phases: list[Phase] = []
 
     def setup(self) -> None:
-        self.pg = DurablePostgres()
+        # fsync and synchronous commits on: a kill -9 must not drop an acknowledged
+        # commit, or the count would blame Kindler for PostgreSQL's settings.
+        self.pg = PostgresServer(durable=True)
         self.pg.init()
         self.pg.start()
         conn = psycopg2.connect(**self.pg.connect_kwargs())

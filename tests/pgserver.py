@@ -55,7 +55,10 @@ class PostgresServer:
     user = "kindler"
     password = "kindler-test-password"
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        # Tests trade durability for speed; a benchmark that kills the server
+        # and counts acknowledged commits needs them on (durable=True).
+        self.durable = durable
         self.bindir = find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="kindler-pg-"))
         self.datadir = self.root / "data"
@@ -110,9 +113,10 @@ class PostgresServer:
         self.paused = []
         options = (
             f"-p {self.port} -k {self.socketdir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "-D",

@@ -47,8 +47,9 @@ def run(iterations: int, rounds: int) -> None:
     from kindler.db.routers import FailoverRouter
     from kindler.db.routing import pinned_alias
 
-    for alias in ("postgres", "sqlite"):
-        Cluster.objects.using(alias).create(name="bench", http_port=20000)
+    # Created on PostgreSQL; the write-through copies it into SQLite too.
+    Cluster.objects.using("postgres").create(name="bench", http_port=20000)
+    assert Cluster.objects.using("sqlite").filter(name="bench").exists()
 
     print(f"ORM read: Cluster.objects.filter(name=...).first(), {iterations} x {rounds} rounds")
     print(f"{'alias':<10}{'routed µs':>12}{'explicit µs':>14}{'ratio':>8}")

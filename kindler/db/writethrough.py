@@ -7,6 +7,10 @@ PostgreSQL queues its uid, and when the transaction commits those rows are
 copied into this instance's SQLite file. A failure here is logged and left
 to the next mirror run: the change is safe in PostgreSQL either way.
 
+Inside a web request the copy waits until the response has been handed to
+the server (request_finished), so it costs the person nothing; elsewhere
+(commands, the reconciler) it happens as the transaction commits.
+
 QuerySet.update() sends no signal; rows changed that way (the reconciler's
 state bookkeeping) reach SQLite with the next mirror run.
 """
@@ -14,6 +18,7 @@ state bookkeeping) reach SQLite with the next mirror run.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +35,8 @@ from kindler.db.models import SyncedModel
 logger = logging.getLogger("kindler.db")
 
 _suppressed: ContextVar[bool] = ContextVar("kindler_writethrough_suppressed", default=False)
+# Per worker thread: whether a request is being served, and what it wrote.
+_request = threading.local()
 
 
 @contextmanager
@@ -54,7 +61,30 @@ class Batch:
     def flush(self) -> None:
         uids, self.uids = self.uids, {}
         if uids:
-            copy_to_sqlite(uids)
+            copy_after_request(uids)
+
+
+def request_started(**kwargs: Any) -> None:
+    """Start collecting this request's committed writes."""
+    _request.uids = {}
+
+
+def request_finished(**kwargs: Any) -> None:
+    """Copy what this request committed on PostgreSQL, now that it has been answered."""
+    uids: dict[str, set[uuid.UUID]] | None = getattr(_request, "uids", None)
+    _request.uids = None
+    if uids:
+        copy_to_sqlite(uids)
+
+
+def copy_after_request(uids: dict[str, set[uuid.UUID]]) -> None:
+    """Copy these rows when the current request is answered, or now outside one."""
+    pending: dict[str, set[uuid.UUID]] | None = getattr(_request, "uids", None)
+    if pending is None:
+        copy_to_sqlite(uids)
+        return
+    for label, wanted in uids.items():
+        pending.setdefault(label, set()).update(wanted)
 
 
 def copy_to_sqlite(uids: dict[str, set[uuid.UUID]]) -> None:
@@ -73,7 +103,7 @@ def remember_write(sender: type[Model], instance: Model, using: str, **kwargs: A
         return
     connection = connections[POSTGRES]
     if not connection.in_atomic_block:
-        copy_to_sqlite({instance._meta.label_lower: {instance.uid}})
+        copy_after_request({instance._meta.label_lower: {instance.uid}})
         return
     batch: Batch | None = getattr(connection, "_kindler_writethrough", None)
     # A rolled-back transaction drops its on_commit callbacks: start a new

@@ -47,3 +47,11 @@ def test_a_rolled_back_transaction_copies_nothing_and_the_next_one_still_does() 
     with transaction.atomic(using="postgres"):
         make_cluster(using="postgres", name="dev", http_port=18090)
     assert sqlite_rows() == [("dev", 18090)]
+
+
+@pytest.mark.urls("tests.urls")
+def test_a_write_made_in_a_request_is_in_sqlite_once_the_response_is_done() -> None:
+    from django.test import Client
+
+    response = Client().post("/probe/create", {"name": "dev"})
+    assert (response.status_code, [name for name, _ in sqlite_rows()]) == (201, ["dev"])

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core.signals import got_request_exception, request_finished, request_started
+from django.core.signals import got_request_exception
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_migrate, post_save
 
@@ -27,9 +27,5 @@ class DatabaseConfig(AppConfig):
             stats.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )
         health.switched.connect(stats.record_switch, dispatch_uid="kindler.db.record_switch")
-        request_started.connect(writethrough.request_started, dispatch_uid="kindler.db.wt_start")
-        request_finished.connect(writethrough.request_finished, dispatch_uid="kindler.db.wt_end")
-        for signal in (post_save, post_delete):
-            signal.connect(
-                writethrough.remember_write, dispatch_uid=f"kindler.db.writethrough.{id(signal)}"
-            )
+        post_save.connect(writethrough.remember_save, dispatch_uid="kindler.db.wt_save")
+        post_delete.connect(writethrough.remember_delete, dispatch_uid="kindler.db.wt_delete")

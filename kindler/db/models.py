@@ -46,7 +46,12 @@ class SyncedModel(models.Model):
         abstract = True
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self.version += 1
+        if self._state.adding:
+            self.version += 1
+        else:
+            # Bumped by the database and read back (RETURNING), so a copy
+            # loaded before someone else's save still writes a newer version.
+            self.version = F("version") + 1  # type: ignore[assignment]
         update_fields = kwargs.get("update_fields")
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "version"}

@@ -1,15 +1,16 @@
-"""Copy each change committed on PostgreSQL into SQLite at once.
+"""Copy each change committed on PostgreSQL into SQLite as it commits.
 
 The periodic mirror keeps SQLite a warm copy within KINDLER_MIRROR_INTERVAL,
-but a failover inside that window would hide a cluster someone just created
-(a read-your-writes gap). So every save or delete of a synced row on
-PostgreSQL queues its uid, and when the transaction commits those rows are
-copied into this instance's SQLite file. A failure here is logged and left
-to the next mirror run: the change is safe in PostgreSQL either way.
+but a failover inside that window would hide a cluster someone was just told
+was created (a read-your-writes gap). So every save or delete of a synced
+row on PostgreSQL is remembered, and when its transaction commits the row is
+written into this instance's SQLite file from the saved object itself, before
+the response goes out. Nothing is read back from PostgreSQL, so the copy
+holds even when PostgreSQL dies right after the commit.
 
-Inside a web request the copy waits until the response has been handed to
-the server (request_finished), so it costs the person nothing; elsewhere
-(commands, the reconciler) it happens as the transaction commits.
+A row with unreplayed journal entries is left alone (the local change is
+newer news), as the mirror does. A failed copy is logged and left to the
+next mirror run: the change is safe in PostgreSQL either way.
 
 QuerySet.update() sends no signal; rows changed that way (the reconciler's
 state bookkeeping) reach SQLite with the next mirror run.
@@ -18,25 +19,22 @@ state bookkeeping) reach SQLite with the next mirror run.
 from __future__ import annotations
 
 import logging
-import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import Model
 
-from kindler.db import POSTGRES
+from kindler.db import POSTGRES, SQLITE
 from kindler.db.errors import describe
 from kindler.db.models import SyncedModel
 
 logger = logging.getLogger("kindler.db")
 
 _suppressed: ContextVar[bool] = ContextVar("kindler_writethrough_suppressed", default=False)
-# Per worker thread: whether a request is being served, and what it wrote.
-_request = threading.local()
 
 
 @contextmanager
@@ -49,61 +47,109 @@ def suppressed() -> Iterator[None]:
         _suppressed.reset(token)
 
 
+@dataclass
+class Change:
+    """One row as a transaction left it: its columns as saved, or None when deleted."""
+
+    values: dict[str, Any] | None
+    columns: frozenset[str] | None = None  # the columns saved; None: all of them
+
+    @classmethod
+    def saved(cls, instance: SyncedModel, update_fields: Any) -> Change:
+        # Taken at save time: later edits of the object that are never saved
+        # must not reach SQLite.
+        from kindler.db.tables import table_for
+
+        table = table_for(instance._meta.label_lower)
+        row = {name: getattr(instance, name) for name in table.attnames}
+        prepared = table.prepare(row, connections[SQLITE])
+        values = dict(zip(table.columns, prepared, strict=True))
+        if update_fields is None:
+            return cls(values)
+        names = {*update_fields, "version"}
+        return cls(values, frozenset(str(f.column) for f in table.fields if f.name in names))
+
+    def then(self, later: Change) -> Change:
+        if later.values is None or self.values is None:
+            return later
+        if self.columns is None or later.columns is None:
+            return Change(later.values)
+        return Change(later.values, self.columns | later.columns)
+
+
 class Batch:
-    """The synced rows one PostgreSQL transaction wrote, by model label."""
+    """The synced rows one PostgreSQL transaction wrote, by (model label, uid)."""
 
     def __init__(self) -> None:
-        self.uids: dict[str, set[uuid.UUID]] = {}
+        self.changes: dict[tuple[str, str], Change] = {}
 
-    def add(self, instance: SyncedModel) -> None:
-        self.uids.setdefault(instance._meta.label_lower, set()).add(instance.uid)
+    def add(self, instance: SyncedModel, change: Change) -> None:
+        """Record change, merged with what this transaction did to the row before."""
+        key = (instance._meta.label_lower, instance.uid.hex)
+        earlier = self.changes.get(key)
+        self.changes[key] = change if earlier is None else earlier.then(change)
 
     def flush(self) -> None:
-        uids, self.uids = self.uids, {}
-        if uids:
-            copy_after_request(uids)
+        changes, self.changes = self.changes, {}
+        if changes:
+            copy_to_sqlite(changes)
 
 
-def request_started(**kwargs: Any) -> None:
-    """Start collecting this request's committed writes."""
-    _request.uids = {}
-
-
-def request_finished(**kwargs: Any) -> None:
-    """Copy what this request committed on PostgreSQL, now that it has been answered."""
-    uids: dict[str, set[uuid.UUID]] | None = getattr(_request, "uids", None)
-    _request.uids = None
-    if uids:
-        copy_to_sqlite(uids)
-
-
-def copy_after_request(uids: dict[str, set[uuid.UUID]]) -> None:
-    """Copy these rows when the current request is answered, or now outside one."""
-    pending: dict[str, set[uuid.UUID]] | None = getattr(_request, "uids", None)
-    if pending is None:
-        copy_to_sqlite(uids)
-        return
-    for label, wanted in uids.items():
-        pending.setdefault(label, set()).update(wanted)
-
-
-def copy_to_sqlite(uids: dict[str, set[uuid.UUID]]) -> None:
-    """Refresh these rows in SQLite from PostgreSQL; log, never raise."""
-    from kindler.db.mirror import refresh
+def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
+    """Write these rows into SQLite as they were saved; log, never raise."""
+    from kindler.db.journal import journal_suppressed
 
     try:
-        refresh(uids)
+        with transaction.atomic(using=SQLITE), journal_suppressed():
+            for (label, uid), change in changes.items():
+                _copy(label, uid, change)
     except Exception as exc:
         logger.warning("Copying a change into SQLite failed, the mirror will: %s", describe(exc))
 
 
-def remember_write(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
-    """Queue a synced row written on PostgreSQL for copying when its transaction commits."""
+def _copy(label: str, uid: str, change: Change) -> None:
+    from kindler.db.journal import journaled_uids
+    from kindler.db.tables import table_for
+
+    table = table_for(label)
+    if uid in journaled_uids(table.model):
+        return
+    cursor = connections[SQLITE].cursor()
+    values = change.values
+    if values is None:
+        cursor.execute(f"DELETE FROM {table.name} WHERE uid = %s", [uid])
+        return
+    wanted = [c for c in table.columns if change.columns is None or c in change.columns]
+    assignments = ", ".join(f'"{column}" = %s' for column in wanted)
+    cursor.execute(
+        f"UPDATE {table.name} SET {assignments} WHERE uid = %s",
+        [*(values[column] for column in wanted), uid],
+    )
+    # A partial save of a row SQLite does not have yet waits for the mirror.
+    if cursor.rowcount == 0 and change.columns is None:
+        marks = ", ".join(["%s"] * len(table.columns))
+        cursor.execute(
+            f"INSERT INTO {table.name} ({table.quoted()}) VALUES ({marks})",
+            list(values.values()),
+        )
+
+
+def remember_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
+    """Queue a synced row saved on PostgreSQL for copying when its transaction commits."""
+    _remember(instance, using, lambda i: Change.saved(i, kwargs.get("update_fields")))
+
+
+def remember_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
+    """Queue a synced row deleted on PostgreSQL for removal when its transaction commits."""
+    _remember(instance, using, lambda i: Change(None))
+
+
+def _remember(instance: Model, using: str, change: Any) -> None:
     if using != POSTGRES or not isinstance(instance, SyncedModel) or _suppressed.get():
         return
     connection = connections[POSTGRES]
     if not connection.in_atomic_block:
-        copy_after_request({instance._meta.label_lower: {instance.uid}})
+        copy_to_sqlite({(instance._meta.label_lower, instance.uid.hex): change(instance)})
         return
     batch: Batch | None = getattr(connection, "_kindler_writethrough", None)
     # A rolled-back transaction drops its on_commit callbacks: start a new
@@ -113,4 +159,4 @@ def remember_write(sender: type[Model], instance: Model, using: str, **kwargs: A
         batch = Batch()
         connection._kindler_writethrough = batch  # type: ignore[attr-defined]
         transaction.on_commit(batch.flush, using=POSTGRES, robust=True)
-    batch.add(instance)
+    batch.add(instance, change(instance))

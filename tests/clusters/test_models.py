@@ -156,3 +156,12 @@ def test_queryset_update_bumps_the_version(alias: str) -> None:
     Cluster.objects.filter(pk=cluster.pk).update(actual_state="running")
     cluster.refresh_from_db()
     assert (cluster.actual_state, cluster.version) == ("running", 2)
+
+
+def test_a_stale_copy_still_saves_a_newer_version(alias: str) -> None:
+    first = make_cluster()
+    second = Cluster.objects.get(pk=first.pk)
+    first.save()
+    second.save(update_fields=["desired_state"])
+    assert (first.version, second.version) == (2, 3)
+    assert Cluster.objects.get(pk=first.pk).version == 3

@@ -4,8 +4,10 @@ import pytest
 from django.db import transaction
 
 from clusters.models import Cluster
+from kindler.db.journal import journal_suppressed
 from tests.conftest import BOTH
 from tests.factories import make_cluster
+from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH, transaction=True)
 
@@ -50,8 +52,37 @@ def test_a_rolled_back_transaction_copies_nothing_and_the_next_one_still_does() 
 
 
 @pytest.mark.urls("tests.urls")
-def test_a_write_made_in_a_request_is_in_sqlite_once_the_response_is_done() -> None:
+def test_a_write_made_in_a_request_is_in_sqlite_when_it_is_answered() -> None:
     from django.test import Client
 
     response = Client().post("/probe/create", {"name": "dev"})
     assert (response.status_code, [name for name, _ in sqlite_rows()]) == (201, ["dev"])
+
+
+def test_a_partial_save_copies_only_its_fields() -> None:
+    cluster = make_cluster(using="postgres", name="dev", http_port=18090)
+    with journal_suppressed():
+        Cluster.objects.using("sqlite").filter(uid=cluster.uid).update(reconcile_error="local note")
+    cluster.desired_state = "absent"
+    cluster.save(update_fields=["desired_state"])
+    copy = Cluster.objects.using("sqlite").get(uid=cluster.uid)
+    assert (copy.desired_state, copy.reconcile_error, copy.version) == (
+        "absent",
+        "local note",
+        cluster.version,
+    )
+
+
+def test_changes_not_saved_before_the_commit_are_not_copied() -> None:
+    with transaction.atomic(using="postgres"):
+        cluster = make_cluster(using="postgres", name="dev", http_port=18090)
+        cluster.http_port = 18099
+    assert sqlite_rows() == [("dev", 18090)]
+
+
+def test_the_copy_survives_postgres_dying_right_after_the_commit(pg: PostgresServer) -> None:
+    with transaction.atomic(using="postgres"):
+        # Registered first, so it runs before the copy does.
+        transaction.on_commit(pg.kill, using="postgres")
+        make_cluster(using="postgres", name="dev", http_port=18090)
+    assert sqlite_rows() == [("dev", 18090)]

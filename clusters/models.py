@@ -158,6 +158,22 @@ class Cluster(SyncedModel):
         return None
 
 
+def free_host_ports() -> dict[str, int]:
+    """Return, per host port field, the lowest free port from the field's default up."""
+    used: set[int] = set()
+    for ports in Cluster.objects.values_list(*HOST_PORT_FIELDS):
+        used.update(ports)
+    suggestions: dict[str, int] = {}
+    defaults = Cluster()
+    for field in HOST_PORT_FIELDS:
+        port = int(getattr(defaults, field))
+        while port in used and port < 65535:
+            port += 1
+        used.add(port)
+        suggestions[field] = port
+    return suggestions
+
+
 class Operation(models.TextChoices):
     CREATE = "create", "create"
     DELETE = "delete", "delete"

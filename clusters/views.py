@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from clusters import lifecycle
 from clusters.forms import ClusterEditForm, ClusterFilterForm, ClusterForm, DeleteConfirmForm
-from clusters.models import ActualState, Cluster, DesiredState, OperationLog
+from clusters.models import ActualState, Cluster, DesiredState, OperationLog, free_host_ports
 
 CLUSTERS_PER_PAGE = 50
 OPERATIONS_PER_PAGE = 20
@@ -70,7 +70,11 @@ def operation_fragment(request: HttpRequest, name: str, uid: UUID) -> HttpRespon
 @_FORM_METHODS
 def cluster_create(request: HttpRequest) -> HttpResponse:
     """Add a cluster that should exist; the reconciler creates it."""
-    form = ClusterForm(request.POST or None)
+    if request.method == "POST":
+        form = ClusterForm(request.POST)
+    else:
+        # Offer ports no cluster uses yet, so the first submit can succeed.
+        form = ClusterForm(initial=free_host_ports())
     if request.method == "POST" and form.is_valid():
         try:
             cluster, _ = lifecycle.request_create(**form.cleaned_data)

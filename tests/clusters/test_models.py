@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from clusters.models import Cluster, ClusterProtectedError
+from clusters.models import Cluster, ClusterProtectedError, free_host_ports
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster
 
@@ -165,3 +165,12 @@ def test_a_stale_copy_still_saves_a_newer_version(alias: str) -> None:
     second.save(update_fields=["desired_state"])
     assert (first.version, second.version) == (2, 3)
     assert Cluster.objects.get(pk=first.pk).version == 3
+
+
+def test_free_host_ports_start_at_the_defaults_on_an_empty_inventory(alias: str) -> None:
+    assert free_host_ports() == {"http_port": 18080, "https_port": 18443, "pf_port": 19000}
+
+
+def test_free_host_ports_skip_ports_any_cluster_uses_in_any_role(alias: str) -> None:
+    make_cluster(name="dev", http_port=18443, https_port=18080, pf_port=18081)
+    assert free_host_ports() == {"http_port": 18082, "https_port": 18444, "pf_port": 19000}

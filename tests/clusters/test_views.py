@@ -188,6 +188,21 @@ def test_the_create_form_adds_a_cluster_that_should_exist(alias: str, admin_clie
     assert OperationLog.objects.get().operation == "create"
 
 
+def test_the_create_form_offers_ports_no_cluster_uses(alias: str, admin_client: Client) -> None:
+    make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
+    make_cluster(name="dev", http_port=18081, https_port=18444, pf_port=19001)
+    initial = admin_client.get("/new/").context["form"].initial
+    assert initial == {"http_port": 18082, "https_port": 18445, "pf_port": 19002}
+
+
+def test_an_empty_post_to_the_create_form_shows_what_is_missing(
+    alias: str, admin_client: Client
+) -> None:
+    response = admin_client.post("/new/", {})
+    assert response.status_code == 200
+    assert response.context["form"].errors["name"] == ["This field is required."]
+
+
 def test_the_create_form_refuses_a_duplicate_name(alias: str, admin_client: Client) -> None:
     make_cluster(name="dev")
     response = admin_client.post("/new/", form_data(name="dev"))

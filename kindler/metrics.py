@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clusters.api import api_view
-from kindler.db import ALIASES, POSTGRES
+from kindler.db import ALIASES
 from kindler.db import stats as db_stats
 from kindler.db.health import State, monitor
 from kindler.db.routing import postgres_configured
@@ -70,14 +70,10 @@ def journal_length() -> int:
 
 
 def open_conflicts() -> int | None:
-    """Return how many replay conflicts wait for a person, while PostgreSQL is in use."""
-    from kindler.db.conflicts import open_conflicts as count
+    """Return how many replay conflicts wait for a person, while PostgreSQL answers."""
+    from kindler.db.status import open_conflicts as count
 
-    # Conflicts live in PostgreSQL: asking a database that is away would only
-    # make the scrape wait for the connect timeout.
-    if monitor.snapshot().active != POSTGRES:
-        return None
-    return count()
+    return count(monitor.snapshot())
 
 
 def mirror_lag_seconds() -> float | None:

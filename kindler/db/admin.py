@@ -5,14 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from kindler.db import POSTGRES
 from kindler.db.conflicts import ResolutionError, resolve, side_by_side
+from kindler.db.errors import describe
 from kindler.db.models import Conflict, Resolution
-from kindler.db.routing import postgres_configured
+from kindler.db.routing import current_alias, postgres_configured
+
+UNREACHABLE = (
+    "Conflicts are kept in PostgreSQL, which cannot be reached now; "
+    "they are listed again once it is back."
+)
 
 
 @admin.register(Conflict)
@@ -27,7 +34,16 @@ class ConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conflict]:
         # Conflicts live in PostgreSQL only, whatever the active database.
         queryset = super().get_queryset(request)
-        return queryset.using(POSTGRES) if postgres_configured() else queryset
+        if not postgres_configured():
+            return queryset
+        if current_alias() != POSTGRES:
+            return queryset.using(POSTGRES).none()
+        return queryset.using(POSTGRES)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        if postgres_configured() and current_alias() != POSTGRES:
+            self.message_user(request, UNREACHABLE, messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -77,6 +93,9 @@ class ConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             except ResolutionError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
                 continue
+            except DatabaseError as exc:
+                self.message_user(request, f"Not resolved: {describe(exc)}", messages.ERROR)
+                break
             done += 1
         self.message_user(request, f"Resolved {done} conflict(s).", messages.SUCCESS)
 

@@ -282,7 +282,7 @@ class HealthMonitor:
             if interval > 0 and self._state is State.PRIMARY:
                 self._sync(with_mirror=True)
                 # This thread's connections are its own: do not keep them open.
-                connections.close_all()
+                close_thread_connections()
             self._stop.wait(interval if interval > 0 else 1.0)
 
     def _sync(self, *, with_mirror: bool) -> None:

@@ -13,7 +13,6 @@ so sessions (which hold the user id) stay valid across a switch.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Model
 
 from kindler.db import POSTGRES, SQLITE, runs
-from kindler.db.errors import describe
 from kindler.db.journal import CHANGE_TABLE, journal_suppressed, journaled_uids, synced_models
 from kindler.db.tables import Table, table_for
 
@@ -56,26 +54,9 @@ def mirror(
     *, dry_run: bool = False, full: bool = False, progress: Progress | None = None
 ) -> MirrorReport:
     """Copy what changed in PostgreSQL into SQLite, and report it."""
-    started = time.monotonic()
-    try:
+    with runs.recorded(runs.MIRROR, dry_run) as outcome:
         report, mark = _mirror(dry_run, full, progress)
-    except Exception as exc:
-        if not dry_run:
-            runs.record(
-                runs.MIRROR,
-                ok=False,
-                result=f"failed: {describe(exc)}",
-                duration_ms=(time.monotonic() - started) * 1000,
-            )
-        raise
-    if not dry_run:
-        runs.record(
-            runs.MIRROR,
-            ok=True,
-            result=report.summary(),
-            duration_ms=(time.monotonic() - started) * 1000,
-            mark=str(mark),
-        )
+        outcome.summary, outcome.mark = report.summary(), str(mark)
     return report
 
 

@@ -27,7 +27,6 @@ from django.db import connections, transaction
 from psycopg2.extras import execute_values
 
 from kindler.db import POSTGRES, SQLITE, runs
-from kindler.db.errors import describe
 from kindler.db.journal import instance_id
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
 from kindler.db.tables import Table, decode_for_replay, decode_sqlite_json, table_for
@@ -73,25 +72,10 @@ def run_recovery_hook() -> None:
 
 def replay(*, dry_run: bool = False, progress: Progress | None = None) -> ReplayReport:
     """Replay this instance's journal into PostgreSQL and report what happened."""
-    started = time.monotonic()
-    try:
+    with runs.recorded(runs.REPLAY, dry_run) as outcome:
         report = _replay(dry_run, progress)
-    except Exception as exc:
-        if not dry_run:
-            runs.record(
-                runs.REPLAY,
-                ok=False,
-                result=f"failed: {describe(exc)}",
-                duration_ms=(time.monotonic() - started) * 1000,
-            )
-        raise
-    if not dry_run and report.total:
-        runs.record(
-            runs.REPLAY,
-            ok=True,
-            result=report.summary(),
-            duration_ms=(time.monotonic() - started) * 1000,
-        )
+        if report.total:
+            outcome.summary = report.summary()
     return report
 
 
@@ -291,21 +275,21 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
         assert local is not None
         other = remote if remote is not None else state.clash(table, local)
         if other is not None:
-            return _conflict(state, instance, entry, ConflictKind.INSERT_INSERT, local, other)
+            return _conflict(state, instance, entry, ConflictKind.INSERT_INSERT, other)
         state.put(table, local, dirty=True)
         return "applied"
     if entry.op == Op.UPDATE:
         assert local is not None
         if remote is None:
-            return _conflict(state, instance, entry, ConflictKind.UPDATE_DELETE, local, None)
+            return _conflict(state, instance, entry, ConflictKind.UPDATE_DELETE, None)
         if remote["version"] != entry.base_version:
-            return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, local, remote)
+            return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, remote)
         state.put(table, local, dirty=True)
         return "applied"
     if remote is None:
         return "skipped"
     if remote["version"] != entry.base_version:
-        return _conflict(state, instance, entry, ConflictKind.DELETE_UPDATE, None, remote)
+        return _conflict(state, instance, entry, ConflictKind.DELETE_UPDATE, remote)
     state.remove(table, uid, dirty=True)
     return "applied"
 
@@ -363,7 +347,6 @@ def _conflict(
     instance: uuid.UUID,
     entry: JournalEntry,
     kind: str,
-    local: dict[str, Any] | None,
     remote: dict[str, Any] | None,
 ) -> str:
     label = entry.model

@@ -36,15 +36,16 @@ def sync_report(snapshot: Snapshot) -> dict[str, Any]:
         pending, oldest = journal.pending(), journal.oldest_pending()
     except DatabaseError:
         pending, oldest = None, None
+    lag = mirror.lag_seconds()
     last_mirror = runs.describe(runs.last(runs.MIRROR))
     if last_mirror is not None:
-        last_mirror["lag_seconds"] = mirror.lag_seconds()
+        last_mirror["lag_seconds"] = lag
     return {
         "journal": {"pending": pending, "oldest": oldest},
         "open_conflicts": open_conflicts(snapshot),
         "last_replay": runs.describe(runs.last(runs.REPLAY)),
         "last_mirror": last_mirror,
-        "mirror_lag_seconds": mirror.lag_seconds(),
+        "mirror_lag_seconds": lag,
     }
 
 

@@ -97,23 +97,24 @@ class Batch:
 
 def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
     """Write these rows into SQLite as they were saved; log, never raise."""
-    from kindler.db.journal import journal_suppressed
+    from kindler.db.journal import journal_suppressed, journaled_uids
+    from kindler.db.tables import table_for
 
     try:
         with transaction.atomic(using=SQLITE), journal_suppressed():
+            held = {label: journaled_uids(table_for(label).model) for label, _ in changes}
             for (label, uid), change in changes.items():
-                _copy(label, uid, change)
+                # A row with journal entries keeps its local change.
+                if uid not in held[label]:
+                    _copy(label, uid, change)
     except Exception as exc:
         logger.warning("Copying a change into SQLite failed, the mirror will: %s", describe(exc))
 
 
 def _copy(label: str, uid: str, change: Change) -> None:
-    from kindler.db.journal import journaled_uids
     from kindler.db.tables import table_for
 
     table = table_for(label)
-    if uid in journaled_uids(table.model):
-        return
     cursor = connections[SQLITE].cursor()
     values = change.values
     if values is None:

@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from kindler.db.health import State
 from kindler.db.models import Conflict
 from kindler.db.replay import replay
-from tests.conftest import BOTH
+from kindler.db.routing import pinned_alias
+from tests.conftest import BOTH, wait_for_state
 from tests.db.syncing import local_change, on_postgres, remote_change, shared_cluster
 from tests.factories import make_superuser
+from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -65,3 +68,20 @@ def test_apply_local_writes_the_local_side(admin_client: Client, conflict: Confl
     )
     assert Conflict.objects.using("postgres").get().resolution == "local"
     assert on_postgres("dev").desired_state == "stopped"
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_the_changelist_says_why_it_is_empty_while_postgres_is_away(
+    client: Client, pg: PostgresServer
+) -> None:
+    with pinned_alias("sqlite"):
+        user = make_superuser()
+    client.force_login(user)
+    pg.stop("immediate")
+    wait_for_state(State.FALLBACK)
+    response = client.get("/admin/kindler_db/conflict/")
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "Conflicts are kept in PostgreSQL, which cannot be reached now; "
+        "they are listed again once it is back."
+    ]

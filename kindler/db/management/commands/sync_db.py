@@ -70,6 +70,8 @@ class Command(BaseCommand):
             conflict = resolve(options["resolve"], options["keep"])
         except ResolutionError as exc:
             raise CommandError(str(exc)) from exc
+        except DatabaseError as exc:
+            raise CommandError(f"Not resolved: {describe(exc)}") from exc
         if options["json"]:
             self.stdout.write(json.dumps({"uid": str(conflict.uid), "kept": options["keep"]}))
             return

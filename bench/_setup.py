@@ -14,22 +14,16 @@ if str(ROOT) not in sys.path:
 from tests.pgserver import PostgresServer  # noqa: E402
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(durable: bool = False) -> PostgresServer:
     """Start a throwaway server and create the kindler database on it."""
-    import psycopg2
-
-    server = PostgresServer()
+    server = PostgresServer(durable=durable)
     server.init()
     server.start()
-    conn = psycopg2.connect(**server.connect_kwargs())
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute("CREATE DATABASE kindler")
-    conn.close()
+    server.create_database("kindler")
     return server
 
 
-def configure_django(server: PostgresServer) -> Path:
+def configure_django(server: PostgresServer, **extra_env: str) -> Path:
     """Point Kindler's settings at server and a fresh SQLite file; migrate both."""
     data = Path(tempfile.mkdtemp(prefix="kindler-bench-"))
     os.environ.update(
@@ -41,6 +35,7 @@ def configure_django(server: PostgresServer) -> Path:
         PG_PASSWORD=server.password,
         SQLITE_PATH=str(data / "kindler.db"),
         SECRET_KEY="bench-" + os.urandom(8).hex(),
+        **extra_env,
     )
     import django
     from django.core.management import call_command

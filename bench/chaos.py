@@ -47,7 +47,7 @@ from typing import Any  # noqa: E402
 
 import psycopg2  # noqa: E402
 
-from tests.pgserver import PostgresServer, free_port  # noqa: E402
+from tests.pgserver import PostgresServer, free_ports  # noqa: E402
 
 PYTHON = sys.executable
 CONNECT_TIMEOUT, STATEMENT_TIMEOUT = 1.0, 2.0
@@ -362,12 +362,8 @@ class Chaos:
         self.pg = PostgresServer(durable=True)
         self.pg.init()
         self.pg.start()
-        conn = psycopg2.connect(**self.pg.connect_kwargs())
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute("CREATE DATABASE kindler")
-        conn.close()
-        self.haproxy_port, self.web_port = free_port(), free_port()
+        self.pg.create_database("kindler")
+        self.haproxy_port, self.web_port = free_ports(2)
         config, admin = haproxy_config(self.workdir, self.haproxy_port, self.pg.port)
         env = {**os.environ, "PG_USER": self.pg.user}
         self.haproxy = HAProxy(config, admin, env)

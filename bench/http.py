@@ -34,8 +34,6 @@ from collections.abc import Callable  # noqa: E402
 from http.cookies import SimpleCookie  # noqa: E402
 from typing import Any  # noqa: E402
 
-import psycopg2  # noqa: E402
-
 from tests.pgserver import PostgresServer, free_port  # noqa: E402
 
 PYTHON = sys.executable
@@ -279,10 +277,7 @@ def main() -> None:
     server.start()
     results: dict[str, dict[str, list[float]]] = {}
     try:
-        conn = psycopg2.connect(**server.connect_kwargs())
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE kindler_bench")
-        conn.close()
+        server.create_database("kindler_bench")
         with tempfile.TemporaryDirectory(prefix="kindler-bench-") as data:
             postgres = {
                 **base,

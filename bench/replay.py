@@ -9,10 +9,8 @@ file (first run) and again with nothing changed (target: at most 50 ms).
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,35 +23,6 @@ CHANGES = 10_000
 CLUSTERS = 5_000
 OPERATIONS = 100_000
 INCREMENTAL_RUNS = 5
-
-
-def configure(server: object) -> None:
-    """Point Kindler's settings at the throwaway server and a fresh SQLite file."""
-    import psycopg2
-
-    conn = psycopg2.connect(**server.connect_kwargs())  # type: ignore[attr-defined]
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute("CREATE DATABASE kindler")
-    conn.close()
-    data = Path(tempfile.mkdtemp(prefix="kindler-bench-"))
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="kindler.settings",
-        PG_HOST=server.host,  # type: ignore[attr-defined]
-        PG_PORT=str(server.port),  # type: ignore[attr-defined]
-        PG_DATABASE="kindler",
-        PG_USER=server.user,  # type: ignore[attr-defined]
-        PG_PASSWORD=server.password,  # type: ignore[attr-defined]
-        SQLITE_PATH=str(data / "kindler.db"),
-        SECRET_KEY="bench-only",
-        KINDLER_MIRROR_INTERVAL="0",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def bench_replay() -> None:
@@ -136,13 +105,12 @@ def bench_mirror() -> None:
 
 
 def main() -> None:
-    from tests.pgserver import PostgresServer
+    from bench._setup import configure_django, start_postgres
 
-    server = PostgresServer()
-    server.init()
-    server.start()
+    server = start_postgres()
     try:
-        configure(server)
+        # The background mirror stays off: the runs below are the ones timed.
+        configure_django(server, KINDLER_MIRROR_INTERVAL="0")
         bench_replay()
         bench_mirror()
     finally:

@@ -13,7 +13,6 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core import signals
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -211,9 +210,6 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
         if list(exc.error_dict) == ["name"] and exc.error_dict["name"][0].code == "unique":
             return json_error(409, f"Cluster {name} already exists")
         raise Unprocessable(validation_errors(exc)) from None
-    except IntegrityError:
-        # Another request created the same name between the check and the insert.
-        return json_error(409, f"Cluster {name} already exists")
     return accepted(task, f"Cluster creation task created for {cluster.name}")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import router, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, router, transaction
 
 from clusters import preflight
 from clusters.models import (
@@ -24,12 +25,16 @@ def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     # Subnet overlaps and a missing provider binary, beside the field they concern.
     preflight.check_request(cluster)
     using = router.db_for_write(Cluster)
-    # No savepoint: inside a request's transaction any failure here fails it all.
-    with transaction.atomic(using=using, savepoint=False):
-        cluster.save(using=using)
-        task = OperationLog.objects.using(using).create(
-            cluster_name=cluster.name, operation=Operation.CREATE
-        )
+    try:
+        # A savepoint, so a request that loses the race below can still answer.
+        with transaction.atomic(using=using):
+            cluster.save(using=using)
+            task = OperationLog.objects.using(using).create(
+                cluster_name=cluster.name, operation=Operation.CREATE
+            )
+    except IntegrityError:
+        # Another request took the name between the check and the insert.
+        raise ValidationError({"name": [cluster.unique_error_message(Cluster, ["name"])]}) from None
     return cluster, task
 
 

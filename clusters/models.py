@@ -106,6 +106,8 @@ class Cluster(SyncedModel):
 
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
+        if self.is_protected and self.desired_state == DesiredState.ABSENT:
+            errors["desired_state"] = [f"The {self.name} cluster cannot be deleted."]
         if self.subnet and self.provider != Provider.K3D:
             errors.setdefault("subnet", []).append(
                 f"A subnet can only be set for k3d clusters; {self.provider} assigns its own."

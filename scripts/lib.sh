@@ -17,7 +17,7 @@ find_python() {
         fi
     done
     echo "Kindler needs Python 3.12 or newer (Django 6.1 requires it)." >&2
-    echo "Install python3.12 or python3.13 (Debian: apt-get install python3.12; or pyenv install 3.13)." >&2
+    echo "Install Python 3.12 or newer (Debian 13: apt-get install python3 python3-venv; elsewhere: pyenv install 3.13)." >&2
     return 1
 }
 
@@ -26,12 +26,18 @@ ensure_venv() {
     local digest
     digest="$(cat requirements*.txt | sha256sum | cut -c1-16)"
     local stamp=".venv/.requirements-$digest-$(basename "$requirements")"
-    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+    # A .venv left half-made (no pip) by an earlier failure is made again.
+    if ! .venv/bin/python -c 'import sys, pip; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
         local python
         python="$(find_python)" || exit 1
         echo "Creating .venv with $python"
         rm -rf .venv
-        "$python" -m venv .venv
+        if ! "$python" -m venv .venv; then
+            rm -rf .venv
+            echo "$python cannot create a virtual environment." >&2
+            echo "On Debian/Ubuntu: apt-get install python3-venv (or the python3.X-venv matching it)." >&2
+            exit 1
+        fi
     fi
     if [ ! -f "$stamp" ]; then
         echo "Installing $requirements into .venv"

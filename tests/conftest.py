@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -56,14 +56,25 @@ def alias(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
 
 
+def wait_for(check: Callable[[], Any], seconds: float = 30.0, every: float = 0.05) -> Any:
+    """Poll check() until it returns something true; return that, or fail after seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"nothing came within {seconds} s")
+
+
 def wait_for_state(state: State, timeout: float = 15.0) -> float:
     """Probe until the monitor reports state; return how long it took."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if monitor.check_now().state is state:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"monitor did not reach {state} within {timeout} s")
+    try:
+        wait_for(lambda: monitor.check_now().state is state, timeout)
+    except AssertionError:
+        raise AssertionError(f"monitor did not reach {state} within {timeout} s") from None
+    return time.monotonic() - started
 
 
 @pytest.fixture

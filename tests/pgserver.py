@@ -44,9 +44,19 @@ def find_bindir() -> Path:
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Return count distinct free ports (held open together while they are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class PostgresServer:
@@ -189,6 +199,18 @@ class PostgresServer:
         self.resume()
         if not self.is_running():
             self.start()
+
+    def create_database(self, name: str) -> None:
+        """CREATE DATABASE name on this server."""
+        import psycopg2
+
+        conn = psycopg2.connect(**self.connect_kwargs())
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
 
     def connect_kwargs(self, dbname: str = "postgres") -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from clusters.drivers.base import Command, run
+from tests.conftest import wait_for
 from tests.fakes import FakeTools
 
 CREATE = Command(("k3d", "cluster", "create", "dev"))
@@ -21,15 +22,6 @@ def alive(pid: int) -> bool:
         return False
     # A zombie is dead for our purposes: it runs nothing any more.
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-def wait_until_gone(pid: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_successful_command_returns_its_output_and_status(fakes: FakeTools) -> None:
@@ -84,7 +76,7 @@ def test_the_timeout_kills_the_whole_process_group(
     monkeypatch.setenv("KINDLER_FAKE_CHILD", "1")
     result = run(CREATE, timeout=1.5)
     assert (result.timed_out, result.exit_code) == (True, None)
-    assert wait_until_gone(fakes.child_pid())
+    assert wait_for(lambda: not alive(fakes.child_pid()), seconds=5)
 
 
 def test_a_stop_request_ends_the_command_and_its_children(
@@ -95,7 +87,7 @@ def test_a_stop_request_ends_the_command_and_its_children(
     asked = time.monotonic() + 1.0
     result = run(CREATE, timeout=60, should_stop=lambda: time.monotonic() > asked)
     assert (result.interrupted, result.timed_out, result.exit_code) == (True, False, None)
-    assert wait_until_gone(fakes.child_pid())
+    assert wait_for(lambda: not alive(fakes.child_pid()), seconds=5)
 
 
 def test_display_quotes_arguments_for_a_shell() -> None:

@@ -13,6 +13,7 @@ from clusters import lifecycle, preflight
 from clusters.models import Cluster
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster
+from tests.pgserver import free_port, free_ports
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -24,12 +25,6 @@ def listening(request: pytest.FixtureRequest) -> Iterator[int]:
         sock.bind((request.param, 0))
         sock.listen()
         yield int(sock.getsockname()[1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def errors(check: object, cluster: Cluster, **kwargs: object) -> dict[str, list[str]]:
@@ -60,8 +55,8 @@ def test_the_ports_of_a_cluster_the_provider_has_are_not_bind_tested(
 
 
 def test_create_preflight_passes_with_free_ports(alias: str) -> None:
-    port = free_port()
-    fields = cluster_fields(http_port=port, https_port=free_port(), pf_port=free_port())
+    http, https, pf = free_ports(3)
+    fields = cluster_fields(http_port=http, https_port=https, pf_port=pf)
     preflight.check_create(Cluster(**fields), exists=False)
 
 

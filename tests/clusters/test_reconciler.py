@@ -29,7 +29,7 @@ from clusters.reconciler import (
     decide,
 )
 from kindler.db.routing import pinned_alias
-from tests.conftest import BOTH
+from tests.conftest import BOTH, wait_for
 from tests.factories import cluster_fields, make_cluster, make_operation
 from tests.fakes import FakeTools
 from tests.pgserver import PostgresServer
@@ -497,17 +497,6 @@ def start_reconciler(env: dict[str, Any], *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for(check: Any, seconds: float = 30.0) -> Any:
-    """Poll check() until it returns something true; return that."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"nothing came within {seconds} s")
 
 
 def finish(process: subprocess.Popen[str]) -> str:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 
@@ -9,7 +7,7 @@ from clusters.models import Cluster
 from kindler.db import runs
 from kindler.db.mirror import lag_seconds, mirror
 from kindler.db.routing import pinned_alias
-from tests.conftest import BOTH
+from tests.conftest import BOTH, wait_for
 from tests.db.syncing import local_change, on_sqlite, remote_change, shared_cluster
 from tests.factories import make_cluster, make_operation
 
@@ -124,21 +122,12 @@ def test_the_run_and_its_lag_are_recorded() -> None:
     assert lag >= 0
 
 
-def wait_until(condition: object, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.django_db(databases=BOTH, transaction=True)
 def test_the_background_mirror_brings_a_change_and_a_delete(settings: object) -> None:
     settings.KINDLER_MIRROR_INTERVAL = 0.2  # type: ignore[attr-defined]
     make_cluster(using="postgres", name="dev")
-    assert wait_until(lambda: sqlite_names() == ["dev"])
+    assert wait_for(lambda: sqlite_names() == ["dev"])
     remote_change("dev", http_port=28080)
-    assert wait_until(lambda: on_sqlite("dev").http_port == 28080)
+    assert wait_for(lambda: on_sqlite("dev").http_port == 28080)
     Cluster.objects.using("postgres").filter(name="dev").delete()
-    assert wait_until(lambda: sqlite_names() == [])
+    assert wait_for(lambda: sqlite_names() == [])

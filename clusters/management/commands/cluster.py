@@ -25,6 +25,8 @@ LIST_COLUMNS = (
     "actual_state",
 )
 
+PORT_FIELDS = ("http_port", "https_port", "pf_port", "node_port")
+
 
 class Command(BaseCommand):
     help = "List, show, create and delete clusters in the inventory."
@@ -39,10 +41,9 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Add a cluster that should exist.")
         create.add_argument("name")
         create.add_argument("--provider", choices=Provider.values, default=Provider.K3D)
-        create.add_argument("--http-port", type=int, default=18080)
-        create.add_argument("--https-port", type=int, default=18443)
-        create.add_argument("--pf-port", type=int, default=19000)
-        create.add_argument("--node-port", type=int, default=30080)
+        # No argparse defaults: a port left out takes the model's default.
+        for port in PORT_FIELDS:
+            create.add_argument(f"--{port.replace('_', '-')}", type=int, dest=port)
         create.add_argument("--subnet", default="")
         delete = actions.add_parser("delete", help="Mark a cluster to be deleted.")
         delete.add_argument("name")
@@ -77,11 +78,8 @@ class Command(BaseCommand):
             cluster, _ = lifecycle.request_create(
                 name=options["name"],
                 provider=options["provider"],
-                http_port=options["http_port"],
-                https_port=options["https_port"],
-                pf_port=options["pf_port"],
-                node_port=options["node_port"],
                 subnet=options["subnet"],
+                **{port: options[port] for port in PORT_FIELDS if options[port] is not None},
             )
         except ValidationError as exc:
             raise CommandError(one_line(exc)) from None

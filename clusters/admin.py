@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.contrib.admin.options import ActionLocation  # type: ignore[attr-defined]
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from clusters import lifecycle
 from clusters.models import Cluster, DesiredState, OperationLog
@@ -69,6 +74,69 @@ class ClusterAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Confirm, then mark the cluster for deletion; the reconciler removes it."""
+        cluster = self.get_object(request, unquote(object_id))
+        if cluster is None:
+            return super().delete_view(request, object_id, extra_context)
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        if cluster.is_protected:
+            self.message_user(
+                request, f"The {cluster.name} cluster cannot be deleted.", messages.ERROR
+            )
+            return self._change_page(cluster)
+        if cluster.desired_state == DesiredState.ABSENT:
+            self.message_user(
+                request,
+                f"{cluster.name} is already marked for deletion; the reconciler deletes it.",
+                messages.WARNING,
+            )
+            return self._change_page(cluster)
+        if request.method != "POST":
+            self.message_user(
+                request,
+                f"Confirming marks {cluster.name} for deletion: the reconciler deletes the "
+                f"{cluster.provider} cluster, then this row. Its operation history is kept.",
+                messages.WARNING,
+            )
+        context = {"title": f"Mark {cluster.name} for deletion", **(extra_context or {})}
+        return super().delete_view(request, object_id, context)
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> list[LogEntry]:
+        # The row stays until the reconciler has deleted the real cluster.
+        return [self.log_change(request, cluster, "Marked for deletion.") for cluster in queryset]
+
+    def delete_model(self, request: HttpRequest, obj: Cluster) -> None:
+        """Mark the cluster for deletion instead of deleting its row."""
+        lifecycle.request_delete(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Cluster]) -> None:
+        """Mark the clusters for deletion instead of deleting their rows."""
+        self.mark_for_deletion(request, queryset)
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> HttpResponse:
+        self.message_user(request, f"Marked {obj_display} for deletion; the reconciler deletes it.")
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        filters = self.get_preserved_filters(request)
+        return HttpResponseRedirect(
+            add_preserved_filters({"preserved_filters": filters, "opts": self.opts}, url)
+        )
+
+    def _change_page(self, cluster: Cluster) -> HttpResponseRedirect:
+        return HttpResponseRedirect(
+            reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                args=[quote(cluster.pk)],
+                current_app=self.admin_site.name,
+            )
+        )
+
 
 @admin.register(OperationLog)
 class OperationLogAdmin(admin.ModelAdmin):
@@ -98,6 +166,12 @@ class OperationLogAdmin(admin.ModelAdmin):
         "created_at",
     ]
 
+    # Operations are recorded by Kindler itself: never typed in, edited or erased.
     def has_add_permission(self, request: HttpRequest) -> bool:
-        # Operations are recorded by Kindler itself, never typed in.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: OperationLog | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: OperationLog | None = None) -> bool:
         return False

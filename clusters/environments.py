@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
+
+from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, router, transaction
+
+from clusters.models import Cluster, Operation, OperationLog, OperationStatus
+from clusters.validators import one_line, port_validators
 
 COLUMNS = (
     "env",
@@ -22,6 +30,17 @@ COLUMNS = (
 HEADER = "# " + ",".join(COLUMNS)
 PORT_COLUMNS = ("node_port", "pf_port", "http_port", "https_port")
 FLAG_COLUMNS = ("register_portainer", "haproxy_route")
+# Far above any real line (nine short values), small enough that a file with
+# no line breaks at all is never held in memory.
+MAX_LINE_LENGTH = 4096
+# No value of the format is longer than a cluster name.
+MAX_FIELD_LENGTH = 63
+# Room for a byte order mark and a CRLF around a line of the longest length.
+_READ_LIMIT = MAX_LINE_LENGTH + len(codecs.BOM_UTF8) + len(b"\r\n")
+_SKIP_CHUNK = 64 * 1024
+RACE_MESSAGE = (
+    "the database refused it: a cluster saved at the same time took its name or a host port"
+)
 
 
 class RowError(ValueError):
@@ -34,10 +53,45 @@ class Row:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def parse(lines: Iterable[str]) -> Iterator[Row | tuple[int, str]]:
+def read_lines(stream: BinaryIO) -> Iterator[str | RowError]:
+    """Yield each line of stream without its line break, or why it cannot be read.
+
+    A first line that is not UTF-8 raises UnicodeDecodeError: the file is not text.
+    """
+    first = True
+    while raw := stream.readline(_READ_LIMIT):
+        complete = raw.endswith(b"\n") or len(raw) < _READ_LIMIT
+        if not complete:
+            _skip_rest_of_line(stream)
+        if first:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        text = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if not complete or len(text) > MAX_LINE_LENGTH:
+            yield RowError(f"line is longer than {MAX_LINE_LENGTH} bytes")
+        else:
+            try:
+                yield text.decode("utf-8")
+            except UnicodeDecodeError:
+                if first:
+                    raise
+                yield RowError("line is not UTF-8 text")
+        first = False
+
+
+def _skip_rest_of_line(stream: BinaryIO) -> None:
+    while chunk := stream.readline(_SKIP_CHUNK):
+        if chunk.endswith(b"\n"):
+            return
+
+
+def parse(lines: Iterable[str | RowError]) -> Iterator[Row | tuple[int, str]]:
     """Yield a Row per cluster line, or (line number, reason) for a bad one."""
     columns: tuple[str, ...] = COLUMNS
+    seen: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, RowError):
+            yield number, str(raw)
+            continue
         text = raw.strip()
         if not text:
             continue
@@ -46,11 +100,16 @@ def parse(lines: Iterable[str]) -> Iterator[Row | tuple[int, str]]:
             if names and names[0] == "env":
                 columns = names
             continue
-        values = next(csv.reader([text]))
         try:
-            yield Row(number, to_fields(columns, values))
-        except RowError as exc:
+            fields = to_fields(columns, next(csv.reader([text])))
+        except (RowError, csv.Error) as exc:
             yield number, str(exc)
+            continue
+        name = fields["name"]
+        if name and seen.setdefault(name, number) != number:
+            yield number, f"env {name} already appears on line {seen[name]}"
+            continue
+        yield Row(number, fields)
 
 
 def to_fields(columns: tuple[str, ...], values: list[str]) -> dict[str, Any]:
@@ -58,13 +117,15 @@ def to_fields(columns: tuple[str, ...], values: list[str]) -> dict[str, Any]:
     if len(values) != len(columns):
         raise RowError(f"expected {len(columns)} values ({','.join(columns)}), found {len(values)}")
     raw = {name: value.strip() for name, value in zip(columns, values, strict=True)}
+    for name, value in raw.items():
+        if len(value) > MAX_FIELD_LENGTH:
+            raise RowError(
+                f"{name} has {len(value)} characters; values have at most {MAX_FIELD_LENGTH}"
+            )
     fields: dict[str, Any] = {"name": raw.get("env", ""), "provider": raw.get("provider", "")}
     for name in PORT_COLUMNS:
         if name in raw:
-            try:
-                fields[name] = int(raw[name])
-            except ValueError:
-                raise RowError(f"{name} must be a whole number, not {raw[name]!r}") from None
+            fields[name] = _port(name, raw[name])
     for name in FLAG_COLUMNS:
         if name in raw:
             if raw[name].lower() not in ("true", "false"):
@@ -72,6 +133,20 @@ def to_fields(columns: tuple[str, ...], values: list[str]) -> dict[str, Any]:
             fields[name] = raw[name].lower() == "true"
     fields["subnet"] = raw.get("cluster_subnet", "")
     return fields
+
+
+def _port(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise RowError(f"{name} must be a whole number, not {value!r}")
+    port = int(value)
+    # Checked here: a number past the database's integer range fails the
+    # model's own checks with a database error instead of a message.
+    try:
+        for validate in port_validators:
+            validate(port)
+    except ValidationError as exc:
+        raise RowError(f"{name}: {one_line(exc)}") from None
+    return port
 
 
 def render(clusters: Iterable[Any]) -> str:
@@ -102,44 +177,83 @@ class ImportReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    written: bool = True
 
 
-def import_lines(lines: Iterable[str], source: str) -> ImportReport:
-    """Create or update a cluster per valid line; report the others."""
-    from django.core.exceptions import ValidationError
-    from django.db import router, transaction
+def import_file(
+    stream: BinaryIO, source: str, *, check: bool = False, atomic: bool = False
+) -> ImportReport:
+    """Import every line of an environments.csv file opened in binary mode."""
+    return import_lines(read_lines(stream), source, check=check, atomic=atomic)
 
-    from clusters.models import Cluster, Operation, OperationLog, OperationStatus
-    from clusters.validators import one_line
 
+def import_lines(
+    lines: Iterable[str | RowError], source: str, *, check: bool = False, atomic: bool = False
+) -> ImportReport:
+    """Create or update a cluster per valid line; report the others.
+
+    With check nothing is written; with atomic nothing is unless every line is good.
+    """
+    using = router.db_for_write(Cluster)
     report = ImportReport()
-    for item in parse(lines):
-        if isinstance(item, tuple):
-            report.rejected.append(item)
-            continue
-        using = router.db_for_write(Cluster)
-        cluster = Cluster.objects.using(using).filter(name=item.fields["name"]).first()
-        is_new = cluster is None
-        cluster = cluster or Cluster(name=item.fields["name"])
-        changed = [name for name, value in item.fields.items() if getattr(cluster, name) != value]
-        if not is_new and not changed:
-            report.unchanged.append(cluster.name)
-            continue
-        for name, value in item.fields.items():
-            setattr(cluster, name, value)
-        try:
-            cluster.full_clean()
-        except ValidationError as exc:
-            report.rejected.append((item.line, one_line(exc)))
-            continue
+    whole: AbstractContextManager[Any] = (
+        transaction.atomic(using=using) if check or atomic else nullcontext()
+    )
+    with whole:
+        for item in parse(lines):
+            if isinstance(item, tuple):
+                report.rejected.append(item)
+                continue
+            try:
+                verdict = _import_row(item, source, using)
+            except (ValidationError, IntegrityError, DataError) as exc:
+                report.rejected.append((item.line, _reason(exc)))
+                continue
+            getattr(report, verdict).append(item.fields["name"])
+        if check or (atomic and report.rejected):
+            # Every line was tried for its verdict; none of it stays.
+            transaction.set_rollback(True, using=using)
+            report.written = False
+    return report
+
+
+def _import_row(row: Row, source: str, using: str) -> str:
+    """Save one line's cluster in a savepoint; return created, updated or unchanged."""
+    cluster = Cluster(name=row.fields["name"])
+    try:
+        # A savepoint per line: a line the database refuses leaves the others alone.
         with transaction.atomic(using=using):
+            found = Cluster.objects.using(using).filter(name=cluster.name).first()
+            is_new = found is None
+            cluster = found or cluster
+            changed = [
+                name for name, value in row.fields.items() if getattr(cluster, name) != value
+            ]
+            if not is_new and not changed:
+                return "unchanged"
+            for name, value in row.fields.items():
+                setattr(cluster, name, value)
+            cluster.full_clean()
             cluster.save(using=using)
             OperationLog.objects.using(using).create(
                 cluster_name=cluster.name,
                 operation=Operation.IMPORT,
                 status=OperationStatus.SUCCESS,
-                log_output=f"{'Imported' if is_new else 'Updated'} from {source} line {item.line}"
+                log_output=f"{'Imported' if is_new else 'Updated'} from {source} line {row.line}"
                 + ("" if is_new else f" ({', '.join(changed)})"),
             )
-        (report.created if is_new else report.updated).append(cluster.name)
-    return report
+    except IntegrityError:
+        # Another writer took the name or a port after the checks passed; once
+        # it has committed, the checks say which.
+        with transaction.atomic(using=using):
+            cluster.full_clean()
+        raise
+    return "created" if is_new else "updated"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return one_line(exc)
+    if isinstance(exc, IntegrityError):
+        return RACE_MESSAGE
+    return "the database cannot store one of its values"

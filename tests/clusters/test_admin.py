@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.test import Client
 
-from clusters.models import Cluster, DesiredState
+from clusters.models import Cluster, DesiredState, OperationLog
 from tests.conftest import BOTH
 from tests.factories import make_cluster, make_operation, make_superuser
 
@@ -76,10 +77,104 @@ def test_bulk_delete_is_not_offered(alias: str, admin_client: Client) -> None:
     assert choices == ["", ACTION]
 
 
-def test_devops_has_no_delete_page(alias: str, admin_client: Client) -> None:
+def messages_of(response: Any) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_the_delete_page_asks_to_mark_for_deletion(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev")
+    response = admin_client.get(f"/admin/clusters/cluster/{dev.pk}/delete/")
+    assert (response.status_code, response.context["title"]) == (200, "Mark dev for deletion")
+    assert messages_of(response) == [
+        "Confirming marks dev for deletion: the reconciler deletes the k3d cluster, then this "
+        "row. Its operation history is kept."
+    ]
+
+
+def test_showing_the_delete_page_changes_nothing(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev")
+    admin_client.get(f"/admin/clusters/cluster/{dev.pk}/delete/")
+    assert list(Cluster.objects.values_list("name", "desired_state")) == [
+        ("dev", DesiredState.PRESENT)
+    ]
+    assert OperationLog.objects.count() == 0
+
+
+def test_confirming_the_delete_page_marks_the_cluster(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev")
+    response = admin_client.post(f"/admin/clusters/cluster/{dev.pk}/delete/", {"post": "yes"})
+    assert (response.status_code, response["Location"]) == (302, "/admin/clusters/cluster/")
+    assert list(Cluster.objects.values_list("name", "desired_state")) == [
+        ("dev", DesiredState.ABSENT)
+    ]
+
+
+def test_confirming_the_delete_page_queues_the_deletion(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev")
+    admin_client.post(f"/admin/clusters/cluster/{dev.pk}/delete/", {"post": "yes"})
+    assert list(OperationLog.objects.values_list("cluster_name", "operation", "status")) == [
+        ("dev", "delete", "pending")
+    ]
+
+
+def test_confirming_the_delete_page_says_what_happens(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev")
+    response = admin_client.post(
+        f"/admin/clusters/cluster/{dev.pk}/delete/", {"post": "yes"}, follow=True
+    )
+    assert messages_of(response) == ["Marked dev for deletion; the reconciler deletes it."]
+
+
+def test_confirming_the_delete_page_is_kept_in_the_history(
+    alias: str, admin_client: Client
+) -> None:
+    dev = make_cluster(name="dev")
+    admin_client.post(f"/admin/clusters/cluster/{dev.pk}/delete/", {"post": "yes"})
+    entry = LogEntry.objects.get()
+    assert (entry.object_repr, entry.is_change(), entry.get_change_message()) == (
+        "dev",
+        True,
+        "Marked for deletion.",
+    )
+
+
+def test_a_cluster_marked_already_is_not_queued_twice(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev", desired_state=DesiredState.ABSENT)
+    response = admin_client.post(
+        f"/admin/clusters/cluster/{dev.pk}/delete/", {"post": "yes"}, follow=True
+    )
+    assert response.redirect_chain == [(f"/admin/clusters/cluster/{dev.pk}/change/", 302)]
+    assert messages_of(response) == [
+        "dev is already marked for deletion; the reconciler deletes it."
+    ]
+    assert OperationLog.objects.count() == 0
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_the_devops_delete_page_refuses_with_a_message(
+    alias: str, admin_client: Client, method: str
+) -> None:
     devops = make_cluster(name="devops")
-    response = admin_client.get(f"/admin/clusters/cluster/{devops.pk}/delete/")
-    assert response.status_code == 403
+    response = getattr(admin_client, method)(
+        f"/admin/clusters/cluster/{devops.pk}/delete/", {"post": "yes"}, follow=True
+    )
+    assert response.redirect_chain == [(f"/admin/clusters/cluster/{devops.pk}/change/", 302)]
+    assert messages_of(response) == ["The devops cluster cannot be deleted."]
+
+
+def test_the_devops_delete_page_changes_nothing(alias: str, admin_client: Client) -> None:
+    devops = make_cluster(name="devops")
+    admin_client.post(f"/admin/clusters/cluster/{devops.pk}/delete/", {"post": "yes"})
+    assert list(Cluster.objects.values_list("name", "desired_state")) == [
+        ("devops", DesiredState.PRESENT)
+    ]
+    assert OperationLog.objects.count() == 0
+
+
+def test_devops_change_page_offers_no_delete_link(alias: str, admin_client: Client) -> None:
+    devops = make_cluster(name="devops")
+    response = admin_client.get(f"/admin/clusters/cluster/{devops.pk}/change/")
+    assert response.context["has_delete_permission"] is False
 
 
 def test_the_operation_changelist_filters_by_status(alias: str, admin_client: Client) -> None:
@@ -99,3 +194,35 @@ def test_operation_output_is_read_only(alias: str, admin_client: Client) -> None
 
 def test_operations_cannot_be_added_by_hand(alias: str, admin_client: Client) -> None:
     assert admin_client.get("/admin/clusters/operationlog/add/").status_code == 403
+
+
+def test_operations_cannot_be_changed(alias: str, admin_client: Client) -> None:
+    operation = make_operation(make_cluster(name="dev"), status="failed")
+    response = admin_client.post(
+        f"/admin/clusters/operationlog/{operation.pk}/change/",
+        {"cluster_name": "dev", "operation": "create", "status": "success"},
+    )
+    assert response.status_code == 403
+    assert list(OperationLog.objects.values_list("status", flat=True)) == ["failed"]
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_operations_cannot_be_deleted(alias: str, admin_client: Client, method: str) -> None:
+    operation = make_operation(make_cluster(name="dev"))
+    response = getattr(admin_client, method)(
+        f"/admin/clusters/operationlog/{operation.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 403
+    assert OperationLog.objects.count() == 1
+
+
+def test_operations_offer_no_bulk_delete(alias: str, admin_client: Client) -> None:
+    make_operation(make_cluster(name="dev"))
+    response = admin_client.get("/admin/clusters/operationlog/")
+    assert response.context["action_form"] is None
+
+
+def test_an_operation_can_be_viewed(alias: str, admin_client: Client) -> None:
+    operation = make_operation(make_cluster(name="dev"), log_output="created")
+    response = admin_client.get(f"/admin/clusters/operationlog/{operation.pk}/change/")
+    assert (response.status_code, response.context["title"]) == (200, "View operation log")

@@ -8,20 +8,33 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clusters.environments import import_lines
+from clusters.environments import MAX_FIELD_LENGTH, MAX_LINE_LENGTH, import_file
 
 
 class Command(BaseCommand):
-    help = "Import clusters from an environments.csv file (default config/environments.csv)."
+    help = (
+        "Import clusters from an environments.csv file (default config/environments.csv). "
+        "Every line is imported or rejected with its number and reason; lines longer than "
+        f"{MAX_LINE_LENGTH} bytes and values longer than {MAX_FIELD_LENGTH} characters are "
+        "rejected. Exits with status 1 when any line was rejected."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", nargs="?", type=Path, help="CSV file to read.")
+        parser.add_argument(
+            "--check", action="store_true", help="Report every line's verdict; write nothing."
+        )
+        parser.add_argument(
+            "--atomic", action="store_true", help="Import nothing unless every line is good."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["path"] or settings.BASE_DIR / "config" / "environments.csv"
         try:
-            with path.open(encoding="utf-8") as handle:
-                report = import_lines(handle, source=str(path))
+            with path.open("rb") as handle:
+                report = import_file(
+                    handle, source=str(path), check=options["check"], atomic=options["atomic"]
+                )
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
         except UnicodeDecodeError:
@@ -32,5 +45,11 @@ class Command(BaseCommand):
             f"{len(report.created)} created, {len(report.updated)} updated, "
             f"{len(report.unchanged)} unchanged, {len(report.rejected)} rejected."
         )
+        if options["check"]:
+            self.stdout.write("Nothing written: --check only reports.")
+        elif not report.written:
+            self.stdout.write(
+                "Nothing written: --atomic imports a file only when every line is good."
+            )
         if report.rejected:
             raise CommandError(f"{len(report.rejected)} line(s) of {path} were rejected.")

@@ -271,9 +271,9 @@ def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
     try:
         # Name and uid cannot change here, so their uniqueness needs no query.
         found.full_clean(exclude=["name", "uid"])
+        lifecycle.request_update(found)
     except ValidationError as exc:
         raise Unprocessable(validation_errors(exc)) from None
-    found.save()
     return JsonResponse(cluster_to_dict(found))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -25,17 +27,53 @@ def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     # Subnet overlaps and a missing provider binary, beside the field they concern.
     preflight.check_request(cluster)
     using = router.db_for_write(Cluster)
-    try:
-        # A savepoint, so a request that loses the race below can still answer.
-        with transaction.atomic(using=using):
-            cluster.save(using=using)
-            task = OperationLog.objects.using(using).create(
-                cluster_name=cluster.name, operation=Operation.CREATE
-            )
-    except IntegrityError:
-        # Another request took the name between the check and the insert.
-        raise ValidationError({"name": [cluster.unique_error_message(Cluster, ["name"])]}) from None
+    with _refusals_as_validation(cluster, using):
+        cluster.save(using=using)
+        task = OperationLog.objects.using(using).create(
+            cluster_name=cluster.name, operation=Operation.CREATE
+        )
     return cluster, task
+
+
+def request_update(cluster: Cluster) -> None:
+    """Save a validated cluster's changed settings, refusing a host port taken meanwhile."""
+    using = router.db_for_write(Cluster, instance=cluster)
+    with _refusals_as_validation(cluster, using):
+        cluster.save(using=using)
+
+
+@contextmanager
+def _refusals_as_validation(cluster: Cluster, using: str) -> Iterator[None]:
+    """Save in a savepoint; raise the database refusing it as model validation would.
+
+    Validation ran first, but another request may have taken the name or a
+    host port since; the unique name and the port claims (see PortClaim)
+    refuse the second writer. The savepoint keeps the caller's transaction
+    usable, so it can still answer.
+    """
+    try:
+        with transaction.atomic(using=using):
+            yield
+    except IntegrityError:
+        error = _clash(cluster, using)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _clash(cluster: Cluster, using: str) -> ValidationError | None:
+    """Return why another cluster keeps cluster from being saved, naming it; None if none does.
+
+    The row that got there first is committed by the time the database
+    refuses the second writer, so a lookup finds it.
+    """
+    others = Cluster.objects.using(using).exclude(pk=cluster.pk)
+    if others.filter(name=cluster.name).exists():
+        return ValidationError({"name": [cluster.unique_error_message(Cluster, ["name"])]})
+    conflicts = cluster._host_port_conflicts(using)
+    if conflicts:
+        return ValidationError({field: [message] for field, message in conflicts.items()})
+    return None
 
 
 def request_delete(cluster: Cluster) -> OperationLog:

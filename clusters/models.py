@@ -83,6 +83,11 @@ class Cluster(SyncedModel):
 
     objects: ClassVar[Any] = ClusterQuerySet.as_manager()
 
+    # A port may appear once across these columns of every row. The sync
+    # layer's replay reads this to turn a replayed change that would take a
+    # port another cluster holds into a conflict instead of a failed batch.
+    exclusive_fields: ClassVar[tuple[str, ...]] = HOST_PORT_FIELDS
+
     class Meta:
         ordering = ["name"]
 
@@ -117,7 +122,7 @@ class Cluster(SyncedModel):
         if errors:
             raise ValidationError(errors)
 
-    def _host_port_conflicts(self) -> dict[str, str]:
+    def _host_port_conflicts(self, using: str | None = None) -> dict[str, str]:
         ports = {field: getattr(self, field) for field in HOST_PORT_FIELDS}
         conflicts: dict[str, str] = {}
         seen: dict[int, str] = {}
@@ -129,7 +134,7 @@ class Cluster(SyncedModel):
             seen.setdefault(port, field)
         if not seen:
             return conflicts
-        using = self._state.db or router.db_for_read(Cluster, instance=self)
+        using = using or self._state.db or router.db_for_read(Cluster, instance=self)
         match = Q()
         for field in HOST_PORT_FIELDS:
             match |= Q(**{f"{field}__in": list(seen)})
@@ -158,6 +163,26 @@ class Cluster(SyncedModel):
             if mine.overlaps(ipaddress.ip_network(other.subnet, strict=False)):
                 return other
         return None
+
+
+class PortClaim(models.Model):
+    """A host port one cluster holds; the unique port is the guarantee under races.
+
+    Kept in step by triggers on the cluster table (migration 0003) in both
+    databases, so every writer is covered: concurrent requests, raw SQL and
+    replayed changes alike. Each database derives its own claims from its own
+    clusters, so the table is not synced.
+    """
+
+    port = models.PositiveIntegerField(unique=True)
+    cluster_uid = models.UUIDField(db_index=True)
+    field = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["port"]
+
+    def __str__(self) -> str:
+        return f"{self.port} ({self.field} of {self.cluster_uid})"
 
 
 def free_host_ports() -> dict[str, int]:

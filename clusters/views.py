@@ -94,9 +94,14 @@ def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
     cluster = get_object_or_404(Cluster, name=name)
     form = ClusterEditForm(request.POST or None, instance=cluster)
     if request.method == "POST" and form.is_valid():
-        form.save()
-        messages.success(request, f"Cluster {cluster.name} saved.")
-        return redirect("clusters:detail", name=cluster.name)
+        try:
+            lifecycle.request_update(form.instance)
+        except ValidationError as exc:
+            # Another cluster took one of the ports since the form was checked.
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Cluster {cluster.name} saved.")
+            return redirect("clusters:detail", name=cluster.name)
     return render(request, "clusters/cluster_form.html", {"form": form, "cluster": cluster})
 
 

@@ -174,3 +174,7 @@ def test_free_host_ports_start_at_the_defaults_on_an_empty_inventory(alias: str)
 def test_free_host_ports_skip_ports_any_cluster_uses_in_any_role(alias: str) -> None:
     make_cluster(name="dev", http_port=18443, https_port=18080, pf_port=18081)
     assert free_host_ports() == {"http_port": 18082, "https_port": 18444, "pf_port": 19000}
+
+
+def test_host_ports_are_exclusive_across_every_cluster_for_the_sync_layer() -> None:
+    assert Cluster.exclusive_fields == ("http_port", "https_port", "pf_port")

@@ -99,7 +99,7 @@ def test_the_list_filters_by_actual_state(alias: str, admin_client: Client) -> N
 
 def test_the_list_is_paginated_by_50(alias: str, admin_client: Client) -> None:
     Cluster.objects.bulk_create(
-        [Cluster(name=f"c{index:03d}", http_port=20000 + index) for index in range(51)]
+        [Cluster(**cluster_fields(name=f"c{index:03d}")) for index in range(51)]
     )
     first, second = admin_client.get("/"), admin_client.get("/?page=2")
     assert (len(rows(first)), rows(second)) == (50, ["c050"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from types import ModuleType
 
 import pytest
 from django.conf import settings
+
+from bench.workload import Call, check
 
 ROOT = Path(settings.BASE_DIR)
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -26,7 +29,19 @@ FAULTS = [
     "haproxy disable",
     "haproxy kill",
     "Kindler restart in replay",
+    "PostgreSQL read-only",
+    "row locked 5 s",
+    "table locked 4 s",
+    "connection slots exhausted",
+    "unmigrated PostgreSQL",
+    "SQLite locked in an outage",
+    "SQLite full in an outage",
+    "SQLite read-only in an outage",
+    "PostgreSQL flapping 15 s",
+    "Kindler restarted 5 times",
 ]
+# Faults that need root (a tmpfs mount, chattr +i); skipped with a reason otherwise.
+ROOT_ONLY = {"SQLite full in an outage", "SQLite read-only in an outage"}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +87,48 @@ def test_haproxy_accepts_the_chaos_config(chaos: ModuleType, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
 
 
+def write(kind: str, at: float, status: str, value: int | None = None, detail: str = "") -> Call:
+    return Call(kind, at, 0.1, status, "chaos-1", value, detail or None)
+
+
+def test_check_finds_an_acknowledged_create_missing() -> None:
+    problems = check([write("create", 1, "202", 2000)], {})
+    assert [p.what for p in problems] == ["acknowledged create missing"]
+
+
+def test_check_expects_the_last_acknowledged_patch() -> None:
+    calls = [
+        write("create", 1, "202", 2000),
+        write("patch", 2, "200", 3000),
+        write("patch", 3, "200", 3001),
+    ]
+    problems = check(calls, {"chaos-1": ("present", 3000)})
+    assert [p.what for p in problems] == ["http_port 3000, expected 3001"]
+
+
+def test_check_allows_a_patch_whose_outcome_is_unknown() -> None:
+    calls = [
+        write("create", 1, "202", 2000),
+        write("patch", 2, "200", 3000),
+        write("patch", 3, "503", 3001, "PostgreSQL went away; it may not have been saved."),
+    ]
+    assert check(calls, {"chaos-1": ("present", 3001)}) == []
+
+
+def test_check_finds_a_write_saved_after_nothing_was_saved() -> None:
+    calls = [write("create", 1, "503", 2000, "The disk is full, so nothing was saved.")]
+    problems = check(calls, {"chaos-1": ("present", 2000)})
+    assert [p.what for p in problems] == [
+        "create answered 503 The disk is full, so nothing was saved., yet saved"
+    ]
+
+
+def test_check_expects_an_acknowledged_delete() -> None:
+    calls = [write("create", 1, "202", 2000), write("delete", 2, "202")]
+    problems = check(calls, {"chaos-1": ("present", 2000)})
+    assert [p.what for p in problems] == ["acknowledged delete, still present"]
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     if HAPROXY is None:
@@ -99,14 +156,71 @@ def test_short_chaos_run_goes_through_every_fault(short_run: dict[str, object]) 
     assert [row["fault"] for row in faults] == FAULTS
 
 
+def by_fault(short_run: dict[str, object], key: str) -> dict[str, object]:
+    faults = short_run["faults"]
+    assert isinstance(faults, list)
+    return {row["fault"]: row[key] for row in faults if not row["skipped"]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_skips_only_what_needs_root(short_run: dict[str, object]) -> None:
+    faults = short_run["faults"]
+    assert isinstance(faults, list)
+    skipped = {row["fault"] for row in faults if row["skipped"]}
+    assert skipped == (set() if os.geteuid() == 0 else ROOT_ONLY)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_injects_every_fault(short_run: dict[str, object]) -> None:
+    assert {fault: error for fault, error in by_fault(short_run, "error").items() if error} == {}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_short_chaos_run_loses_no_acknowledged_write(short_run: dict[str, object]) -> None:
-    faults = short_run["faults"]
-    assert isinstance(faults, list)
-    assert {row["fault"]: row["acked_writes"] - row["acked_in_postgres"] for row in faults} == {
-        fault: 0 for fault in FAULTS
-    }
+    missing = by_fault(short_run, "missing_or_wrong")
+    assert missing == dict.fromkeys(missing, 0)
+    assert short_run["missing_or_wrong_outside_faults"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_answers_no_500(short_run: dict[str, object]) -> None:
+    errors = by_fault(short_run, "http_500")
+    assert errors == dict.fromkeys(errors, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_makes_no_conflict_with_itself(short_run: dict[str, object]) -> None:
+    conflicts = by_fault(short_run, "self_conflicts")
+    assert conflicts == dict.fromkeys(conflicts, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_says_why_in_every_503(short_run: dict[str, object]) -> None:
+    bare = by_fault(short_run, "http_503_without_detail")
+    assert bare == dict.fromkeys(bare, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_answers_within_the_bound(short_run: dict[str, object]) -> None:
+    slow = by_fault(short_run, "over_budget")
+    assert slow == dict.fromkeys(slow, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_answers_sqlite_locked_with_its_message(
+    short_run: dict[str, object],
+) -> None:
+    details = by_fault(short_run, "details_503")["SQLite locked in an outage"]
+    assert isinstance(details, dict)
+    assert [detail for detail in details if "locked" in detail] != []
 
 
 @pytest.mark.slow

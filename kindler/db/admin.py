@@ -11,10 +11,11 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from kindler.db import POSTGRES
-from kindler.db.conflicts import ResolutionError, resolve, side_by_side
-from kindler.db.errors import describe
-from kindler.db.models import Conflict, Resolution
-from kindler.db.routing import current_alias, postgres_configured
+from kindler.db.failover.errors import describe_error
+from kindler.db.failover.pinning import postgres_configured
+from kindler.db.failover.routers import current_alias
+from kindler.db.models import Conflict, Resolution, RestoredRow
+from kindler.db.sync.conflicts import ResolutionError, resolve, side_by_side
 
 UNREACHABLE = (
     "Conflicts are kept in PostgreSQL, which cannot be reached now; "
@@ -94,7 +95,7 @@ class ConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, str(exc), messages.WARNING)
                 continue
             except DatabaseError as exc:
-                self.message_user(request, f"Not resolved: {describe(exc)}", messages.ERROR)
+                self.message_user(request, f"Not resolved: {describe_error(exc)}", messages.ERROR)
                 break
             done += 1
         self.message_user(request, f"Resolved {done} conflict(s).", messages.SUCCESS)
@@ -102,3 +103,31 @@ class ConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 def _shown(value: Any) -> str:
     return "—" if value is None else str(value)
+
+
+@admin.register(RestoredRow)
+class RestoredRowAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Rows a SQLite file gave back to PostgreSQL (adopted or restored): read only."""
+
+    list_display = ["name", "model", "why", "restored_at", "row_uid", "instance_id"]
+    list_filter = ["why", "model"]
+    search_fields = ["name", "row_uid"]
+    readonly_fields = ["model", "row_uid", "name", "why", "instance_id", "restored_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RestoredRow]:
+        # Kept in PostgreSQL only, like conflicts.
+        queryset = super().get_queryset(request)
+        if not postgres_configured():
+            return queryset
+        if current_alias() != POSTGRES:
+            return queryset.using(POSTGRES).none()
+        return queryset.using(POSTGRES)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,6 +1,6 @@
 """What every synced row carries, and the tables that carry rows across outages.
 
-Journaling is done by SQLite triggers (see kindler/db/journal.py), not here:
+Journaling is done by SQLite triggers (see kindler/db/sync/journal.py), not here:
 a trigger sees every write path at once (Model.save, QuerySet.update, bulk
 and cascading deletes, bulk_create, raw SQL), runs inside the writing
 transaction by construction, and has the row before and after the change
@@ -15,7 +15,7 @@ Both aliases get every table from migrate; the unused copies stay empty.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -41,6 +41,11 @@ class SyncedModel(models.Model):
     version = models.PositiveBigIntegerField(default=0, editable=False)
 
     objects = SyncedQuerySet.as_manager()
+
+    # Columns whose values are held by one row at most, across all of them
+    # (a cluster's host ports): the sync turns a change that would take a
+    # value another row holds into a conflict, never a second holder.
+    exclusive_fields: ClassVar[tuple[str, ...]] = ()
 
     class Meta:
         abstract = True
@@ -164,28 +169,95 @@ class RowChange(models.Model):
     deleted = models.BooleanField(default=False)
     # xid8 in PostgreSQL (see the migration); unused on SQLite.
     xid = models.BigIntegerField(null=True)
+    # From a sequence on every change: only grows, unless the database was
+    # restored from a dump (which carries the sequence's older value).
+    position = models.BigIntegerField(null=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["model", "uid"], name="kindler_db_rowchange_once")
         ]
-        indexes = [models.Index(fields=["xid"], name="kindler_db_rowchange_xid")]
+        indexes = [
+            models.Index(fields=["xid"], name="kindler_db_rowchange_xid"),
+            models.Index(fields=["position"], name="kindler_db_rowchange_position"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model} {self.uid}"
 
 
 class SyncRun(models.Model):
-    """The outcome of the last replay or mirror run of this instance."""
+    """One replay or mirror run of this instance; the last runs of each kind are kept."""
 
-    kind = models.CharField(max_length=8, unique=True)
+    kind = models.CharField(max_length=8, db_index=True)
     finished_at = models.DateTimeField()
     ok = models.BooleanField()
     result = models.TextField()
     duration_ms = models.FloatField()
     last_success_at = models.DateTimeField(null=True)
-    # The mirror's high-water mark: PostgreSQL's snapshot xmin at its last run.
-    mark = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.result}"
+
+
+class DatabaseIdentity(models.Model):
+    """The one row naming a PostgreSQL database, written by migrate.
+
+    A dump carries it along; the database's OID and the server's system
+    identifier (see kindler.db.sync.identity) tell a restored copy apart.
+    """
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "database identities"
+
+    def __str__(self) -> str:
+        return str(self.uuid)
+
+
+class KnownDatabase(models.Model):
+    """The PostgreSQL this SQLite file last mirrored (one row), and how far.
+
+    An identity that differs from this one, or a change log that went back,
+    means PostgreSQL was replaced or restored: local rows are merged into
+    it, never dropped.
+    """
+
+    database_uuid = models.UUIDField(null=True)
+    system_identifier = models.BigIntegerField(null=True)
+    database_oid = models.BigIntegerField(null=True)
+    # The change log's sequence as last mirrored.
+    position = models.BigIntegerField(default=0)
+    # The mirror's high-water mark: PostgreSQL's snapshot xmin at its last run.
+    mark = models.CharField(max_length=32, blank=True, default="")
+    seen_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"{self.database_uuid} at {self.position}"
+
+
+class RestoredWhy(models.TextChoices):
+    ADOPTED = "adopted", "adopted (new database)"
+    RESTORED = "restored", "restored (PostgreSQL lacked it)"
+
+
+class RestoredRow(models.Model):
+    """A local row PostgreSQL lacked (or held older) and got back from a SQLite file."""
+
+    model = models.CharField(max_length=100)
+    row_uid = models.CharField(max_length=36, db_index=True)
+    name = models.CharField(max_length=100, blank=True, default="")
+    why = models.CharField(max_length=8, choices=RestoredWhy.choices)
+    instance_id = models.UUIDField()
+    restored_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-restored_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.why} {self.model} {self.name or self.row_uid}"

@@ -9,8 +9,9 @@ from django.core.management.commands import migrate
 from django.db import DEFAULT_DB_ALIAS
 
 from kindler.db import POSTGRES, SQLITE
-from kindler.db.health import probe_postgres
-from kindler.db.routing import postgres_configured
+from kindler.db.failover.monitor import probe_postgres
+from kindler.db.failover.pinning import postgres_configured
+from kindler.db.sync.adopt import waiting_for_adoption
 
 
 class Command(migrate.Command):
@@ -34,10 +35,15 @@ class Command(migrate.Command):
         if options["database"] not in (None, DEFAULT_DB_ALIAS):
             super().handle(*args, **options)
             return
-        for alias in self.aliases():
+        aliases = self.aliases()
+        for alias in aliases:
             if options["verbosity"] >= 1:
                 self.stdout.write(self.style.MIGRATE_HEADING(f"Database {alias}:"))
             super().handle(*args, **{**options, "database": alias})
+        if POSTGRES in aliases and options["verbosity"] >= 1:
+            waiting = waiting_for_adoption()
+            if waiting is not None:
+                self.stdout.write(self.style.WARNING(waiting.describe()))
 
     def aliases(self) -> list[str]:
         """Return the aliases to migrate, warning about an unreachable PostgreSQL."""

@@ -8,14 +8,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from kindler.db.conflicts import ResolutionError, resolve
-from kindler.db.errors import describe
-from kindler.db.health import probe_postgres
-from kindler.db.replay import ReplayError
-from kindler.db.routing import postgres_configured
-from kindler.db.sync import SyncReport, run
+from kindler.db.failover.errors import describe_error
+from kindler.db.failover.monitor import probe_postgres
+from kindler.db.failover.pinning import postgres_configured
+from kindler.db.sync.conflicts import ResolutionError, resolve
+from kindler.db.sync.replay import ReplayError
+from kindler.db.sync.runner import SyncReport, run
 
 CONFLICTS_REMAIN = 2
+LISTED = 50
 PROGRESS_FROM = 1000
 BAR = 30
 
@@ -29,6 +30,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--push", action="store_true", help="Replay the journal only.")
         parser.add_argument("--pull", action="store_true", help="Mirror PostgreSQL only.")
+        parser.add_argument(
+            "--all",
+            action="store_true",
+            help="With --push: carry every local row PostgreSQL lacks or holds older, "
+            "not just the journal (adopt a new database by hand).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Report, change nothing.")
         parser.add_argument("--json", action="store_true", help="Print JSON.")
         parser.add_argument("--resolve", metavar="UID", help="Resolve the conflict UID.")
@@ -47,16 +54,19 @@ class Command(BaseCommand):
             return
         if options["keep"]:
             raise CommandError("--keep needs --resolve UID.")
+        if options["all"] and not options["push"]:
+            raise CommandError("--all goes with --push.")
         both = not options["push"] and not options["pull"]
         try:
             report = run(
                 push=both or options["push"],
                 pull=both or options["pull"],
+                push_every_row=options["all"],
                 dry_run=options["dry_run"],
                 progress=None if options["json"] else self.progress,
             )
         except (ReplayError, DatabaseError) as exc:
-            raise CommandError(f"Sync stopped, the journal is kept: {describe(exc)}") from exc
+            raise CommandError(f"Sync stopped, the journal is kept: {describe_error(exc)}") from exc
         self.print_report(report, options)
         if report.open_conflicts:
             raise CommandError(
@@ -71,7 +81,7 @@ class Command(BaseCommand):
         except ResolutionError as exc:
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
-            raise CommandError(f"Not resolved: {describe(exc)}") from exc
+            raise CommandError(f"Not resolved: {describe_error(exc)}") from exc
         if options["json"]:
             self.stdout.write(json.dumps({"uid": str(conflict.uid), "kept": options["keep"]}))
             return
@@ -106,9 +116,26 @@ class Command(BaseCommand):
                 f"{prefix}Pulled {m.pulled}, deleted {m.deleted}, skipped {m.skipped} "
                 f"({kind}); accounts changed {m.accounts}."
             )
+        if report.pushed_all is not None:
+            carried = report.pushed_all.carried
+            self.stdout.write(
+                f"{prefix}Carried {len(carried.restored)} local row(s) into PostgreSQL, "
+                f"conflicts {carried.conflicts}; accounts added {report.pushed_all.accounts}."
+            )
+        restored = report.restored
+        if restored:
+            self.stdout.write(f"{prefix}Rows written back into PostgreSQL ({len(restored)}):")
+            for label, uid, name, why in restored[:LISTED]:
+                self.stdout.write(f"  {why} {label} {name or '-'} {uid}")
+            if len(restored) > LISTED:
+                self.stdout.write(f"  ... and {len(restored) - LISTED} more (see the admin).")
         self.stdout.write(
             f"Pending changes: {report.pending}. Open conflicts: {report.open_conflicts}."
         )
+        for conflict in report.conflicts:
+            self.stdout.write(
+                f"  {conflict.uid} {conflict.kind} {conflict.name or conflict.row_uid}"
+            )
         if report.open_conflicts:
             self.stdout.write(
                 "Resolve them in the admin or with "

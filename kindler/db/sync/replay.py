@@ -8,10 +8,22 @@ entries removed from SQLite. A replay killed between the two finds its
 entries already recorded and skips them: nothing is applied twice. A
 second process of the same instance waits its turn on a per-instance lock.
 
-An update or delete applies only if PostgreSQL's row still has the version
-the change was made on. Otherwise the change becomes a Conflict and the row
-is left alone; later entries continuing the same conflicted local history
-are folded into that conflict rather than applied over the other side.
+An update or delete applies as is if PostgreSQL's row still has the version
+the change was made on. Otherwise an update is merged field by field against
+the journaled row it was made on (entry.before): the fields changed here are
+applied onto PostgreSQL's row, those changed there stay, and the version
+moves past PostgreSQL's. Only a field changed on both sides to different
+values makes a Conflict (update/update). `uid`, `version` and automatic
+timestamps (auto_now, auto_now_add) never conflict: the merged row keeps the
+later timestamp. A delete against a changed row, and an update against a
+deleted one, are conflicts as well; the row is then left alone, and later
+entries continuing the same conflicted local history are folded into that
+conflict rather than applied over the other side.
+
+A replayed insert or update that would take a unique name, or a value of
+the model's exclusive_fields (a cluster's host ports), that another row in
+PostgreSQL holds becomes a conflict too (insert/insert, update/update):
+never a second holder, never a failed batch.
 """
 
 from __future__ import annotations
@@ -26,10 +38,17 @@ from typing import Any
 from django.db import connections, transaction
 from psycopg2.extras import execute_values
 
-from kindler.db import POSTGRES, SQLITE, runs
-from kindler.db.journal import instance_id
+from kindler.db import POSTGRES, SQLITE
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
-from kindler.db.tables import Table, decode_for_replay, decode_sqlite_json, table_for
+from kindler.db.sync import runs
+from kindler.db.sync.journal import instance_id
+from kindler.db.sync.tables import (
+    Table,
+    decode_for_replay,
+    decode_sqlite_json,
+    table_for,
+    to_python,
+)
 
 LOCK_NAMESPACE = 0x4B44  # "KD": Kindler database
 GLOBAL_LOCK = 0
@@ -49,6 +68,7 @@ class ReplayReport:
     pushed: int = 0
     skipped: int = 0
     conflicts: int = 0
+    merged: int = 0
     dry_run: bool = False
     refresh: dict[str, set[uuid.UUID]] = field(default_factory=dict, repr=False)
 
@@ -58,6 +78,7 @@ class ReplayReport:
             "pushed": self.pushed,
             "skipped": self.skipped,
             "conflicts": self.conflicts,
+            "merged": self.merged,
             "dry_run": self.dry_run,
         }
 
@@ -102,7 +123,7 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
         if dry_run:
             transaction.set_rollback(True, using=POSTGRES)
     if report.refresh and not dry_run:
-        from kindler.db.mirror import refresh
+        from kindler.db.sync.mirror import refresh
 
         refresh(report.refresh)
     return report
@@ -154,18 +175,23 @@ class RemoteState:
         uids = sorted({uuid.UUID(e.uid) for e in entries})
         for uid in uids:
             self.rows[(label, uid)] = None
-        self._fetch(table, "uid", uids)
-        inserted = [decode_for_replay(label, e.data) for e in entries if e.op == Op.INSERT]
+        self._fetch(table, ["uid"], uids)
+        written = [decode_for_replay(label, e.data) for e in entries if e.op != Op.DELETE]
         for name in table.unique_names:
-            values = sorted({row[name] for row in inserted if row and row[name] is not None})
+            values = sorted({row[name] for row in written if row and row[name] is not None})
             if values:
-                self._fetch(table, name, values)
+                self._fetch(table, [name], values)
+        columns = table.exclusive
+        values = sorted({row[c] for row in written if row for c in columns if row[c] is not None})
+        if values:
+            self._fetch(table, columns, values)
 
-    def _fetch(self, table: Table, column: str, values: list[Any]) -> None:
+    def _fetch(self, table: Table, columns: list[str], values: list[Any]) -> None:
         # FOR UPDATE: the rows cannot change under the decisions made here.
+        match = " OR ".join(f'"{column}" = ANY(%s)' for column in columns)
         self.cursor.execute(
-            f'SELECT {table.quoted()} FROM {table.name} WHERE "{column}" = ANY(%s) FOR UPDATE',
-            [values],
+            f"SELECT {table.quoted()} FROM {table.name} WHERE {match} FOR UPDATE",
+            [values] * len(columns),
         )
         label = table.model._meta.label_lower
         for values_row in self.cursor.fetchall():
@@ -187,10 +213,10 @@ class RemoteState:
         return self.rows.get((label, uid))
 
     def clash(self, table: Table, local: dict[str, Any]) -> dict[str, Any] | None:
-        """Return another row holding one of local's unique values (its name)."""
+        """Return another row holding one of local's unique or exclusive values."""
         label = table.model._meta.label_lower
-        for name in table.unique_names:
-            other = self.unique.get((label, name, local[name]))
+        for key in _held_keys(table, local):
+            other = self.unique.get((label, *key))
             if other is not None and other != local["uid"]:
                 return self.rows.get((label, other))
         return None
@@ -203,8 +229,8 @@ class RemoteState:
         if old is not None:
             self.forget_unique(table, old)
         self.rows[(label, row["uid"])] = row
-        for name in table.unique_names:
-            self.unique[(label, name, row[name])] = row["uid"]
+        for key in _held_keys(table, row):
+            self.unique[(label, *key)] = row["uid"]
 
     def remove(self, table: Table, uid: uuid.UUID, dirty: bool = False) -> None:
         label = table.model._meta.label_lower
@@ -217,8 +243,20 @@ class RemoteState:
 
     def forget_unique(self, table: Table, row: dict[str, Any]) -> None:
         label = table.model._meta.label_lower
-        for name in table.unique_names:
-            self.unique.pop((label, name, row[name]), None)
+        for key in _held_keys(table, row):
+            if self.unique.get((label, *key)) == row["uid"]:
+                del self.unique[(label, *key)]
+
+
+def _held_keys(table: Table, row: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Return the values row holds alone: its unique names, and its exclusive values.
+
+    Exclusive values share one key space (""): a port held as one column
+    clashes with the same port in another.
+    """
+    keys = [(name, row[name]) for name in table.unique_names if row[name] is not None]
+    keys += [("", row[column]) for column in table.exclusive if row[column] is not None]
+    return keys
 
 
 def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: ReplayReport) -> None:
@@ -240,11 +278,12 @@ def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: Repla
         outcomes = [_apply(cursor, state, instance, entry) for entry in todo]
         _write(cursor, state)
         for entry, outcome in zip(todo, outcomes, strict=True):
-            if outcome == "conflict":
+            if outcome in ("conflict", "merged"):
                 _remember_refresh(report, state, entry)
         for outcome in outcomes:
-            if outcome == "applied":
+            if outcome in ("applied", "merged"):
                 report.pushed += 1
+                report.merged += outcome == "merged"
             elif outcome == "conflict":
                 report.conflicts += 1
             else:
@@ -282,16 +321,55 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
         assert local is not None
         if remote is None:
             return _conflict(state, instance, entry, ConflictKind.UPDATE_DELETE, None)
+        outcome = "applied"
         if remote["version"] != entry.base_version:
+            merged = merge_fields(table, entry, remote)
+            if merged is None:
+                return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, remote)
+            local, outcome = merged, "merged"
+        if state.clash(table, local) is not None:
             return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, remote)
         state.put(table, local, dirty=True)
-        return "applied"
+        return outcome
     if remote is None:
         return "skipped"
     if remote["version"] != entry.base_version:
         return _conflict(state, instance, entry, ConflictKind.DELETE_UPDATE, remote)
     state.remove(table, uid, dirty=True)
     return "applied"
+
+
+def merge_fields(
+    table: Table, entry: JournalEntry, remote: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Return PostgreSQL's row with the fields this entry changed, or None if both changed one.
+
+    A field counts as changed on a side when it differs from the journaled
+    row the change was made on; both sides setting the same value is no
+    conflict.
+    """
+    base = decode_sqlite_json(entry.model, entry.before)
+    mine = decode_sqlite_json(entry.model, entry.data)
+    raw = decode_for_replay(entry.model, entry.data)
+    if base is None or mine is None or raw is None:
+        return None
+    merged = dict(remote)
+    for f in table.fields:
+        name = f.attname
+        if name in ("uid", "version"):
+            continue
+        theirs = to_python(f, remote.get(name))
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            stamps = [value for value in (mine[name], theirs) if value is not None]
+            merged[name] = max(stamps) if stamps else None
+            continue
+        if mine[name] == base[name]:
+            continue
+        if theirs != base[name] and theirs != mine[name]:
+            return None
+        merged[name] = raw[name]
+    merged["version"] = int(remote["version"]) + 1
+    return merged
 
 
 def _write(cursor: Any, state: RemoteState) -> None:
@@ -309,7 +387,7 @@ def _write(cursor: Any, state: RemoteState) -> None:
         fresh = [row for uid, row in final if row and (label, uid) not in state.original]
         if gone:
             cursor.execute(f"DELETE FROM {table.name} WHERE uid = ANY(%s)", [gone])
-        casts = ", ".join(f"%s::{f.db_type(connection)}" for f in table.fields)
+        casts = table.casts(connection)
         if changed:
             assignments = ", ".join(f'"{c}" = v."{c}"' for c in table.columns)
             execute_values(
@@ -317,7 +395,7 @@ def _write(cursor: Any, state: RemoteState) -> None:
                 f"UPDATE {table.name} AS t SET {assignments} FROM (VALUES %s) "
                 f"AS v({table.quoted()}) WHERE t.uid = v.uid",
                 [[row[a] for a in table.attnames] for row in changed],
-                template=f"({casts})",
+                template=casts,
                 page_size=BATCH,
             )
         if fresh:
@@ -325,7 +403,7 @@ def _write(cursor: Any, state: RemoteState) -> None:
                 raw,
                 f"INSERT INTO {table.name} ({table.quoted()}) VALUES %s",
                 [[row[a] for a in table.attnames] for row in fresh],
-                template=f"({casts})",
+                template=casts,
                 page_size=BATCH,
             )
 

@@ -1,11 +1,20 @@
 """Keep the SQLite file a warm copy of PostgreSQL, so a failover shows current data.
 
-Synced rows are matched by uid and copied when their version differs;
-rows deleted in PostgreSQL are deleted here too. A row with unreplayed
-journal entries is never touched: the local change is newer news than
-anything PostgreSQL has. After the first run, only rows PostgreSQL changed
-since the last run are read (RowChange, by transaction id), so an
-unchanged database costs a handful of indexed queries.
+Synced rows are matched by uid and copied when PostgreSQL's version is
+newer. A row with unreplayed journal entries is never touched: the local
+change is newer news than anything PostgreSQL has. After the first run,
+only rows PostgreSQL changed since the last run are read (RowChange, by
+transaction id), so an unchanged database costs a handful of indexed
+queries.
+
+A local row is never deleted just because PostgreSQL lacks it: only a
+delete recorded in PostgreSQL's change log (a tombstone), or a conflict
+that keeps the row, lets it go. A local row PostgreSQL lacks otherwise, or
+holds in an older version, is carried back into it (kindler.db.sync.carry)
+and listed as restored. That is how a new database is adopted and a
+restored one gets back what its dump missed: when the database's identity
+differs from the one this file remembers, or its change log went back
+(kindler.db.sync.identity), the run is full and merges both ways.
 
 Users, groups and their permissions are copied whole, with the same ids,
 so sessions (which hold the user id) stay valid across a switch.
@@ -15,16 +24,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Model
 
-from kindler.db import POSTGRES, SQLITE, runs
-from kindler.db.journal import CHANGE_TABLE, journal_suppressed, journaled_uids, synced_models
-from kindler.db.tables import Table, table_for
+from kindler.db import POSTGRES, SQLITE
+from kindler.db.models import RestoredWhy
+from kindler.db.sync import identity, runs
+from kindler.db.sync.accounts import carry_accounts
+from kindler.db.sync.carry import CarryReport, carry, dropped_uids, local_rows
+from kindler.db.sync.journal import CHANGE_TABLE, journal_suppressed, journaled_uids, synced_models
+from kindler.db.sync.tables import Table, table_for
 
 CHUNK = 500
 
@@ -39,31 +52,48 @@ class MirrorReport:
     accounts: int = 0
     full: bool = False
     dry_run: bool = False
+    # Set when PostgreSQL was new or changed identity: "adopted" or "restored".
+    merged: str = ""
+    restored: list[tuple[str, str, str, str]] = field(default_factory=list)
+    conflicts: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["restored"] = [
+            {"model": label, "uid": uid, "name": name, "why": why}
+            for label, uid, name, why in self.restored
+        ]
+        return data
 
     def summary(self) -> str:
-        return (
+        text = (
             f"pulled {self.pulled}, deleted {self.deleted}, skipped {self.skipped}, "
             f"accounts {self.accounts}"
         )
+        if self.restored or self.conflicts:
+            text += f", restored {len(self.restored)}, conflicts {self.conflicts}"
+        return text
 
 
 def mirror(
     *, dry_run: bool = False, full: bool = False, progress: Progress | None = None
 ) -> MirrorReport:
-    """Copy what changed in PostgreSQL into SQLite, and report it."""
+    """Copy what changed in PostgreSQL into SQLite, carry back what it lacks, and report."""
     with runs.recorded(runs.MIRROR, dry_run) as outcome:
-        report, mark = _mirror(dry_run, full, progress)
-        outcome.summary, outcome.mark = report.summary(), str(mark)
+        report = _mirror(dry_run, full, progress)
+        outcome.summary = report.summary()
     return report
 
 
-def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> tuple[MirrorReport, int]:
-    previous = runs.last(runs.MIRROR)
-    mark = int(previous.mark) if previous and previous.mark and not full else None
-    report = MirrorReport(dry_run=dry_run)
+def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> MirrorReport:
+    current = identity.read()
+    why = identity.change(current, identity.known())
+    mark = None if full or why else identity.mark()
+    report = MirrorReport(dry_run=dry_run, merged=why or "")
+    if why:
+        # Before the accounts are mirrored: those PostgreSQL lacks would go.
+        report.accounts += carry_accounts(dry_run=dry_run)
+    back: dict[str, list[str]] = {}
     outermost = not connections[POSTGRES].in_atomic_block
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as pg:
         if outermost:
@@ -84,14 +114,32 @@ def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> tuple[Mirro
                 wanted = None if changes is None else changes.get(table.model._meta.label_lower)
                 if changes is not None and not wanted:
                     continue
-                _mirror_model(pg, table, wanted, report, progress)
-            report.accounts = mirror_accounts(pg)
+                back[table.model._meta.label_lower] = _mirror_model(
+                    pg, table, wanted, report, progress
+                )
+            report.accounts += mirror_accounts(pg)
             if dry_run:
                 transaction.set_rollback(True, using=SQLITE)
-    return report, xmin
+    _carry_back(back, why or RestoredWhy.RESTORED, report)
+    if not dry_run:
+        identity.remember(current, xmin)
+    return report
 
 
-def refresh(uids: dict[str, set[uuid.UUID]]) -> None:
+def _carry_back(back: dict[str, list[str]], why: str, report: MirrorReport) -> None:
+    """Write local rows PostgreSQL lacks (or holds older) back into it, then show its side."""
+    carried = CarryReport(dry_run=report.dry_run)
+    for label, uids in back.items():
+        if uids:
+            table = table_for(label)
+            carried.merge(carry(table, local_rows(table, uids), why, dry_run=report.dry_run))
+    report.restored += carried.restored
+    report.conflicts += carried.conflicts
+    if carried.refresh and not report.dry_run:
+        report.deleted += refresh(carried.refresh).deleted
+
+
+def refresh(uids: dict[str, set[uuid.UUID]]) -> MirrorReport:
     """Copy these rows from PostgreSQL whatever their versions say (after conflicts).
 
     A conflict leaves SQLite with the local side and PostgreSQL with the
@@ -106,7 +154,9 @@ def refresh(uids: dict[str, set[uuid.UUID]]) -> None:
         journal_suppressed(),
     ):
         for label, wanted in uids.items():
+            # Rows still missing here are carried back by the next full run.
             _mirror_model(pg, table_for(label), wanted, report, None, force=True)
+    return report
 
 
 def _changes(pg: Any, mark: int) -> dict[str, set[uuid.UUID]]:
@@ -124,7 +174,8 @@ def _mirror_model(
     report: MirrorReport,
     progress: Progress | None,
     force: bool = False,
-) -> None:
+) -> list[str]:
+    """Copy table's rows from PostgreSQL; return the local uids to carry back into it."""
     lite = connections[SQLITE].cursor()
     if wanted is None:
         pg.execute(f"SELECT {table.quoted()} FROM {table.name}")
@@ -143,12 +194,19 @@ def _mirror_model(
             lite.execute(f"SELECT uid, version FROM {table.name} WHERE uid IN ({marks})", chunk)
             local.update(lite.fetchall())
     held = journaled_uids(table.model)
-    gone = [uid for uid in local if uid not in remote and uid not in held]
-    changed = [
-        uid
-        for uid, row in remote.items()
-        if uid not in held and (force or local.get(uid) != row[1])
-    ]
+    missing = [uid for uid in local if uid not in remote and uid not in held]
+    dropped = {u.hex for u in dropped_uids(pg, table.model._meta.label_lower, missing)}
+    gone = [uid for uid in missing if uid in dropped]
+    back = [uid for uid in missing if uid not in dropped]
+    changed = []
+    for uid, row in remote.items():
+        if uid in held:
+            continue
+        mine = local.get(uid)
+        if force or mine is None or mine < row[1]:
+            changed.append(uid)
+        elif mine > row[1]:
+            back.append(uid)
     report.skipped += sum(1 for uid in remote if uid in held)
     for chunk in _chunks(gone):
         lite.execute(
@@ -156,6 +214,7 @@ def _mirror_model(
         )
     report.deleted += len(gone)
     _write(lite, table, [remote[uid] for uid in changed], local, report, progress)
+    return back
 
 
 def _uid_first(pg: Any, table: Table) -> list[tuple[Any, ...]]:

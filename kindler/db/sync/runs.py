@@ -1,4 +1,4 @@
-"""The last replay and mirror run of this instance, for status pages."""
+"""The replay and mirror runs of this instance, for status pages (the last 100 of each kind)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,36 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from kindler.db import SQLITE
-from kindler.db.errors import describe as describe_error
+from kindler.db.failover.errors import describe_error
 from kindler.db.models import SyncRun
 
 REPLAY = "replay"
 MIRROR = "mirror"
+KEPT = 100
 
 
-def record(
-    kind: str, *, ok: bool, result: str, duration_ms: float, mark: str | None = None
-) -> None:
-    """Store the outcome of a run in SQLite (kept until the next run)."""
+def record(kind: str, *, ok: bool, result: str, duration_ms: float) -> None:
+    """Store the outcome of a run in SQLite; runs of kind beyond the last KEPT go."""
     now = datetime.now(UTC)
-    defaults: dict[str, Any] = {
-        "finished_at": now,
-        "ok": ok,
-        "result": result,
-        "duration_ms": round(duration_ms, 2),
-    }
-    if ok:
-        defaults["last_success_at"] = now
-    if mark is not None:
-        defaults["mark"] = mark
-    SyncRun.objects.using(SQLITE).update_or_create(kind=kind, defaults=defaults)
+    previous = last(kind)
+    runs = SyncRun.objects.using(SQLITE)
+    with transaction.atomic(using=SQLITE):
+        runs.create(
+            kind=kind,
+            finished_at=now,
+            ok=ok,
+            result=result,
+            duration_ms=round(duration_ms, 2),
+            last_success_at=now if ok else (previous.last_success_at if previous else None),
+        )
+        oldest_kept = (
+            runs.filter(kind=kind).order_by("-id").values_list("id", flat=True)[KEPT - 1 : KEPT]
+        )
+        if oldest_kept:
+            runs.filter(kind=kind, id__lt=oldest_kept[0]).delete()
 
 
 @dataclass
@@ -42,7 +46,6 @@ class Outcome:
     """What a run in a recorded() block reports; no summary means nothing to store."""
 
     summary: str | None = None
-    mark: str | None = None
 
 
 @contextmanager
@@ -67,16 +70,23 @@ def recorded(kind: str, dry_run: bool) -> Iterator[Outcome]:
             ok=True,
             result=outcome.summary,
             duration_ms=(time.monotonic() - started) * 1000,
-            mark=outcome.mark,
         )
 
 
 def last(kind: str) -> SyncRun | None:
     """Return the last run of kind, or None when there was none (or no table yet)."""
     try:
-        return SyncRun.objects.using(SQLITE).filter(kind=kind).first()
+        return SyncRun.objects.using(SQLITE).filter(kind=kind).order_by("-id").first()
     except DatabaseError:
         return None
+
+
+def history(limit: int = 20) -> list[SyncRun]:
+    """Return the most recent runs of every kind, newest first."""
+    try:
+        return list(SyncRun.objects.using(SQLITE).order_by("-id")[:limit])
+    except DatabaseError:
+        return []
 
 
 def describe(run: SyncRun | None) -> dict[str, Any] | None:

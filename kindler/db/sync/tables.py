@@ -37,6 +37,15 @@ class Table:
         """Return the other unique columns (a cluster's name): insert/insert clashes."""
         return [f.attname for f in self.fields if f.unique and f.attname != "uid"]
 
+    @property
+    def exclusive(self) -> list[str]:
+        """Return the columns whose values one row at most may hold, across all of them."""
+        return list(getattr(self.model, "exclusive_fields", ()))
+
+    def casts(self, connection: Any) -> str:
+        """Return a VALUES template casting each column to its PostgreSQL type."""
+        return "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in self.fields) + ")"
+
     def quoted(self) -> str:
         return ", ".join(f'"{c}"' for c in self.columns)
 
@@ -57,6 +66,11 @@ class Table:
         if data is None:
             return None
         return {f.attname: to_python(f, data.get(f.attname)) for f in self.fields}
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """Return what people call a synced row: a cluster's name, a log's cluster."""
+    return str(row.get("name") or row.get("cluster_name") or "")
 
 
 def to_python(model_field: Field[Any, Any], value: Any) -> Any:

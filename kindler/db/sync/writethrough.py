@@ -29,7 +29,7 @@ from django.db import connections, transaction
 from django.db.models import Model
 
 from kindler.db import POSTGRES, SQLITE
-from kindler.db.errors import describe
+from kindler.db.failover.errors import describe_error
 from kindler.db.models import SyncedModel
 
 logger = logging.getLogger("kindler.db")
@@ -58,7 +58,7 @@ class Change:
     def saved(cls, instance: SyncedModel, update_fields: Any) -> Change:
         # Taken at save time: later edits of the object that are never saved
         # must not reach SQLite.
-        from kindler.db.tables import table_for
+        from kindler.db.sync.tables import table_for
 
         table = table_for(instance._meta.label_lower)
         row = {name: getattr(instance, name) for name in table.attnames}
@@ -97,8 +97,8 @@ class Batch:
 
 def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
     """Write these rows into SQLite as they were saved; log, never raise."""
-    from kindler.db.journal import journal_suppressed, journaled_uids
-    from kindler.db.tables import table_for
+    from kindler.db.sync.journal import journal_suppressed, journaled_uids
+    from kindler.db.sync.tables import table_for
 
     try:
         with transaction.atomic(using=SQLITE), journal_suppressed():
@@ -108,11 +108,13 @@ def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
                 if uid not in held[label]:
                     _copy(label, uid, change)
     except Exception as exc:
-        logger.warning("Copying a change into SQLite failed, the mirror will: %s", describe(exc))
+        logger.warning(
+            "Copying a change into SQLite failed, the mirror will: %s", describe_error(exc)
+        )
 
 
 def _copy(label: str, uid: str, change: Change) -> None:
-    from kindler.db.tables import table_for
+    from kindler.db.sync.tables import table_for
 
     table = table_for(label)
     cursor = connections[SQLITE].cursor()

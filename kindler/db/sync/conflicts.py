@@ -10,8 +10,8 @@ from django.db import connections, transaction
 
 from kindler.db import POSTGRES
 from kindler.db.models import Conflict, ConflictKind, Resolution
-from kindler.db.replay import GLOBAL_LOCK, LOCK_NAMESPACE
-from kindler.db.tables import Table, table_for
+from kindler.db.sync.replay import GLOBAL_LOCK, LOCK_NAMESPACE
+from kindler.db.sync.tables import Table, table_for
 
 
 class ResolutionError(Exception):
@@ -21,6 +21,11 @@ class ResolutionError(Exception):
 def open_conflicts() -> int:
     """Return how many conflicts wait for a person to decide."""
     return Conflict.objects.using(POSTGRES).filter(resolved_at__isnull=True).count()
+
+
+def open_conflict_list(limit: int = 100) -> list[Conflict]:
+    """Return the open conflicts, oldest first (what `sync_db --resolve` takes)."""
+    return list(Conflict.objects.using(POSTGRES).filter(resolved_at__isnull=True)[:limit])
 
 
 def resolve(conflict_uid: str | uuid.UUID, keep: str) -> Conflict:

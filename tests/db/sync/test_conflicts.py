@@ -10,7 +10,7 @@ import pytest
 from clusters.models import Cluster
 from kindler.db.models import Conflict
 from tests.conftest import BOTH
-from tests.db.syncing import conflicts, kindler, on_postgres, on_sqlite, remote_change
+from tests.db.sync.syncing import conflicts, kindler, on_postgres, on_sqlite, remote_change
 from tests.factories import make_cluster
 from tests.pgserver import PostgresServer
 from tests.tcpproxy import TcpProxy
@@ -58,7 +58,7 @@ def test_changed_on_both_sides_is_one_conflict(
 ) -> None:
     proxy.cut()
     kindler(env, "cluster", "stop", "dev")
-    remote_change("dev", http_port=28080)
+    remote_change("dev", desired_state="absent", http_port=28080)
     proxy.restore()
     result = kindler(env, "sync_db", "--push")
     assert result.returncode == 2
@@ -67,8 +67,8 @@ def test_changed_on_both_sides_is_one_conflict(
         "stopped",
         shared_dev.http_port,
     )
-    assert (remote()["desired_state"], remote()["http_port"]) == ("present", 28080)
-    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("present", 28080)
+    assert (remote()["desired_state"], remote()["http_port"]) == ("absent", 28080)
+    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("absent", 28080)
 
 
 def test_sqlite_shows_postgres_side_after_a_conflict(
@@ -76,10 +76,10 @@ def test_sqlite_shows_postgres_side_after_a_conflict(
 ) -> None:
     proxy.cut()
     kindler(env, "cluster", "stop", "dev")
-    remote_change("dev", http_port=28080)
+    remote_change("dev", desired_state="absent", http_port=28080)
     proxy.restore()
     kindler(env, "sync_db", "--push")
-    assert (on_sqlite("dev").desired_state, on_sqlite("dev").http_port) == ("present", 28080)
+    assert (on_sqlite("dev").desired_state, on_sqlite("dev").http_port) == ("absent", 28080)
 
 
 def test_created_on_both_sides_with_one_name_is_one_conflict(
@@ -132,7 +132,7 @@ def test_later_local_changes_join_the_conflict(
     proxy.cut()
     kindler(env, "cluster", "stop", "dev")
     kindler(env, "cluster", "start", "dev")
-    remote_change("dev", http_port=28080)
+    remote_change("dev", desired_state="absent", http_port=28080)
     proxy.restore()
     kindler(env, "sync_db", "--push")
     assert conflicts() == [("update/update", "dev")]

@@ -4,11 +4,19 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 
 from clusters.models import Cluster
-from kindler.db import runs
-from kindler.db.mirror import lag_seconds, mirror
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
+from kindler.db.models import RestoredRow
+from kindler.db.sync import runs, writethrough
+from kindler.db.sync.journal import journal_suppressed
+from kindler.db.sync.mirror import lag_seconds, mirror
 from tests.conftest import BOTH, wait_for
-from tests.db.syncing import local_change, on_sqlite, remote_change, shared_cluster
+from tests.db.sync.syncing import (
+    local_change,
+    on_postgres,
+    on_sqlite,
+    remote_change,
+    shared_cluster,
+)
 from tests.factories import make_cluster, make_operation
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
@@ -67,14 +75,26 @@ def test_a_row_with_journaled_changes_is_not_deleted() -> None:
     assert sqlite_names() == ["dev"]
 
 
-def test_a_full_run_removes_rows_postgres_does_not_have() -> None:
-    with pinned_alias("sqlite"):
-        make_cluster(name="stale")
-    from kindler.db.models import JournalEntry
+def test_a_full_run_writes_back_a_row_postgres_lacks_without_a_tombstone() -> None:
+    shared_cluster(name="dev")
+    with pinned_alias("sqlite"), journal_suppressed():
+        kept = make_cluster(name="kept")
+    report = mirror(full=True)
+    assert (sqlite_names(), on_postgres("kept").uid) == (["dev", "kept"], kept.uid)
+    assert [(label, name, why) for label, _, name, why in report.restored] == [
+        ("clusters.cluster", "kept", "restored")
+    ]
+    assert list(RestoredRow.objects.using("postgres").values_list("name", "why")) == [
+        ("kept", "restored")
+    ]
 
-    JournalEntry.objects.using("sqlite").all().delete()
-    mirror(full=True)
-    assert sqlite_names() == []
+
+def test_a_full_run_removes_a_row_postgres_deleted() -> None:
+    shared_cluster(name="dev")
+    with writethrough.suppressed():
+        Cluster.objects.using("postgres").filter(name="dev").delete()
+    report = mirror(full=True)
+    assert (sqlite_names(), report.deleted, report.restored) == ([], 1, [])
 
 
 def test_an_unchanged_database_pulls_nothing() -> None:

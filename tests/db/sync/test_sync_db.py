@@ -8,11 +8,13 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 
 from clusters.models import Cluster, OperationLog
-from kindler.db.models import Conflict
-from kindler.db.replay import replay
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
+from kindler.db.models import Conflict, SyncRun
+from kindler.db.sync import runs
+from kindler.db.sync.journal import journal_suppressed
+from kindler.db.sync.replay import replay
 from tests.conftest import BOTH
-from tests.db.syncing import (
+from tests.db.sync.syncing import (
     journal_length,
     local_change,
     on_postgres,
@@ -35,7 +37,7 @@ def a_conflict(**remote: object) -> Conflict:
     """Make an update/update conflict on cluster dev and return it."""
     cluster = shared_cluster(name="dev")
     local_change(cluster, desired_state="stopped")
-    remote_change("dev", **(remote or {"http_port": 28080}))
+    remote_change("dev", **(remote or {"desired_state": "absent", "http_port": 28080}))
     replay()
     return Conflict.objects.using("postgres").get()
 
@@ -83,9 +85,18 @@ def test_json_output() -> None:
         make_cluster(name="dev")
     report = json.loads(sync_db("--json", "--push"))
     assert report == {
-        "push": {"total": 1, "pushed": 1, "skipped": 0, "conflicts": 0, "dry_run": False},
+        "push": {
+            "total": 1,
+            "pushed": 1,
+            "skipped": 0,
+            "conflicts": 0,
+            "merged": 0,
+            "dry_run": False,
+        },
         "pull": None,
+        "push_all": None,
         "open_conflicts": 0,
+        "conflicts": [],
         "pending": 0,
     }
 
@@ -102,12 +113,12 @@ def test_resolve_keeping_postgres_leaves_its_row() -> None:
     assert sync_db("--resolve", str(conflict.uid), "--keep", "remote") == (
         f"Conflict {conflict.uid} (update/update on dev) resolved: kept PostgreSQL's.\n"
     )
-    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("present", 28080)
+    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("absent", 28080)
     assert Conflict.objects.using("postgres").get().resolution == "remote"
 
 
 def test_applying_local_takes_every_local_field_and_a_newer_version() -> None:
-    conflict = a_conflict(http_port=28080)
+    conflict = a_conflict(desired_state="absent", http_port=28080)
     local_port = conflict.local["http_port"] if conflict.local else None
     sync_db("--resolve", str(conflict.uid), "--keep", "local")
     row = on_postgres("dev")
@@ -170,3 +181,38 @@ def test_an_unreachable_postgres_is_an_error(pg: PostgresServer) -> None:
     connections["postgres"].close()
     with pytest.raises(CommandError, match=r"^PostgreSQL cannot be reached: "):
         sync_db()
+
+
+def test_runs_are_kept_as_a_history_of_the_last_hundred() -> None:
+    for number in range(runs.KEPT + 5):
+        runs.record(runs.MIRROR, ok=True, result=f"run {number}", duration_ms=1.0)
+    last = runs.last(runs.MIRROR)
+    assert (SyncRun.objects.using("sqlite").count(), last.result if last else None) == (
+        runs.KEPT,
+        f"run {runs.KEPT + 4}",
+    )
+    assert [run.result for run in runs.history(2)] == [
+        f"run {runs.KEPT + 4}",
+        f"run {runs.KEPT + 3}",
+    ]
+
+
+def test_a_failed_run_keeps_the_last_success() -> None:
+    runs.record(runs.REPLAY, ok=True, result="ok", duration_ms=1.0)
+    runs.record(runs.REPLAY, ok=False, result="failed: x", duration_ms=1.0)
+    last = runs.last(runs.REPLAY)
+    assert last is not None
+    assert (last.ok, last.last_success_at is not None) == (False, True)
+
+
+def test_migrate_says_what_it_will_carry_into_a_postgres_without_clusters() -> None:
+    with journal_suppressed():
+        make_cluster(using="sqlite", name="dev")
+    out = StringIO()
+    call_command("migrate", stdout=out, stderr=StringIO())
+    path = connections["sqlite"].settings_dict["NAME"]
+    assert out.getvalue().splitlines()[-1] == (
+        "PostgreSQL holds no clusters yet: Kindler will carry the 1 clusters, "
+        f"0 operation logs and 0 accounts of {path} into it when it starts "
+        "(or run `manage.py sync_db --push --all`)."
+    )

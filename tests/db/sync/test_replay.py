@@ -15,15 +15,15 @@ from django.db import connections
 from django.test import Client
 
 from clusters.models import Cluster, OperationLog
-from kindler.db import runs
-from kindler.db.health import State, monitor
-from kindler.db.journal import instance_id
-from kindler.db.mirror import mirror
+from kindler.db.failover.monitor import State, monitor
+from kindler.db.failover.pinning import pinned_alias
 from kindler.db.models import AppliedEntry, JournalEntry
-from kindler.db.replay import replay
-from kindler.db.routing import pinned_alias
+from kindler.db.sync import runs
+from kindler.db.sync.journal import instance_id
+from kindler.db.sync.mirror import mirror
+from kindler.db.sync.replay import replay
 from tests.conftest import BOTH, wait_for_state
-from tests.db.syncing import (
+from tests.db.sync.syncing import (
     conflicts,
     journal_length,
     kindler,
@@ -126,8 +126,8 @@ def test_a_clean_replay_records_no_conflict() -> None:
     assert conflicts() == []
 
 
-def test_the_replay_is_a_recovery_hook() -> None:
-    assert "kindler.db.replay.run_recovery_hook" in settings.KINDLER_RECOVERY_HOOKS
+def test_recovery_is_a_recovery_hook() -> None:
+    assert "kindler.db.sync.recovery.recover" in settings.KINDLER_RECOVERY_HOOKS
 
 
 def api(client: Client, method: str, path: str, body: dict[str, object] | None = None) -> int:
@@ -177,11 +177,14 @@ def test_changes_made_during_an_outage_reach_postgres(
     assert sorted(names) == [
         ("cli-1", "present", 43080),
         ("edited", "present", 42080),
+        # The admin marks a cluster for deletion; the reconciler removes it.
+        ("removed", "absent", removed.http_port),
         ("stopped", "stopped", Cluster.objects.using("postgres").get(name="stopped").http_port),
         ("web-1", "present", 41080),
     ]
     assert operations_in_postgres() == [
         ("cli-1", "create"),
+        ("removed", "delete"),
         ("stopped", "stop"),
         ("web-1", "create"),
     ]

@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clusters.models import Cluster
-from kindler.db import writethrough
-from kindler.db.journal import journal_suppressed
-from kindler.db.mirror import mirror
+from kindler.db.failover.pinning import pinned_alias
 from kindler.db.models import AppliedEntry, Conflict, JournalEntry, SyncRun
-from kindler.db.replay import replay
-from kindler.db.routing import pinned_alias
+from kindler.db.sync import writethrough
+from kindler.db.sync.journal import journal_suppressed
+from kindler.db.sync.mirror import mirror
+from kindler.db.sync.replay import replay
 from tests.conftest import BOTH
 
 pytestmark = [pytest.mark.django_db(databases=BOTH, transaction=True), pytest.mark.slow]
@@ -63,22 +64,32 @@ def clean() -> None:
 
 
 def act(side: str, action: str, name: str, port: int) -> Write | None:
-    """Do one write on one side; return it if it was made."""
+    """Do one write on one side; return it if it was made (a port taken refuses it)."""
     alias = "sqlite" if side == "local" else "postgres"
+    # Each name has host ports of its own besides http_port, the one the steps vary.
+    others = {"https_port": 30000 + NAMES.index(name), "pf_port": 31000 + NAMES.index(name)}
     # A remote write is another instance's: it reaches this SQLite only by the mirror.
     with pinned_alias(alias), writethrough.suppressed():
         found = Cluster.objects.filter(name=name).first()
         if action == "create":
             if found is not None:
                 return None
-            cluster = Cluster.objects.create(name=name, http_port=port)
+            try:
+                with transaction.atomic(using=alias):
+                    cluster = Cluster.objects.create(name=name, http_port=port, **others)
+            except IntegrityError:
+                return None
             return Write(side, cluster.uid, (name, port), cluster.version, None)
         if found is None:
             return None
         base = found.version
         if action == "update":
             found.http_port = port
-            found.save()
+            try:
+                with transaction.atomic(using=alias):
+                    found.save()
+            except IntegrityError:
+                return None
             return Write(side, found.uid, (name, port), found.version, base)
         uid = found.uid
         found.delete()

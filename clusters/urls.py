@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from clusters import api, views
+from clusters import api, metrics, views
 
 app_name = "clusters"
 
@@ -18,6 +18,7 @@ urlpatterns = [
         name="operation",
     ),
     path("api/config", api.config, name="api-config"),
+    path("api/metrics", metrics.metrics, name="api-metrics"),
     path("api/clusters", api.clusters, name="api-clusters"),
     path("api/clusters/<str:name>", api.cluster, name="api-cluster"),
     path("api/clusters/<str:name>/status", api.cluster_status, name="api-status"),

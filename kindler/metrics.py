@@ -1,34 +1,27 @@
-"""GET /api/metrics: Kindler's figures in the Prometheus text format.
+"""Kindler's figures in the Prometheus text format (served at /api/metrics).
 
 Counters and histograms (requests, query timings, switches) are kept by
 prometheus-client in every process and added up across gunicorn workers
-(kindler.multiprocess). Figures that live in the databases (journal,
-conflicts, mirror lag, operations by result) are read when scraped, so every
-worker reports the same values.
+(kindler.multiprocess). Figures that live in the databases (the database
+status, and what apps register: the clusters app's operations by result) are
+read when scraped, so every worker reports the same values.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from django.db import DatabaseError
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as render
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from clusters.api import api_view
-from kindler.db import ALIASES
-from kindler.db import stats as db_stats
-from kindler.db.health import State, monitor
-from kindler.db.routing import postgres_configured
-
-logger = logging.getLogger("kindler.metrics")
+from kindler.db import ALIASES, telemetry
+from kindler.db.failover.state import State
+from kindler.db.status import DatabaseStatus, database_status
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -44,6 +37,11 @@ REQUEST_DURATION = Histogram(
     ["method"],
     buckets=REQUEST_BUCKETS,
 )
+
+# Collectors apps register (AppConfig.ready) for figures they read from their
+# own tables when scraped. Never described at registration: that would query
+# the databases while Django starts.
+_app_collectors = CollectorRegistry(auto_describe=False)
 
 
 class RequestMetricsMiddleware:
@@ -62,139 +60,89 @@ class RequestMetricsMiddleware:
         return response
 
 
-def journal_length() -> int:
-    """Return how many SQLite changes wait to be replayed."""
-    from kindler.db import journal
-
-    return journal.pending()
+def register(collector: Collector) -> None:
+    """Add an app's scrape-time figures to /api/metrics and the System page."""
+    _app_collectors.register(collector)
 
 
-def open_conflicts() -> int | None:
-    """Return how many replay conflicts wait for a person, while PostgreSQL answers."""
-    from kindler.db.status import open_conflicts as count
+@dataclass(frozen=True)
+class Table:
+    """One family of an app's counts, as the System page shows it."""
 
-    return count(monitor.snapshot())
-
-
-def mirror_lag_seconds() -> float | None:
-    """Return how long ago SQLite's copy of PostgreSQL was last refreshed."""
-    from kindler.db import mirror
-
-    return mirror.lag_seconds()
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[tuple[str, ...], float]]
 
 
-def operations_by_result() -> list[tuple[str, str, int]]:
-    """Return (operation, status, count) for every operation the reconciler ran."""
-    from clusters.models import OperationLog
+def app_tables() -> list[Table]:
+    """Read the apps' figures now, one table per family."""
+    tables = []
+    for family in _app_collectors.collect():
+        columns = tuple(family.samples[0].labels) if family.samples else ()
+        rows = [
+            (tuple(sample.labels[name] for name in columns), sample.value)
+            for sample in family.samples
+        ]
+        tables.append(Table(family.documentation.rstrip("."), columns, rows))
+    return tables
 
-    rows = OperationLog.objects.values_list("operation", "status").annotate(n=Count("pk"))
-    return sorted((str(operation), str(status), int(n)) for operation, status, n in rows)
 
-
-class ScrapeCollector(Collector):
-    """Figures read when scraped: routing state and what the databases hold."""
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._routing()
-        yield from self._optional(
-            "kindler_journal_entries", "Changes made on SQLite not yet replayed.", journal_length
+def database_figures(status: DatabaseStatus) -> Iterator[Metric]:
+    """Yield the database status as gauges."""
+    snapshot = status.failover
+    active = GaugeMetricFamily(
+        "kindler_database_active", "1 for the alias queries go to now.", labels=["alias"]
+    )
+    for alias in ALIASES:
+        active.add_metric([alias], 1.0 if snapshot.active == alias else 0.0)
+    yield active
+    state = GaugeMetricFamily(
+        "kindler_database_state", "1 for the routing state now.", labels=["state"]
+    )
+    for each in State:
+        state.add_metric([str(each)], 1.0 if snapshot.state is each else 0.0)
+    yield state
+    if not snapshot.configured:
+        return
+    probe = snapshot.probe
+    yield GaugeMetricFamily(
+        "kindler_postgres_up",
+        "1 when the last health probe reached PostgreSQL.",
+        value=1.0 if probe and probe.reachable else 0.0,
+    )
+    if probe and probe.latency_ms is not None:
+        yield GaugeMetricFamily(
+            "kindler_postgres_probe_seconds",
+            "How long the last health probe took.",
+            value=probe.latency_ms / 1000,
         )
-        yield from self._optional(
-            "kindler_conflicts_open", "Replay conflicts waiting for a person.", open_conflicts
-        )
-        yield from self._optional(
+    sync = status.sync
+    if sync is None:
+        return
+    for name, help_text, value in (
+        ("kindler_journal_entries", "Changes made on SQLite not yet replayed.", sync.pending),
+        ("kindler_conflicts_open", "Replay conflicts waiting for a person.", sync.open_conflicts),
+        (
             "kindler_mirror_lag_seconds",
             "How far SQLite's copy trails PostgreSQL.",
-            mirror_lag_seconds,
-        )
-        yield from self._operations()
-
-    def _routing(self) -> Iterable[Metric]:
-        snapshot = monitor.snapshot()
-        active = GaugeMetricFamily(
-            "kindler_database_active", "1 for the alias queries go to now.", labels=["alias"]
-        )
-        for alias in ALIASES:
-            active.add_metric([alias], 1.0 if snapshot.active == alias else 0.0)
-        state = GaugeMetricFamily(
-            "kindler_database_state", "1 for the routing state now.", labels=["state"]
-        )
-        for name in State:
-            state.add_metric([str(name)], 1.0 if snapshot.state is name else 0.0)
-        yield from (active, state)
-        if postgres_configured():
-            probe = snapshot.probe
-            yield GaugeMetricFamily(
-                "kindler_postgres_up",
-                "1 when the last health probe reached PostgreSQL.",
-                value=1.0 if probe and probe.reachable else 0.0,
-            )
-            if probe and probe.latency_ms is not None:
-                yield GaugeMetricFamily(
-                    "kindler_postgres_probe_seconds",
-                    "How long the last health probe took.",
-                    value=probe.latency_ms / 1000,
-                )
-
-    def _optional(self, name: str, help_text: str, read: Callable[[], Any]) -> Iterable[Metric]:
-        try:
-            value = read()
-        except DatabaseError as exc:
-            logger.info("Metric %s unavailable: %s", name, exc)
-            return
+            sync.mirror_lag_seconds,
+        ),
+    ):
+        # A figure that cannot be read now is left out rather than shown as 0.
         if value is not None:
             yield GaugeMetricFamily(name, help_text, value=float(value))
 
-    def _operations(self) -> Iterable[Metric]:
-        try:
-            rows = operations_by_result()
-        except DatabaseError as exc:
-            logger.info("Metric kindler_operations unavailable: %s", exc)
-            return
-        family = GaugeMetricFamily(
-            "kindler_operations",
-            "Cluster operations recorded (reconciler actions and imports), by result.",
-            labels=["operation", "status"],
-        )
-        for operation, status, count in rows:
-            family.add_metric([operation, status], float(count))
-        yield family
+
+class ScrapeCollector(Collector):
+    """Figures read when scraped: the database status and what the apps registered."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from database_figures(database_status())
+        yield from _app_collectors.collect()
 
 
 def exposition() -> bytes:
     """Return every Kindler metric in the Prometheus text format."""
-    scraped = CollectorRegistry()
+    scraped = CollectorRegistry(auto_describe=False)
     scraped.register(ScrapeCollector())
-    return render(db_stats.collector_registry()) + render(scraped)
-
-
-@api_view("GET")
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Serve the metrics to a logged-in person or a client with the API token."""
-    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
-
-
-def system_figures() -> dict[str, Any]:
-    """Return the figures /api/metrics exports, shaped for the System page."""
-    from kindler.db.status import database_report
-
-    sync: dict[str, Any] = {}
-    for name, read in (
-        ("journal_entries", journal_length),
-        ("conflicts_open", open_conflicts),
-        ("mirror_lag_seconds", mirror_lag_seconds),
-    ):
-        try:
-            sync[name] = read()
-        except DatabaseError:
-            sync[name] = None
-    try:
-        operations: list[tuple[str, str, int]] | None = operations_by_result()
-    except DatabaseError:
-        operations = None
-    return {
-        "database": database_report(),
-        **db_stats.report(),
-        "sync": sync,
-        "operations": operations,
-    }
+    return render(telemetry.collector_registry()) + render(scraped)

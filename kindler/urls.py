@@ -1,11 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from kindler import metrics, views
+from kindler import views
 
 urlpatterns = [
     path("api/health", views.health, name="health"),
-    path("api/metrics", metrics.metrics, name="metrics"),
     path("system/", views.system, name="system"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -8,20 +8,22 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from kindler import __version__
-from kindler.db.status import database_report, is_degraded
+from kindler.db import telemetry
+from kindler.db.status import database_status
+from kindler.metrics import app_tables
 
 
 @login_not_required
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
-    """Report whether Kindler is on PostgreSQL; public, and free of secrets."""
-    database = database_report()
+    """Report whether Kindler is on PostgreSQL, and why not; public, and free of secrets."""
+    status = database_status()
     return JsonResponse(
         {
-            "status": "degraded" if is_degraded(database) else "healthy",
+            "status": "degraded" if status.degraded else "healthy",
             "service": "kindler",
             "version": __version__,
-            "database": database,
+            "database": status.as_json(),
         }
     )
 
@@ -29,6 +31,10 @@ def health(request: HttpRequest) -> JsonResponse:
 @require_safe
 def system(request: HttpRequest) -> HttpResponse:
     """Show the database, query, switch and sync figures for people."""
-    from kindler.metrics import system_figures
-
-    return render(request, "db/system.html", system_figures())
+    status = database_status()
+    context = {
+        "status": status,
+        **telemetry.report(status.failover),
+        "tables": app_tables(),
+    }
+    return render(request, "db/system.html", context)

@@ -1,4 +1,4 @@
-"""GET /api/metrics (kindler/metrics.py)."""
+"""GET /api/metrics (clusters/metrics.py serves what kindler/metrics.py gathers)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from django.test import Client, override_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
 from tests.conftest import BOTH, wait_for
 from tests.factories import make_cluster, make_operation
 from tests.pgserver import free_port

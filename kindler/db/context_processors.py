@@ -1,30 +1,15 @@
+"""The database status every page's banner shows (templates/includes/database_banner.html)."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import DatabaseError
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
-from kindler.db.routing import postgres_configured
+from kindler.db.status import database_status
 
 
 def database(request: HttpRequest) -> dict[str, Any]:
-    """Expose the database state, pending changes and open conflicts to the banner."""
-    if not postgres_configured():
-        return {"database_status": None}
-    from kindler.db import journal, runs
-    from kindler.db.health import monitor
-    from kindler.db.status import open_conflicts
-
-    snapshot = monitor.snapshot()
-    try:
-        pending = journal.pending()
-    except DatabaseError:
-        pending = None
-    replay = runs.last(runs.REPLAY)
-    return {
-        "database_status": snapshot,
-        "pending_changes": pending,
-        "open_conflicts": open_conflicts(snapshot),
-        "replay_failure": replay.result if replay is not None and not replay.ok else None,
-    }
+    """Expose the database status to the fallback banner, read only if a template shows it."""
+    return {"database_status": SimpleLazyObject(database_status)}

@@ -1,66 +1,142 @@
-"""The database status people see: /api/health, dbstatus, the banner."""
+"""The database status of this instance: read once, shown everywhere.
+
+database_status() makes every read (the failover state, the journal, the
+conflicts, the last replay and mirror runs, the switch history) and returns
+one DatabaseStatus. The banner, /api/health, /api/metrics, `dbstatus` and the
+System page all render that one value instead of reading on their own.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import DatabaseError
 
-from kindler.db.health import Snapshot, State, monitor
-from kindler.db.routing import postgres_configured
+from kindler.db import POSTGRES, telemetry
+from kindler.db.failover.monitor import Probe, Snapshot, monitor
+from kindler.db.models import SyncRun
+from kindler.db.sync import conflicts, journal, runs
 
 
-def database_report(snapshot: Snapshot | None = None) -> dict[str, Any]:
-    """Return the database part of the health report as plain JSON data."""
+@dataclass(frozen=True)
+class SyncStatus:
+    """What waits to be carried between the databases, and how the last runs went."""
+
+    # None when the SQLite journal could not be read.
+    pending: int | None
+    oldest_pending: str | None
+    # None while PostgreSQL, which holds the conflicts, is not the active database.
+    open_conflicts: int | None
+    last_replay: SyncRun | None
+    last_mirror: SyncRun | None
+    mirror_lag_seconds: float | None
+
+    @property
+    def replay_failure(self) -> str | None:
+        """Return why the last replay stopped, if it did."""
+        run = self.last_replay
+        return run.result if run is not None and not run.ok else None
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the sync figures as JSON data (database.sync in /api/health)."""
+        last_mirror = runs.describe(self.last_mirror)
+        if last_mirror is not None:
+            last_mirror["lag_seconds"] = self.mirror_lag_seconds
+        return {
+            "journal": {"pending": self.pending, "oldest": self.oldest_pending},
+            "open_conflicts": self.open_conflicts,
+            "last_replay": runs.describe(self.last_replay),
+            "last_mirror": last_mirror,
+            "mirror_lag_seconds": self.mirror_lag_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    """The instance's database state, with the sync figures and switch history."""
+
+    failover: Snapshot
+    # None when PostgreSQL is not configured: there is nothing to carry.
+    sync: SyncStatus | None
+    switches: list[dict[str, Any]]
+
+    @property
+    def active(self) -> str:
+        """Return the alias queries go to now."""
+        return self.failover.active
+
+    @property
+    def probe(self) -> Probe | None:
+        """Return what the last probe of PostgreSQL found, if it was probed."""
+        return self.failover.probe
+
+    @property
+    def degraded(self) -> bool:
+        """Return True when PostgreSQL is configured but not serving."""
+        return self.failover.configured and self.failover.active != POSTGRES
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the status as JSON data, in the shape /api/health has always had."""
+        snapshot, probe = self.failover, self.failover.probe
+        return {
+            "active": snapshot.active,
+            "state": str(snapshot.state),
+            "state_cause": snapshot.cause,
+            "since": snapshot.since.isoformat(),
+            "postgres": {
+                "configured": snapshot.configured,
+                "reachable": bool(probe and probe.reachable),
+                "usable": bool(probe and probe.usable),
+                "latency_ms": probe.latency_ms if probe else None,
+                "error": probe.error if probe else None,
+            },
+            "sync": self.sync.as_json() if self.sync is not None else None,
+        }
+
+    def switches_as_json(self) -> list[dict[str, Any]]:
+        """Return the switch history as JSON data, newest first."""
+        return [{**entry, "at": entry["at"].isoformat()} for entry in self.switches]
+
+
+def database_status(snapshot: Snapshot | None = None) -> DatabaseStatus:
+    """Read the database status of this instance (from snapshot when given one)."""
     snapshot = snapshot or monitor.snapshot()
-    probe = snapshot.probe
-    return {
-        "active": snapshot.active,
-        "state": str(snapshot.state),
-        "since": snapshot.since.isoformat(),
-        "postgres": {
-            "configured": snapshot.configured,
-            "reachable": bool(probe and probe.reachable),
-            "latency_ms": probe.latency_ms if probe else None,
-            "error": probe.error if probe else None,
-        },
-        "sync": sync_report(snapshot) if snapshot.configured else None,
-    }
+    return DatabaseStatus(
+        failover=snapshot,
+        sync=sync_status(snapshot) if snapshot.configured else None,
+        switches=telemetry.switch_history(),
+    )
 
 
-def sync_report(snapshot: Snapshot) -> dict[str, Any]:
-    """Return the journal, conflicts, last replay and mirror, as JSON data."""
-    from kindler.db import journal, mirror, runs
-
+def sync_status(snapshot: Snapshot) -> SyncStatus:
+    """Read the journal, the open conflicts and the last replay and mirror runs."""
     try:
         pending, oldest = journal.pending(), journal.oldest_pending()
     except DatabaseError:
         pending, oldest = None, None
-    lag = mirror.lag_seconds()
-    last_mirror = runs.describe(runs.last(runs.MIRROR))
-    if last_mirror is not None:
-        last_mirror["lag_seconds"] = lag
-    return {
-        "journal": {"pending": pending, "oldest": oldest},
-        "open_conflicts": open_conflicts(snapshot),
-        "last_replay": runs.describe(runs.last(runs.REPLAY)),
-        "last_mirror": last_mirror,
-        "mirror_lag_seconds": lag,
-    }
+    last_mirror = runs.last(runs.MIRROR)
+    return SyncStatus(
+        pending=pending,
+        oldest_pending=oldest,
+        open_conflicts=_open_conflicts(snapshot),
+        last_replay=runs.last(runs.REPLAY),
+        last_mirror=last_mirror,
+        mirror_lag_seconds=_lag_seconds(last_mirror),
+    )
 
 
-def open_conflicts(snapshot: Snapshot) -> int | None:
-    """Return the open conflicts, or None while PostgreSQL (which holds them) is away."""
-    from kindler.db.conflicts import open_conflicts as count
-
-    if snapshot.state is State.FALLBACK:
+def _open_conflicts(snapshot: Snapshot) -> int | None:
+    if not snapshot.configured or snapshot.active != POSTGRES:
         return None
     try:
-        return count()
+        return conflicts.open_conflicts()
     except DatabaseError:
         return None
 
 
-def is_degraded(report: dict[str, Any]) -> bool:
-    """Return True when PostgreSQL is configured but not serving."""
-    return postgres_configured() and report["active"] != "postgres"
+def _lag_seconds(run: SyncRun | None) -> float | None:
+    if run is None or run.last_success_at is None:
+        return None
+    return round((datetime.now(UTC) - run.last_success_at).total_seconds(), 3)

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connections
 
-from kindler.db.health import State
+from kindler.db.failover.monitor import State, monitor
 from tests.conftest import BOTH, wait_for_state
 from tests.pgserver import PostgresServer
 
@@ -60,6 +60,14 @@ def test_dbstatus_reports_postgres_as_primary() -> None:
     assert lines[2].startswith("PostgreSQL:      reachable, ")
 
 
+def test_dbstatus_says_why_the_state_is_what_it_is() -> None:
+    lines = run("dbstatus")[0].splitlines()
+    snapshot = monitor.snapshot()
+    assert lines[1] == (
+        f"State:           primary since {snapshot.since.isoformat()} ({snapshot.cause})"
+    )
+
+
 def test_dbstatus_reports_an_unreachable_postgres(pg: PostgresServer) -> None:
     pg.stop("immediate")
     out, _ = run("dbstatus")
@@ -71,11 +79,12 @@ def test_dbstatus_reports_an_unreachable_postgres(pg: PostgresServer) -> None:
 
 def test_dbstatus_json_has_the_health_fields(pg: PostgresServer) -> None:
     report = json.loads(run("dbstatus", "--json")[0])
-    assert (report["active"], report["state"], report["postgres"]["configured"]) == (
-        "postgres",
-        "primary",
-        True,
-    )
+    assert (
+        report["active"],
+        report["state"],
+        report["state_cause"],
+        report["postgres"]["configured"],
+    ) == ("postgres", "primary", monitor.snapshot().cause, True)
     assert report["postgres"]["reachable"] is True
     pg.stop("immediate")
     wait_for_state(State.FALLBACK)

@@ -7,55 +7,76 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from kindler.db import stats
-from kindler.db.health import monitor
-from kindler.db.status import database_report
+from kindler.db import telemetry
+from kindler.db.failover.monitor import monitor
+from kindler.db.models import SyncRun
+from kindler.db.status import DatabaseStatus, SyncStatus, database_status
 
 
 class Command(BaseCommand):
-    help = "Show the active database, its state, and whether PostgreSQL answers."
+    help = "Show the active database, its state and why, and whether PostgreSQL answers."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = database_report(monitor.check_now())
-        report.update(stats.report())
+        status = database_status(monitor.check_now())
+        figures = telemetry.report(status.failover)
         if options["json"]:
+            report = {**status.as_json(), **figures, "switches": status.switches_as_json()}
             self.stdout.write(json.dumps(report, indent=2))
             return
-        postgres = report["postgres"]
-        if not postgres["configured"]:
-            reachability = "not configured (PG_HOST is unset)"
-        elif postgres["reachable"]:
-            reachability = f"reachable, {postgres['latency_ms']:.1f} ms"
-        else:
-            reachability = f"unreachable: {postgres['error']}"
-        self.stdout.write(f"Active database: {report['active']}")
-        self.stdout.write(f"State:           {report['state']} since {report['since']}")
-        self.stdout.write(f"PostgreSQL:      {reachability}")
-        for line in stats.report_lines(report):
+        for line in status_lines(status):
             self.stdout.write(line)
-        self.write_sync(report["sync"])
-
-    def write_sync(self, sync: dict[str, Any] | None) -> None:
-        if sync is None:
-            return
-        journal = sync["journal"]
-        oldest = f", oldest {journal['oldest']}" if journal["oldest"] else ""
-        self.stdout.write(f"Journal:         {journal['pending']} pending{oldest}")
-        conflicts = sync["open_conflicts"]
-        shown = "unknown (PostgreSQL is away)" if conflicts is None else str(conflicts)
-        self.stdout.write(f"Open conflicts:  {shown}")
-        self.stdout.write(f"Last replay:     {describe_run(sync['last_replay'])}")
-        self.stdout.write(f"Last mirror:     {describe_run(sync['last_mirror'])}")
-        lag = sync["mirror_lag_seconds"]
-        self.stdout.write(f"Mirror lag:      {'never mirrored' if lag is None else f'{lag:.1f} s'}")
+        for line in telemetry.report_lines({**figures, "switches": status.switches_as_json()}):
+            self.stdout.write(line)
+        if status.sync is not None:
+            for line in sync_lines(status.sync):
+                self.stdout.write(line)
 
 
-def describe_run(run: dict[str, Any] | None) -> str:
+def status_lines(status: DatabaseStatus) -> list[str]:
+    """Return the active database, its state and PostgreSQL's answer as text lines."""
+    snapshot, probe = status.failover, status.failover.probe
+    if not snapshot.configured:
+        reachability = "not configured (PG_HOST is unset)"
+    elif probe is None:
+        reachability = "not probed yet"
+    elif probe.usable:
+        reachability = f"reachable, {probe.latency_ms:.1f} ms"
+    elif probe.reachable:
+        reachability = f"reachable but unusable: {probe.error}"
+    else:
+        reachability = f"unreachable: {probe.error}"
+    return [
+        f"Active database: {snapshot.active}",
+        f"State:           {snapshot.state} since {snapshot.since.isoformat()} ({snapshot.cause})",
+        f"PostgreSQL:      {reachability}",
+    ]
+
+
+def sync_lines(sync: SyncStatus) -> list[str]:
+    """Return the journal, conflicts, last runs and mirror lag as text lines."""
+    if sync.pending is None:
+        journal = "unknown (the SQLite journal cannot be read)"
+    else:
+        oldest = f", oldest {sync.oldest_pending}" if sync.oldest_pending else ""
+        journal = f"{sync.pending} pending{oldest}"
+    conflicts = sync.open_conflicts
+    shown = "unknown (PostgreSQL is not active)" if conflicts is None else str(conflicts)
+    lag = sync.mirror_lag_seconds
+    return [
+        f"Journal:         {journal}",
+        f"Open conflicts:  {shown}",
+        f"Last replay:     {run_line(sync.last_replay)}",
+        f"Last mirror:     {run_line(sync.last_mirror)}",
+        f"Mirror lag:      {'never mirrored' if lag is None else f'{lag:.1f} s'}",
+    ]
+
+
+def run_line(run: SyncRun | None) -> str:
     """Return one line for a replay or mirror run."""
     if run is None:
         return "never"
-    outcome = "ok" if run["ok"] else "FAILED"
-    return f"{run['at']} {outcome} in {run['duration_ms']:.0f} ms: {run['result']}"
+    outcome = "ok" if run.ok else "FAILED"
+    return f"{run.finished_at.isoformat()} {outcome} in {run.duration_ms:.0f} ms: {run.result}"

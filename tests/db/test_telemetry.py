@@ -1,4 +1,4 @@
-"""Query statistics, the slow-query log and the switch history (kindler/db/stats.py)."""
+"""Query statistics, the slow-query log and the switch history (kindler/db/telemetry.py)."""
 
 from __future__ import annotations
 
@@ -14,30 +14,30 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from clusters.models import Cluster
-from kindler.db import stats
-from kindler.db.health import State, monitor
+from kindler.db import telemetry
+from kindler.db.failover.monitor import State, monitor
 from tests.conftest import BOTH, wait_for_state
 
 
-def figures(alias: str) -> stats.AliasStats:
-    found = [item for item in stats.query_stats(REGISTRY) if item.alias == alias]
-    return found[0] if found else stats.AliasStats(alias, 0, 0, 0, 0.0, 0.0)
+def figures(alias: str) -> telemetry.AliasStats:
+    found = [item for item in telemetry.query_stats(REGISTRY) if item.alias == alias]
+    return found[0] if found else telemetry.AliasStats(alias, 0, 0, 0, 0.0, 0.0)
 
 
 @override_settings(KINDLER_SLOW_QUERY_MS=200)
 def test_record_query_adds_count_total_and_max() -> None:
-    stats.record_query("figures-alias", "SELECT 1", 0.25)
-    stats.record_query("figures-alias", "SELECT 1", 0.5)
-    stats.record_query("figures-alias", "SELECT 1", 0.125)
-    assert figures("figures-alias") == stats.AliasStats(
+    telemetry.record_query("figures-alias", "SELECT 1", 0.25)
+    telemetry.record_query("figures-alias", "SELECT 1", 0.5)
+    telemetry.record_query("figures-alias", "SELECT 1", 0.125)
+    assert figures("figures-alias") == telemetry.AliasStats(
         "figures-alias", count=3, errors=0, slow=2, total_ms=875.0, max_ms=500.0
     )
 
 
 @override_settings(KINDLER_SLOW_QUERY_MS=200)
 def test_only_queries_above_the_threshold_are_slow() -> None:
-    stats.record_query("threshold-alias", "SELECT 1", 0.199)
-    stats.record_query("threshold-alias", "SELECT 2", 0.2)
+    telemetry.record_query("threshold-alias", "SELECT 1", 0.199)
+    telemetry.record_query("threshold-alias", "SELECT 2", 0.2)
     assert figures("threshold-alias").slow == 1
 
 
@@ -83,15 +83,15 @@ def test_fast_queries_are_not_logged(alias: str, caplog: pytest.LogCaptureFixtur
 def test_the_observer_is_installed_once_per_connection(alias: str) -> None:
     connection = connections[alias]
     connection.ensure_connection()
-    stats.observe_connection(sender=None, connection=connection)
-    observers = [w for w in connection.execute_wrappers if isinstance(w, stats.QueryObserver)]
+    telemetry.observe_connection(sender=None, connection=connection)
+    observers = [w for w in connection.execute_wrappers if isinstance(w, telemetry.QueryObserver)]
     assert len(observers) == 1
 
 
 @pytest.fixture
 def history_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "kindler.db.switches"
-    monkeypatch.setattr(stats, "history_path", lambda: path)
+    monkeypatch.setattr(telemetry, "history_path", lambda: path)
     return path
 
 
@@ -99,7 +99,7 @@ def history_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_switch_is_kept_in_the_history(history_file: Path) -> None:
     monitor.mark_down("test outage")
     wait_for_state(State.PRIMARY)
-    latest = stats.switch_history()
+    latest = telemetry.switch_history()
     assert [(e["source"], e["target"]) for e in latest[:3]] == [
         ("recovering", "primary"),
         ("fallback", "recovering"),
@@ -123,24 +123,24 @@ def test_a_damaged_history_line_is_skipped(history_file: Path) -> None:
         '{"at": "2026-01-01T00:00:00+00:00", "source": "primary", "target": "fallback",'
         ' "cause": "x", "seconds_in_source": 1.0, "pid": 1}\n{"at": "2026-01-0'
     )
-    assert [entry["cause"] for entry in stats.switch_history()] == ["x"]
+    assert [entry["cause"] for entry in telemetry.switch_history()] == ["x"]
 
 
 def test_the_history_is_trimmed_to_the_last_entries(history_file: Path) -> None:
     history_file.write_text("".join(f'{{"n": {n}}}\n' for n in range(200)))
-    stats._trim(history_file)
+    telemetry._trim(history_file)
     assert history_file.read_text().splitlines()[0] == '{"n": 150}'
 
 
 @pytest.mark.django_db(databases=BOTH)
 def test_connection_states_name_the_active_alias() -> None:
-    states = {state["alias"]: state for state in stats.connection_states()}
+    states = {state["alias"]: state for state in telemetry.connection_states(monitor.snapshot())}
     assert (states["postgres"]["active"], states["sqlite"]["active"]) == (True, False)
 
 
 @pytest.mark.django_db(databases=BOTH)
 def test_connection_states_count_kindler_connections_on_the_server() -> None:
-    postgres = stats.connection_states()[0]
+    postgres = telemetry.connection_states(monitor.snapshot())[0]
     assert postgres["server_connections"] >= 1
 
 
@@ -187,7 +187,7 @@ def test_report_lines_show_queries_connections_and_switches() -> None:
             }
         ],
     }
-    assert stats.report_lines(data) == [
+    assert telemetry.report_lines(data) == [
         "Queries (web server, slow above 200 ms):",
         "  postgres  10 queries, 1 failed, 2 slow, total 50.0 ms, mean 5.00 ms, max 30.0 ms",
         "Connections:",

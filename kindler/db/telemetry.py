@@ -26,6 +26,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from kindler import multiprocess
 from kindler.db import POSTGRES, SQLITE
+from kindler.db.failover.monitor import Snapshot
+from kindler.db.failover.state import Transition
 
 slow_logger = logging.getLogger("kindler.db.slow")
 
@@ -166,7 +168,7 @@ def history_path() -> Path:
     return Path(f"{settings.DATABASES['sqlite']['NAME']}.switches")
 
 
-def record_switch(sender: Any, transition: Any, **kwargs: Any) -> None:
+def record_switch(sender: Any, transition: Transition, **kwargs: Any) -> None:
     """Count a database switch and append it to the shared history file."""
     SWITCHES.labels(str(transition.source), str(transition.target)).inc()
     line = json.dumps(
@@ -218,14 +220,10 @@ def _parse(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
         yield entry
 
 
-def connection_states() -> list[dict[str, Any]]:
+def connection_states(snapshot: Snapshot) -> list[dict[str, Any]]:
     """Return, per alias, whether it answers and what Kindler holds open on it."""
-    from kindler.db.health import monitor
-    from kindler.db.routing import postgres_configured
-
-    snapshot = monitor.snapshot()
     states = []
-    if postgres_configured():
+    if snapshot.configured:
         probe = snapshot.probe
         postgres: dict[str, Any] = {
             "alias": POSTGRES,
@@ -266,8 +264,8 @@ def _server_connections() -> int | None:
         return None
 
 
-def report() -> dict[str, Any]:
-    """Return query statistics, connections and switches as plain JSON data."""
+def report(snapshot: Snapshot) -> dict[str, Any]:
+    """Return query statistics and connections as plain JSON data."""
     registry = collector_registry()
     return {
         "queries_source": "this process" if registry is REGISTRY else "web server",
@@ -284,13 +282,12 @@ def report() -> dict[str, Any]:
             for item in query_stats(registry)
         ],
         "slow_query_ms": settings.KINDLER_SLOW_QUERY_MS,
-        "connections": connection_states(),
-        "switches": [{**entry, "at": entry["at"].isoformat()} for entry in switch_history()],
+        "connections": connection_states(snapshot),
     }
 
 
 def report_lines(data: dict[str, Any]) -> list[str]:
-    """Return report() as aligned text lines for the terminal."""
+    """Return report() and the switch history as aligned text lines for the terminal."""
     lines = [f"Queries ({data['queries_source']}, slow above {data['slow_query_ms']:g} ms):"]
     if not data["queries"]:
         lines.append("  none recorded")

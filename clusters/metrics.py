@@ -1,0 +1,50 @@
+"""GET /api/metrics, and the cluster figures it adds to Kindler's own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from django.db import DatabaseError
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from clusters.api import api_view
+from clusters.models import OperationLog
+from kindler.metrics import exposition
+
+logger = logging.getLogger("kindler.metrics")
+
+
+def operations_by_result() -> list[tuple[str, str, int]]:
+    """Return (operation, status, count) for every operation recorded."""
+    rows = OperationLog.objects.values_list("operation", "status").annotate(n=Count("pk"))
+    return sorted((str(operation), str(status), int(n)) for operation, status, n in rows)
+
+
+class OperationsCollector(Collector):
+    """Operations by result, read from the active database when scraped."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            rows = operations_by_result()
+        except DatabaseError as exc:
+            logger.info("Metric kindler_operations unavailable: %s", exc)
+            return
+        family = GaugeMetricFamily(
+            "kindler_operations",
+            "Cluster operations recorded (reconciler actions and imports), by result.",
+            labels=["operation", "status"],
+        )
+        for operation, status, count in rows:
+            family.add_metric([operation, status], float(count))
+        yield family
+
+
+@api_view("GET")
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Serve the metrics to a logged-in person or a client with the API token."""
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

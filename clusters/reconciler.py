@@ -24,7 +24,6 @@ that cannot be written anywhere is kept in memory and retried each pass.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -58,8 +57,8 @@ from clusters.operation_log import (
     header,
     write_outcome,
 )
-from kindler.db import POSTGRES
-from kindler.db.errors import describe, is_postgres_outage
+from kindler.db.failover.errors import describe_error, is_postgres_outage, is_switched_back
+from kindler.db.failover.monitor import report_outage
 
 logger = logging.getLogger("kindler.reconciler")
 
@@ -106,7 +105,7 @@ def decide(desired: str, actual: str) -> str | None:
 
 
 @dataclass
-class Snapshot:
+class Inventory:
     """What a pass knows before it asks the providers anything."""
 
     clusters: list[dict[str, Any]]
@@ -148,26 +147,26 @@ class Reconciler:
         self._retry_unwritten()
         alias = router.db_for_write(Cluster)
         try:
-            snapshot = self._snapshot(alias)
+            inventory = self._read_inventory(alias)
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)
             return report
-        providers = {row["provider"] for row in snapshot.clusters}
+        providers = {row["provider"] for row in inventory.clusters}
         observed, fresh = self._observation(providers)
-        plans = self._plan(snapshot, observed)
-        if not fresh and (snapshot.pending or any(action for _, _, action in plans)):
+        plans = self._plan(inventory, observed)
+        if not fresh and (inventory.pending or any(action for _, _, action in plans)):
             # Act only on what the providers say now, never on a remembered listing.
             observed, fresh = self._observation(providers, refresh=True)
-            plans = self._plan(snapshot, observed)
+            plans = self._plan(inventory, observed)
         try:
-            self._close_orphans(alias, snapshot)
+            self._close_orphans(alias, inventory)
             for row, actual, action in plans:
                 if self.stop.is_set():
                     break
                 if action is not None:
-                    self._attempt(alias, row, action, actual, snapshot, report)
+                    self._attempt(alias, row, action, actual, inventory, report)
                 elif fresh:
-                    self._settle_safely(alias, row, str(actual), snapshot)
+                    self._settle_safely(alias, row, str(actual), inventory)
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)
         return report
@@ -195,19 +194,16 @@ class Reconciler:
 
     def database_error(self, exc: DatabaseError) -> str:
         """Handle a database error without stopping: report a lost PostgreSQL, log the rest."""
-        message = describe(exc)
-        if is_postgres_outage(exc):
-            from kindler.db.health import monitor
-
-            monitor.mark_down(f"reconciler: {message}")
-            with contextlib.suppress(Exception):
-                connections[POSTGRES].close()
+        message = describe_error(exc)
+        if report_outage(exc, "reconciler"):
             logger.warning("PostgreSQL went away during reconcile (%s); going on", message)
+        elif is_switched_back(exc):
+            logger.info("The instance went back to PostgreSQL; the next pass goes on there")
         else:
             logger.error("Database error during reconcile: %s", message)
         return message
 
-    def _snapshot(self, alias: str) -> Snapshot:
+    def _read_inventory(self, alias: str) -> Inventory:
         logs = OperationLog.objects.using(alias)
         last_log_id = logs.order_by("-id").values_list("id", flat=True).first() or 0
         pending: dict[str, list[dict[str, Any]]] = {}
@@ -233,7 +229,7 @@ class Reconciler:
                 "reconcile_error",
             )
         )
-        return Snapshot(clusters, pending, busy, last_log_id)
+        return Inventory(clusters, pending, busy, last_log_id)
 
     def _observe(self, providers: set[str]) -> dict[str, dict[str, Any] | str]:
         """Ask every provider (in parallel) what it runs; a failure becomes its message."""
@@ -243,13 +239,13 @@ class Reconciler:
             return dict(zip(sorted(providers), pool.map(observe, sorted(providers)), strict=True))
 
     def _plan(
-        self, snapshot: Snapshot, observed: dict[str, dict[str, Any] | str]
+        self, inventory: Inventory, observed: dict[str, dict[str, Any] | str]
     ) -> list[tuple[dict[str, Any], str | None, str | None]]:
         """Return (cluster row, actual state, operation to run) for every idle cluster."""
         plans = []
-        for row in snapshot.clusters:
+        for row in inventory.clusters:
             name = row["name"]
-            if name in snapshot.busy:
+            if name in inventory.busy:
                 continue
             seen = observed.get(row["provider"])
             if isinstance(seen, dict):
@@ -259,7 +255,7 @@ class Reconciler:
             if actual is not None:
                 action = decide(row["desired_state"], actual)
             else:
-                action = self._guess(row, snapshot.pending.get(name, []))
+                action = self._guess(row, inventory.pending.get(name, []))
             plans.append((row, actual, action))
         return plans
 
@@ -269,18 +265,18 @@ class Reconciler:
         row: dict[str, Any],
         action: str,
         actual: str | None,
-        snapshot: Snapshot,
+        inventory: Inventory,
         report: PassReport,
     ) -> None:
-        if self._due(alias, row["name"], snapshot.pending.get(row["name"], [])):
+        if self._due(alias, row["name"], inventory.pending.get(row["name"], [])):
             self._observed = None  # what the providers run is about to change
-            self._act(alias, row, action, actual, snapshot, report)
+            self._act(alias, row, action, actual, inventory, report)
 
     def _settle_safely(
-        self, alias: str, row: dict[str, Any], actual: str, snapshot: Snapshot
+        self, alias: str, row: dict[str, Any], actual: str, inventory: Inventory
     ) -> None:
         try:
-            self._settle(alias, row, actual, snapshot.pending.get(row["name"], []))
+            self._settle(alias, row, actual, inventory.pending.get(row["name"], []))
         except ValidationError as exc:  # a protected cluster marked absent
             logger.warning("Cannot remove %s: %s", row["name"], " ".join(exc.messages))
 
@@ -336,11 +332,11 @@ class Reconciler:
                     completed_at=now,
                 )
 
-    def _close_orphans(self, alias: str, snapshot: Snapshot) -> None:
-        names = {row["name"] for row in snapshot.clusters}
+    def _close_orphans(self, alias: str, inventory: Inventory) -> None:
+        names = {row["name"] for row in inventory.clusters}
         orphans = [
             pk
-            for name, entries in snapshot.pending.items()
+            for name, entries in inventory.pending.items()
             if name not in names
             for pk in (entry["id"] for entry in entries)
         ]
@@ -382,7 +378,7 @@ class Reconciler:
         row: dict[str, Any],
         action: str,
         actual: str | None,
-        snapshot: Snapshot,
+        inventory: Inventory,
         report: PassReport,
     ) -> None:
         cluster = Cluster.objects.using(alias).filter(pk=row["id"]).first()
@@ -391,7 +387,7 @@ class Reconciler:
         driver = driver_for(cluster.provider)
         timeout = operation_timeout()
         command = driver.command_for(action, cluster, timeout)
-        outcome = self._claim(alias, cluster, row["version"], action, command, snapshot)
+        outcome = self._claim(alias, cluster, row["version"], action, command, inventory)
         if outcome is None:
             return
         self._execute(cluster, driver, command, outcome, actual, timeout)
@@ -409,7 +405,7 @@ class Reconciler:
         version: int,
         action: str,
         command: Command,
-        snapshot: Snapshot,
+        inventory: Inventory,
     ) -> Outcome | None:
         """Mark the action's operation running, unless someone else acted or acts on it.
 
@@ -430,7 +426,7 @@ class Reconciler:
                 logs.filter(pk=running.pk).update(
                     status=OperationStatus.FAILED, error_message=ABANDONED, completed_at=now
                 )
-            finished = logs.filter(id__gt=snapshot.last_log_id)
+            finished = logs.filter(id__gt=inventory.last_log_id)
             if finished.exclude(status=OperationStatus.PENDING).exists():
                 return None
             pending = list(
@@ -515,7 +511,9 @@ class Reconciler:
                 return True
             except DatabaseError as exc:
                 self.database_error(exc)
-                if not is_postgres_outage(exc):
+                # A lost PostgreSQL or a switch back to it: the next try goes
+                # where writes go now.
+                if not (is_postgres_outage(exc) or is_switched_back(exc)):
                     break
         self.unwritten.append(outcome)
         logger.error(

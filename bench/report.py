@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ and write bench/RESULTS.md.
 
-Run as `.venv/bin/python bench/report.py` (`--only chaos,http` for some,
+Run as `.venv/bin/python bench/report.py` (`--only chaos,api` for some,
 `--short` for chaos.py's short run). Each script prints its own tables; this
 collects them under the machine and the versions they were measured with, so
 anyone can reproduce the figures.
@@ -8,26 +8,26 @@ anyone can reproduce the figures.
 
 from __future__ import annotations
 
+import argparse
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
 import sys
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/http.py would stand in for the standard library's http package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+# Run by path, so only bench/ is on sys.path: the checkout root holds tests/.
 sys.path.insert(0, str(ROOT))
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from tests.pgserver import find_bindir  # noqa: E402
 
-BENCHMARKS = ("router", "http", "replay", "chaos", "reconcile")
+BENCHMARKS = ("router", "api", "replay", "chaos", "reconcile")
 TIMEOUT = 45 * 60
 
 
@@ -68,7 +68,6 @@ def machine() -> list[tuple[str, str]]:
 
 def versions() -> list[tuple[str, str]]:
     """Return the versions of everything the benchmarks exercise."""
-    from tests.pgserver import find_bindir
 
     def package(name: str) -> str:
         try:

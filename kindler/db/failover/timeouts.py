@@ -5,9 +5,10 @@ or cut off without a reset, and a server-side statement_timeout cannot fire
 in a process that is not running. psycopg2's wait callback lets the client
 give up instead: connecting is bounded by PG_CONNECT_TIMEOUT, every query by
 PG_STATEMENT_TIMEOUT plus a second (the server's own timeout normally wins).
-A wait also ends as soon as the health monitor declares PostgreSQL down after
-the wait began, so a request stuck on a paused backend is released within
-one probe of the outage instead of at the statement deadline.
+A wait also ends as soon as the instance falls back after the wait began
+(any process of the instance may declare it, see kindler.db.failover.state),
+so a request stuck on a paused backend is released within one probe of the
+outage instead of at the statement deadline.
 """
 
 from __future__ import annotations
@@ -17,16 +18,34 @@ import os
 import select
 import socket
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions as ext
 from django.conf import settings
 
+from kindler.db.failover import state
+from kindler.db.failover.state import State
+
 STATEMENT_MARGIN = 1.0
-# How often a long wait looks at the monitor; select() still returns at once
+# How often a long wait looks at the instance state; select() still returns at once
 # when the socket is ready, so this costs nothing on a healthy server.
 SLICE = 0.1
+
+_deadline: ContextVar[float | None] = ContextVar("kindler_wait_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every wait inside the block by seconds (the health probe's own budget)."""
+    token = _deadline.set(seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def wait_with_deadline(conn: Any) -> None:
@@ -37,24 +56,28 @@ def wait_with_deadline(conn: Any) -> None:
     else:
         timeout = float(settings.PG_STATEMENT_TIMEOUT) + STATEMENT_MARGIN
         doing = "waiting for a query"
+    override = _deadline.get()
+    if override is not None:
+        timeout = min(timeout, override)
     started = time.monotonic()
-    deadline = started + timeout
+    started_at = datetime.now(UTC)
+    give_up_at = started + timeout
     while True:
-        state = conn.poll()
-        if state == ext.POLL_OK:
+        polled = conn.poll()
+        if polled == ext.POLL_OK:
             return
         now = time.monotonic()
-        if now >= deadline:
+        if now >= give_up_at:
             give_up(conn, f"PostgreSQL did not answer within {timeout:g} s while {doing}")
-        if declared_down_since(started):
+        if declared_down_since(started_at):
             give_up(conn, f"PostgreSQL was declared unreachable while {doing}")
-        wait = min(SLICE, deadline - now)
-        if state == ext.POLL_READ:
+        wait = min(SLICE, give_up_at - now)
+        if polled == ext.POLL_READ:
             select.select([conn.fileno()], [], [], wait)
-        elif state == ext.POLL_WRITE:
+        elif polled == ext.POLL_WRITE:
             select.select([], [conn.fileno()], [], wait)
         else:
-            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+            raise psycopg2.OperationalError(f"unexpected poll state {polled}")
 
 
 def give_up(conn: Any, message: str) -> None:
@@ -69,12 +92,12 @@ def give_up(conn: Any, message: str) -> None:
     raise psycopg2.OperationalError(message)
 
 
-def declared_down_since(started: float) -> bool:
-    """Return True when the monitor switched to fallback after started."""
-    from kindler.db.health import monitor
-
-    down_since = monitor.down_since()
-    return down_since is not None and down_since > started
+def declared_down_since(started_at: datetime) -> bool:
+    """Return True when the instance fell back after started_at."""
+    with contextlib.suppress(OSError):
+        shared = state.read()
+        return shared is not None and shared.state is State.FALLBACK and shared.since > started_at
+    return False
 
 
 def install() -> None:

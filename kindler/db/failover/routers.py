@@ -7,7 +7,13 @@ from typing import Any
 from django.db.models import Model
 
 from kindler.db import ALIASES
-from kindler.db.routing import current_alias
+from kindler.db.failover.monitor import monitor
+from kindler.db.failover.pinning import pinned
+
+
+def current_alias() -> str:
+    """Return the alias pinned for the code running now, else the instance's active one."""
+    return pinned() or monitor.active_alias()
 
 
 class FailoverRouter:

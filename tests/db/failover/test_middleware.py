@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from clusters.models import Cluster
-from kindler.db.health import State, monitor
+from kindler.db.failover.monitor import State, monitor
 from tests import urls as probe_urls
 from tests.conftest import BOTH, wait_for_state
 from tests.pgserver import PostgresServer

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from clusters.models import Cluster
-from kindler.db.routers import FailoverRouter
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
+from kindler.db.failover.routers import FailoverRouter
 from tests.conftest import BOTH
 
 pytestmark = pytest.mark.django_db(databases=BOTH)

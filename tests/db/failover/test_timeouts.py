@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connections
 
-from kindler.db.health import State, monitor
+from kindler.db.failover.monitor import State, monitor
 from tests.conftest import BOTH, wait_for_state
 from tests.pgserver import PostgresServer
 

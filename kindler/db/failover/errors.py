@@ -1,0 +1,98 @@
+"""Name what went wrong with a database: an outage, a busy server, an unusable SQLite file."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from django.conf import settings
+
+# Only the password's own places in connection strings are masked:
+# `password=...` (libpq key/value) and `user:...@host` (URIs). Masking the
+# password wherever it appears would mangle messages that merely contain it.
+_KEY_VALUE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URI = re.compile(r"(\w+://[^:/@\s]*:)([^@\s]+)(@)")
+
+# PostgreSQL answers, but cannot take Kindler's writes: a demoted primary or a
+# full disk (read-only), or a database nobody migrated (tables missing).
+_UNUSABLE = (
+    psycopg2.errors.ReadOnlySqlTransaction,
+    psycopg2.errors.UndefinedTable,
+    psycopg2.errors.UndefinedColumn,
+)
+# The server is up but a statement waited too long: a lock someone holds, not an outage.
+_BUSY = (psycopg2.extensions.QueryCanceledError, psycopg2.errors.LockNotAvailable)
+
+SWITCHED_BACK = "kindler: this instance is back on PostgreSQL"
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    found: list[BaseException] = []
+    while exc is not None and len(found) < 20:
+        found.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def is_postgres_outage(exc: BaseException | None) -> bool:
+    """Return True when exc, or what caused it, says PostgreSQL cannot be used now."""
+    for error in _chain(exc):
+        if isinstance(error, _BUSY):
+            return False
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, *_UNUSABLE)):
+            return True
+    return False
+
+
+def is_postgres_busy(exc: BaseException | None) -> bool:
+    """Return True when a statement hit the statement or lock timeout."""
+    return any(isinstance(error, _BUSY) for error in _chain(exc))
+
+
+def is_switched_back(exc: BaseException | None) -> bool:
+    """Return True when SQLite refused a write because the instance is on PostgreSQL again."""
+    return any(SWITCHED_BACK in str(error) for error in _chain(exc))
+
+
+def sqlite_trouble(exc: BaseException | None) -> str | None:
+    """Return what a person should be told when the SQLite file cannot take a write."""
+    for error in _chain(exc):
+        if not isinstance(error, sqlite3.Error):
+            continue
+        text = str(error).lower()
+        if "locked" in text or "busy" in text:
+            return (
+                "The local SQLite file is locked by another program, so nothing was saved. "
+                "Retry in a moment."
+            )
+        if "full" in text:
+            return "The disk holding the local SQLite file is full, so nothing was saved."
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return (
+                "The local SQLite file cannot be written (read-only file or folder), "
+                "so nothing was saved."
+            )
+        if "disk i/o" in text:
+            return "The local SQLite file could not be written (disk I/O error); nothing was saved."
+    return None
+
+
+def mask_secrets(text: str) -> str:
+    """Return text with passwords in connection strings replaced by ***."""
+    text = _KEY_VALUE.sub(r"\1***", text)
+    return _URI.sub(r"\1***\3", text)
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return a one-line, secret-free description of a database error."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    masked = mask_secrets(message)
+    password = settings.DATABASES.get("postgres", {}).get("PASSWORD") or ""
+    # A password quoted back whole by a driver (it never is by libpq) still
+    # must not reach a page; short ones would mask ordinary words instead.
+    if len(password) >= 8:
+        masked = masked.replace(password, "***")
+    return masked

@@ -1,0 +1,218 @@
+"""Serve each request from one database, and answer every database fault it meets.
+
+Changes run in one transaction on the request's alias. What each fault gets:
+
+- PostgreSQL lost, read-only or unmigrated before the commit: nothing was
+  saved there, so the instance falls back and the request runs again on
+  SQLite (where the change is journaled).
+- PostgreSQL lost during the commit itself: the outcome is unknown, so the
+  person gets a 503 asking them to check and retry.
+- A statement or lock timeout (a row or table someone holds locked): the
+  server is up, so this is no outage; nothing was saved, 503 "busy".
+- SQLite refused the write because the instance just went back to
+  PostgreSQL (see kindler.db.failover.state): the request runs again there.
+- SQLite locked by another program, its disk full, or the file read-only:
+  nothing was saved (the transaction rolled back), 503 saying which.
+
+The longest a request waits is PG_CONNECT_TIMEOUT (to connect) plus
+PG_STATEMENT_TIMEOUT (+1 s client margin) for a statement, then, only when
+PostgreSQL was lost, SQLITE_BUSY_TIMEOUT for SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+
+from kindler.db import POSTGRES, SQLITE
+from kindler.db.failover.errors import (
+    describe_error,
+    is_postgres_busy,
+    is_postgres_outage,
+    is_switched_back,
+    sqlite_trouble,
+)
+from kindler.db.failover.monitor import close_postgres_connection, monitor
+from kindler.db.failover.pinning import pinned, pinned_alias, postgres_configured
+from kindler.db.failover.routers import current_alias
+
+logger = logging.getLogger("kindler.db")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ERROR_ATTRIBUTE = "_kindler_database_error"
+UNCERTAIN_WRITE = (
+    "PostgreSQL went away while this change was being committed, so it may not "
+    "have been saved. Check, then retry."
+)
+BUSY = (
+    "PostgreSQL did not answer in time: a row or table this request needs is locked, "
+    "or the server is overloaded. Nothing was saved; retry in a moment."
+)
+
+
+class SwitchedBackError(DatabaseError):
+    """The instance went back to PostgreSQL while this request waited for SQLite."""
+
+
+def is_handled(exc: BaseException | None) -> bool:
+    """Return True for the database errors this middleware answers itself."""
+    return (
+        is_postgres_outage(exc)
+        or is_postgres_busy(exc)
+        or is_switched_back(exc)
+        or sqlite_trouble(exc) is not None
+        or isinstance(exc, SwitchedBackError)
+    )
+
+
+def remember_database_error(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    """Note on the request the database error it failed with.
+
+    Connected to got_request_exception: Django turns exceptions into 500
+    responses in whichever middleware they happen, so this is the one place
+    that sees them all, including lazy user loading in auth middleware.
+    """
+    exc = sys.exc_info()[1]
+    if request is not None and is_handled(exc):
+        setattr(request, ERROR_ATTRIBUTE, exc)
+
+
+class HandledFailoverFilter(logging.Filter):
+    """Drop Django's 500 log line for a request this middleware answered itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        return not hasattr(request, ERROR_ATTRIBUTE)
+
+
+class DatabaseFailoverMiddleware:
+    """Pin each request to one alias and turn database faults into defined answers."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        # A caller that pinned an alias on purpose (a test, or code serving a
+        # request from one database) keeps it, whatever the state says.
+        follow_state = pinned() is None and postgres_configured()
+        alias = current_alias()
+        if alias == SQLITE and postgres_configured():
+            # Fallen back: keep no idle connection that would hold one of
+            # PostgreSQL's slots (it may be out of them).
+            close_postgres_connection()
+        elif alias == POSTGRES and request.method not in SAFE_METHODS:
+            alias = self._connect_or_fall_back()
+        response, error, at_commit = self._attempt(request, alias, follow_state)
+        if error is None:
+            return response
+        retry = self._retry_alias(alias, error, at_commit)
+        if retry is None:
+            return self._answer(request, alias, error, at_commit)
+        # The user may have been loaded in the failed attempt; load it again
+        # from the other database so nothing is written back to the wrong place.
+        for cached in ("_cached_user", "_acached_user"):
+            request.__dict__.pop(cached, None)
+        response, error, at_commit = self._attempt(request, retry, follow_state)
+        if error is None:
+            return response
+        return self._answer(request, retry, error, at_commit)
+
+    def _attempt(
+        self, request: HttpRequest, alias: str, follow_state: bool
+    ) -> tuple[HttpResponse, BaseException | None, bool]:
+        """Run the request on alias; return the response, a handled error, and if at commit."""
+        if hasattr(request, ERROR_ATTRIBUTE):
+            delattr(request, ERROR_ATTRIBUTE)
+        try:
+            response = self._respond(request, alias, follow_state)
+        except DatabaseError as exc:
+            if not is_handled(exc):
+                raise
+            setattr(request, ERROR_ATTRIBUTE, exc)
+            return HttpResponse(status=503), exc, True
+        error = getattr(request, ERROR_ATTRIBUTE, None)
+        if error is not None and response.status_code < 500:
+            # Handled inside the view (it answered anyway): nothing to do.
+            delattr(request, ERROR_ATTRIBUTE)
+            error = None
+        return response, error, False
+
+    def _respond(self, request: HttpRequest, alias: str, follow_state: bool) -> HttpResponse:
+        with pinned_alias(alias):
+            if request.method in SAFE_METHODS:
+                return self.get_response(request)
+            rolled_back = False
+            try:
+                with transaction.atomic(using=alias):
+                    if alias == SQLITE and follow_state:
+                        self._refuse_if_switched_back()
+                    response = self.get_response(request)
+                    if response.status_code >= 500 or hasattr(request, ERROR_ATTRIBUTE):
+                        transaction.set_rollback(True, using=alias)
+                        rolled_back = True
+            except DatabaseError as exc:
+                # Leaving a rolled-back block reconnects to restore autocommit,
+                # which fails while PostgreSQL is away; nothing was committed.
+                if not (rolled_back and is_handled(exc)):
+                    raise
+                if not hasattr(request, ERROR_ATTRIBUTE):
+                    setattr(request, ERROR_ATTRIBUTE, exc)
+                return HttpResponse(status=503)
+            return response
+
+    @staticmethod
+    def _refuse_if_switched_back() -> None:
+        # Inside the transaction SQLite's write lock is held, so the state
+        # read here cannot change before this request commits.
+        if monitor.active_alias() == POSTGRES:
+            raise SwitchedBackError("the instance is back on PostgreSQL")
+
+    def _retry_alias(self, alias: str, error: BaseException, at_commit: bool) -> str | None:
+        if alias == POSTGRES and is_postgres_outage(error):
+            monitor.mark_down(f"request failed: {describe_error(error)}")
+            return None if at_commit else SQLITE
+        if alias == SQLITE and (isinstance(error, SwitchedBackError) or is_switched_back(error)):
+            return POSTGRES
+        return None
+
+    def _connect_or_fall_back(self) -> str:
+        # Connecting sends nothing: a change that cannot even connect is
+        # certain not to have reached PostgreSQL, and goes to SQLite instead.
+        try:
+            connections[POSTGRES].ensure_connection()
+        except DatabaseError as exc:
+            if not is_postgres_outage(exc):
+                raise
+            monitor.mark_down(f"request failed: {describe_error(exc)}")
+            return SQLITE
+        return POSTGRES
+
+    def _answer(
+        self, request: HttpRequest, alias: str, error: BaseException, at_commit: bool
+    ) -> HttpResponse:
+        if alias == POSTGRES and is_postgres_busy(error):
+            message = BUSY
+        elif alias == POSTGRES and is_postgres_outage(error):
+            message = UNCERTAIN_WRITE if at_commit else _unavailable_message(error)
+        else:
+            message = sqlite_trouble(error) or _unavailable_message(error)
+        logger.warning("Answered 503 on %s %s: %s", request.method, request.path, message)
+        return unavailable(request, message)
+
+
+def _unavailable_message(error: BaseException) -> str:
+    return f"The database cannot be used right now ({describe_error(error)}); retry in a moment."
+
+
+def unavailable(request: HttpRequest, message: str) -> HttpResponse:
+    """Return a 503 that says message: JSON for the API, the site's page elsewhere."""
+    if request.path.startswith("/api/") or "json" in request.headers.get("Accept", ""):
+        return JsonResponse({"detail": message}, status=503)
+    response = TemplateResponse(request, "503.html", {"message": message}, status=503)
+    return response.render()

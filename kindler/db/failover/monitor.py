@@ -1,0 +1,442 @@
+"""Probe PostgreSQL and drive the instance's shared state (kindler.db.failover.state).
+
+One process of an instance leads: the first to take an flock on the leader
+file, released by the kernel when that process dies, so another takes over
+within one interval. The leader probes PostgreSQL every
+KINDLER_HEALTH_INTERVAL seconds off the request path and makes every switch
+the probes call for: primary -> fallback when PostgreSQL cannot take writes,
+fallback -> recovering when it can again, and recovering -> primary once the
+recovery hooks (the journal replay) have run, the last of them under SQLite's
+write lock (state.promote). The other processes only read the shared state,
+and any process may declare an outage it ran into (mark_down).
+
+PostgreSQL is usable only when it accepts a new connection, is not read-only
+(a standby, a demoted primary, default_transaction_read_only) and holds every
+migration this code knows. Anything less is an outage for Kindler's writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+
+import psycopg2
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.db.migrations.loader import MigrationLoader
+from django.dispatch import Signal
+from django.utils.module_loading import import_string
+
+from kindler.db import POSTGRES, SQLITE
+from kindler.db.failover import state, timeouts
+from kindler.db.failover.errors import describe_error, is_postgres_outage
+from kindler.db.failover.pinning import postgres_configured
+from kindler.db.failover.state import State, StateFileError, Transition
+
+logger = logging.getLogger("kindler.db")
+
+SWITCH_HISTORY = 50
+# Sent by the leading process after each probe that found PostgreSQL usable
+# and the instance on it; the sync layer runs its mirror from here.
+ticked = Signal()
+
+
+@dataclass(frozen=True)
+class Probe:
+    reachable: bool
+    usable: bool
+    latency_ms: float | None
+    error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    active: str
+    state: State
+    since: datetime
+    cause: str
+    configured: bool
+    probe: Probe | None
+    leader: bool = False
+    transitions: tuple[Transition, ...] = field(default_factory=tuple)
+
+
+@cache
+def expected_migrations() -> frozenset[tuple[str, str]]:
+    """Return the newest migration of every app, as PostgreSQL must have applied them."""
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    return frozenset(graph.leaf_nodes())
+
+
+def probe_postgres() -> Probe:
+    """Open a fresh connection and check that PostgreSQL can take Kindler's writes."""
+    started = time.monotonic()
+    at = datetime.now(UTC)
+    db = settings.DATABASES[POSTGRES]
+    options = db.get("OPTIONS", {})
+    budget = float(settings.PG_CONNECT_TIMEOUT)
+    try:
+        # A fresh connection each time: a paused or saturated postmaster
+        # refuses new connections long before established ones notice.
+        with timeouts.deadline(budget):
+            conn = psycopg2.connect(
+                host=db["HOST"],
+                port=db["PORT"],
+                dbname=db["NAME"],
+                user=db["USER"],
+                password=db["PASSWORD"],
+                connect_timeout=max(1, round(budget)),
+                sslmode=options.get("sslmode", "prefer"),
+                application_name="kindler-health",
+                options=f"-c statement_timeout={int(budget * 1000)}",
+            )
+            try:
+                problem = _unusable_because(conn)
+            finally:
+                conn.close()
+    except psycopg2.Error as exc:
+        return Probe(False, False, None, describe_error(exc), at)
+    latency = round((time.monotonic() - started) * 1000, 2)
+    return Probe(True, problem is None, latency, problem, at)
+
+
+def _unusable_because(conn: psycopg2.extensions.connection) -> str | None:
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), "
+            "to_regclass('django_migrations') IS NOT NULL"
+        )
+        in_recovery, read_only, has_migrations = cursor.fetchone() or (False, "off", False)
+        if in_recovery:
+            return "PostgreSQL is a standby (in recovery) and cannot take writes"
+        if read_only == "on":
+            return "PostgreSQL is read-only (default_transaction_read_only is on)"
+        if not has_migrations:
+            return "PostgreSQL is not migrated: run `manage.py migrate`"
+        wanted = sorted(expected_migrations())
+        cursor.execute(
+            "SELECT count(*) FROM django_migrations WHERE (app, name) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+            [[app for app, _ in wanted], [name for _, name in wanted]],
+        )
+        (applied,) = cursor.fetchone() or (0,)
+        if applied < len(wanted):
+            return "PostgreSQL lacks migrations this Kindler needs: run `manage.py migrate`"
+    return None
+
+
+def close_postgres_connection() -> None:
+    """Close this thread's idle PostgreSQL connection, ignoring one already broken."""
+    if POSTGRES not in settings.DATABASES:
+        return
+    connection = connections[POSTGRES]
+    # A connection inside a transaction belongs to code still running; it is
+    # closed by whoever leaves that transaction.
+    if connection.connection is None or connection.in_atomic_block:
+        return
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+def close_thread_connections() -> None:
+    """Close this thread's Django connections, ignoring ones already broken."""
+    for connection in connections.all(initialized_only=True):
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def run_recovery_hooks() -> None:
+    """Run every KINDLER_RECOVERY_HOOKS callable; the first failure stops them."""
+    for path in settings.KINDLER_RECOVERY_HOOKS:
+        hook: Callable[[], object] = import_string(path)
+        hook()
+
+
+def probe_path() -> str:
+    return str(state.base_path()) + ".probe"
+
+
+def leader_path() -> str:
+    return str(state.base_path()) + ".leader"
+
+
+def _write_probe(probe: Probe) -> None:
+    data = {**asdict(probe), "at": probe.at.isoformat()}
+    path = probe_path()
+    spare = f"{path}.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        with open(spare, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(spare, path)
+
+
+def _read_probe() -> Probe | None:
+    try:
+        with open(probe_path(), encoding="utf-8") as handle:
+            data = json.load(handle)
+        data["at"] = datetime.fromisoformat(data["at"])
+        return Probe(**data)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+class HealthMonitor:
+    """This process's view of the instance state, and its share in keeping it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._tick_lock = threading.Lock()
+        self._pid: int | None = None
+        self._leader_fd: int | None = None
+        self._probe: Probe | None = None
+        self._transitions: deque[Transition] = deque(maxlen=SWITCH_HISTORY)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # When the state file cannot be written, this process still falls
+        # back on its own until this time.monotonic() value.
+        self._forced_until = 0.0
+        self._recovered_once = False
+
+    def active_alias(self) -> str:
+        """Return the alias every unpinned query should use now."""
+        self._ensure_started()
+        if not postgres_configured() or time.monotonic() < self._forced_until:
+            return SQLITE
+        shared = state.read()
+        return POSTGRES if shared is not None and shared.state is State.PRIMARY else SQLITE
+
+    def snapshot(self) -> Snapshot:
+        """Return the instance state and the last probe, for status pages."""
+        self._ensure_started()
+        if not postgres_configured():
+            return Snapshot(SQLITE, State.PRIMARY, _started_at, "embedded", False, None)
+        shared = state.read()
+        probe = self._probe if self._leader_fd is not None else _read_probe()
+        with self._lock:
+            transitions = tuple(self._transitions)
+        if shared is None:
+            return Snapshot(
+                SQLITE, State.FALLBACK, _started_at, "starting", True, probe, False, transitions
+            )
+        return Snapshot(
+            active=self.active_alias(),
+            state=shared.state,
+            since=shared.since,
+            cause=shared.cause,
+            configured=True,
+            probe=probe,
+            leader=self._leader_fd is not None,
+            transitions=transitions,
+        )
+
+    def mark_down(self, cause: str) -> None:
+        """Fall back at once, for every process: a query just lost PostgreSQL."""
+        self._ensure_started()
+        try:
+            if state.read() is None:
+                state.initialise(State.FALLBACK, cause)
+            else:
+                self._switch({State.PRIMARY, State.RECOVERING}, State.FALLBACK, cause)
+        except StateFileError as exc:
+            logger.error("Cannot record the fallback in the state file: %s", exc)
+            self._forced_until = time.monotonic() + max(2 * settings.KINDLER_HEALTH_INTERVAL, 1)
+        self._wake.set()
+
+    def check_now(self) -> Snapshot:
+        """Probe now and make the switches the probe calls for, as the thread would."""
+        self._ensure_started()
+        self._tick()
+        return self.snapshot()
+
+    def stop(self) -> None:
+        """Stop the probing thread (tests and clean shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    def reset(self) -> None:
+        """Forget everything, as a freshly forked process would."""
+        self.stop()
+        with self._lock:
+            self._pid = None
+            self._release_leadership()
+
+    def _ensure_started(self) -> None:
+        # Keyed on the pid, so a process forked by gunicorn after this module
+        # was imported starts its own thread instead of inheriting a dead one.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._leader_fd = None  # an inherited descriptor is the parent's
+            self._stop = threading.Event()
+            self._wake = threading.Event()
+            self._transitions.clear()
+            self._probe = None
+            self._forced_until = 0.0
+            self._recovered_once = False
+            if not postgres_configured():
+                logger.info("PostgreSQL not configured (PG_HOST is unset)")
+                logger.info("Using SQLite backend (embedded)")
+                return
+            self._learn_state()
+            self._thread = threading.Thread(target=self._run, name="kindler-health", daemon=True)
+            self._thread.start()
+
+    def _learn_state(self) -> None:
+        # A process never guesses: the one that leads probes before its first
+        # query (so a state left by an earlier run is brought up to date), the
+        # others read what it decided, waiting for it if it was never set.
+        self._tick()
+        deadline = time.monotonic() + float(settings.PG_CONNECT_TIMEOUT) + 1
+        while state.read() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shared = state.read()
+        if shared is not None and shared.state is State.PRIMARY:
+            logger.info("Using PostgreSQL backend (primary)")
+            return
+        probe = self._probe or _read_probe()
+        if probe is not None and probe.error:
+            logger.warning("PostgreSQL connection failed: %s", probe.error)
+        logger.warning(
+            "Using SQLite backend (%s)", shared.state if shared is not None else "fallback"
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=settings.KINDLER_HEALTH_INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._tick()
+            except Exception:
+                # The thread must outlive any surprise, or the instance never recovers.
+                logger.exception("Health check failed unexpectedly")
+
+    def _lead(self) -> bool:
+        if self._leader_fd is not None:
+            return True
+        try:
+            fd = os.open(leader_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._leader_fd = fd
+        return True
+
+    def _release_leadership(self) -> None:
+        if self._leader_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._leader_fd)
+            self._leader_fd = None
+
+    def _tick(self) -> None:
+        if not postgres_configured():
+            return
+        with self._tick_lock:
+            if not self._lead():
+                return
+            probe = probe_postgres()
+            self._probe = probe
+            _write_probe(probe)
+            shared = state.read()
+            if shared is None:
+                target = State.RECOVERING if probe.usable else State.FALLBACK
+                cause = "instance started" if probe.usable else f"instance started: {probe.error}"
+                shared = state.initialise(target, cause)
+            if not probe.usable:
+                self._switch(
+                    {State.PRIMARY, State.RECOVERING}, State.FALLBACK, f"probe: {probe.error}"
+                )
+                return
+            if shared.state is State.FALLBACK:
+                self._switch({State.FALLBACK}, State.RECOVERING, "PostgreSQL answers again")
+            elif shared.state is State.PRIMARY and not self._recovered_once:
+                # A new leader recovers once before trusting a primary state
+                # an earlier run left: PostgreSQL may have been replaced or
+                # restored meanwhile, and must not take writes before the
+                # sync layer has checked it.
+                self._switch({State.PRIMARY}, State.RECOVERING, "checking PostgreSQL at start")
+            current = state.read()
+            if current is not None and current.state is State.RECOVERING:
+                self._recover()
+                self._recovered_once = True
+            current = state.read()
+            if current is not None and current.state is State.PRIMARY:
+                ticked.send_robust(sender=HealthMonitor)
+
+    def _recover(self) -> None:
+        try:
+            # This thread outlives the server it talks to: a connection kept
+            # from before the outage is dead, so start each recovery afresh.
+            close_postgres_connection()
+            run_recovery_hooks()
+            transition = state.promote(run_recovery_hooks, "recovery finished")
+            if transition is not None:
+                self._log(transition)
+        except (DatabaseError, psycopg2.Error, StateFileError) as exc:
+            logger.error("Recovery failed, staying on SQLite: %s", describe_error(exc))
+            if is_postgres_outage(exc):
+                self._switch({State.RECOVERING}, State.FALLBACK, f"recovery failed: {exc}")
+        except Exception as exc:
+            logger.error("Recovery failed, staying on SQLite: %s", describe_error(exc))
+        finally:
+            close_postgres_connection()
+
+    def _switch(self, expected: set[State], target: State, cause: str) -> None:
+        transition = state.switch(expected, target, describe_error(Exception(cause)))
+        if transition is None:
+            return
+        self._log(transition)
+        if target is State.FALLBACK:
+            close_postgres_connection()
+
+    def _log(self, transition: Transition) -> None:
+        with self._lock:
+            self._transitions.append(transition)
+        logger.warning(
+            "Database state %s -> %s after %.3f s: %s (active: %s)",
+            transition.source,
+            transition.target,
+            transition.seconds_in_source,
+            transition.cause,
+            POSTGRES if transition.target is State.PRIMARY else SQLITE,
+        )
+
+
+_started_at = datetime.now(UTC)
+monitor = HealthMonitor()
+
+
+def report_outage(exc: BaseException, where: str) -> bool:
+    """Fall back the whole instance if exc says PostgreSQL is lost; return whether it did.
+
+    The one entry point for code outside a request (the reconciler, commands)
+    that runs into a database error.
+    """
+    if not is_postgres_outage(exc):
+        return False
+    monitor.mark_down(f"{where}: {describe_error(exc)}")
+    close_postgres_connection()
+    return True

@@ -1,0 +1,215 @@
+"""One database state per instance, shared by all its processes through a file beside SQLite.
+
+An instance is every process that shares one SQLite file: the gunicorn
+workers, the reconciler and manage.py commands. They must agree on which
+database is active, or they write the same rows to both and make conflicts
+with themselves. So no process keeps a state of its own: each one asks this
+module, which reads a small JSON file next to the SQLite file.
+
+Why a file and not a row in SQLite or shared memory:
+- Reading costs one stat() while the file is unchanged (the parsed copy is
+  kept per process, keyed on inode and modification time), so every request
+  and every unpinned query can ask instead of guessing.
+- A switch is a compare-and-set under an flock on the lock file, written to
+  a temporary file and renamed over the old one: two processes never both
+  win, and a reader never sees half a file.
+- It stays writable when the SQLite file is not: a file locked by another
+  program, a full disk for the database's folder only, or a read-only
+  database must still let the instance say that it fell back and why.
+
+Going back to PostgreSQL happens once, in promote(): inside one SQLite write
+transaction (BEGIN IMMEDIATE takes the write lock every SQLite writer needs)
+the caller drains what is left of the journal, then the state becomes primary,
+then the transaction commits. A writer that was waiting for the lock finds
+the state primary and goes to PostgreSQL instead (the middleware checks, and
+the journal trigger refuses the write otherwise), so no process writes to
+SQLite after the switch and every change reaches PostgreSQL in the order it
+was acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.dispatch import Signal
+
+from kindler.db import SQLITE
+
+# Sent with transition=Transition by the process that made a switch.
+switched = Signal()
+
+
+class State(StrEnum):
+    PRIMARY = "primary"
+    FALLBACK = "fallback"
+    RECOVERING = "recovering"
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The instance's state as the state file holds it."""
+
+    state: State
+    since: datetime
+    cause: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: datetime
+    source: State
+    target: State
+    cause: str
+    seconds_in_source: float
+
+
+class StateFileError(OSError):
+    """The state file cannot be written (full disk, read-only folder)."""
+
+
+_cache_lock = threading.Lock()
+_cache: dict[str, tuple[tuple[int, int, int], Shared]] = {}
+
+
+def base_path() -> Path:
+    """Return the SQLite file's path; the state files are named after it."""
+    return Path(str(settings.DATABASES[SQLITE]["NAME"]))
+
+
+def state_path() -> Path:
+    return base_path().with_name(base_path().name + ".state")
+
+
+def lock_path() -> Path:
+    return base_path().with_name(base_path().name + ".lock")
+
+
+def read() -> Shared | None:
+    """Return the instance's state, or None before any process has set it."""
+    path = state_path()
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        cached = _cache.get(str(path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        shared = Shared(
+            state=State(data["state"]),
+            since=datetime.fromisoformat(data["since"]),
+            cause=str(data.get("cause", "")),
+            generation=int(data.get("generation", 0)),
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        # Never half-written (renamed into place); a file edited by hand
+        # that no longer parses counts as no state: the monitor sets one.
+        return None
+    with _cache_lock:
+        _cache[str(path)] = (key, shared)
+    return shared
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    path = lock_path()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(shared: Shared) -> None:
+    path = state_path()
+    spare = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+    data = {
+        "state": str(shared.state),
+        "since": shared.since.isoformat(),
+        "cause": shared.cause,
+        "generation": shared.generation,
+    }
+    try:
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(data).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(spare, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            spare.unlink()
+        raise StateFileError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
+
+
+def switch(expected: Iterable[State] | None, target: State, cause: str) -> Transition | None:
+    """Set the state to target if it is one of expected (None: only while unset).
+
+    Return the transition made, or None when the state was not as expected
+    (another process switched first) or already target.
+    """
+    allowed = None if expected is None else frozenset(expected)
+    with _locked():
+        current = read()
+        if current is not None and current.state is target:
+            return None
+        if allowed is None and current is not None:
+            return None
+        if allowed is not None and (current is None or current.state not in allowed):
+            return None
+        now = datetime.now(UTC)
+        _write(
+            Shared(
+                state=target,
+                since=now,
+                cause=cause,
+                generation=(current.generation + 1) if current else 1,
+            )
+        )
+    source = current.state if current else State.FALLBACK
+    elapsed = (now - current.since).total_seconds() if current else 0.0
+    transition = Transition(now, source, target, cause, max(elapsed, 0.0))
+    # send_robust: a failing receiver must never stop the instance switching.
+    switched.send_robust(sender=State, transition=transition)
+    return transition
+
+
+def initialise(target: State, cause: str) -> Shared:
+    """Set the first state of this instance unless another process already did; return it."""
+    if read() is None:
+        switch(None, target, cause)
+    shared = read()
+    if shared is None:
+        raise StateFileError(0, f"cannot read back {state_path()}")
+    return shared
+
+
+def promote(drain: Callable[[], None], cause: str) -> Transition | None:
+    """Drain what is left, then switch recovering -> primary, under SQLite's write lock.
+
+    Returns the transition, or None when the state was no longer recovering
+    (PostgreSQL failed again meanwhile); the drained changes are in
+    PostgreSQL either way, recorded so they are never applied twice.
+    """
+    with transaction.atomic(using=SQLITE):
+        drain()
+        return switch({State.RECOVERING}, State.PRIMARY, cause)

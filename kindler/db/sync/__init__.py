@@ -1,0 +1,1 @@
+"""Nothing lost: journal, replay, conflicts, mirror and write-through between the two databases."""

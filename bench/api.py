@@ -1,6 +1,6 @@
 """Time Kindler's API and dashboard under gunicorn on PostgreSQL and on SQLite.
 
-Run as `.venv/bin/python bench/http.py`. It starts a throwaway PostgreSQL
+Run as `.venv/bin/python bench/api.py`. It starts a throwaway PostgreSQL
 (tests/pgserver.py) and, for each database, gunicorn with 2 workers on a
 free loopback port, then prints p50/p95 latencies beside the figures the
 original Kindler web UI published. Request counts are fixed, so a run takes

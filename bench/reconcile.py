@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, bench/ comes first on sys.path, where bench/http.py would
+# Run as a script, bench/ comes first on sys.path, where bench/api.py would
 # shadow the standard library's http package: use the checkout root instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
@@ -108,7 +108,7 @@ def main() -> None:
     server = start_postgres()
     try:
         configure_django(server)
-        from kindler.db.routing import pinned_alias
+        from kindler.db.failover.pinning import pinned_alias
 
         print(
             f"One reconcile pass, {args.clusters} clusters, nothing to do "
@@ -122,7 +122,7 @@ def main() -> None:
             print(f"{alias:<9} idle pass (provider listings reused)   {describe(idle)}")
             print(f"{alias:<9} pass that lists the providers          {describe(listing)}")
     finally:
-        from kindler.db.health import monitor
+        from kindler.db.failover.monitor import monitor
 
         monitor.stop()
         server.destroy()

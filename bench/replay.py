@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The script folder holds other benchmarks (bench/http.py) that would shadow
+# The script folder holds other benchmarks (bench/api.py) that would shadow
 # the standard library: import from the project root instead.
 sys.path[0] = str(ROOT)
 
@@ -27,9 +27,9 @@ INCREMENTAL_RUNS = 5
 
 def bench_replay() -> None:
     from clusters.models import Cluster
+    from kindler.db.failover.pinning import pinned_alias
     from kindler.db.models import JournalEntry
-    from kindler.db.replay import replay
-    from kindler.db.routing import pinned_alias
+    from kindler.db.sync.replay import replay
 
     inserts = CHANGES // 4
     with pinned_alias("sqlite"):
@@ -52,8 +52,8 @@ def bench_mirror() -> None:
     from django.db import connections
 
     from clusters.models import Cluster, OperationLog
-    from kindler.db.journal import journal_suppressed
-    from kindler.db.mirror import mirror
+    from kindler.db.sync.journal import journal_suppressed
+    from kindler.db.sync.mirror import mirror
 
     Cluster.objects.using("postgres").all().delete()
     Cluster.objects.using("postgres").bulk_create(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, bench/ comes first on sys.path, where bench/http.py would
+# Run as a script, bench/ comes first on sys.path, where bench/api.py would
 # shadow the standard library's http package: use the checkout root instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
@@ -36,7 +36,7 @@ def main() -> None:
         configure_django(server)
         run(args.iterations, args.rounds)
     finally:
-        from kindler.db.health import monitor
+        from kindler.db.failover.monitor import monitor
 
         monitor.stop()
         server.destroy()
@@ -44,8 +44,8 @@ def main() -> None:
 
 def run(iterations: int, rounds: int) -> None:
     from clusters.models import Cluster
-    from kindler.db.routers import FailoverRouter
-    from kindler.db.routing import pinned_alias
+    from kindler.db.failover.pinning import pinned_alias
+    from kindler.db.failover.routers import FailoverRouter
 
     # Created on PostgreSQL; the write-through copies it into SQLite too.
     Cluster.objects.using("postgres").create(name="bench", http_port=20000)

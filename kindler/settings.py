@@ -39,7 +39,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "kindler.db.middleware.DatabaseFailoverMiddleware",
+    "kindler.db.failover.middleware.DatabaseFailoverMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -76,6 +76,11 @@ TEMPLATES = [
 # instead of silently writing to the wrong place.
 PG_CONNECT_TIMEOUT = env.float("PG_CONNECT_TIMEOUT", default=2.0)
 PG_STATEMENT_TIMEOUT = env.float("PG_STATEMENT_TIMEOUT", default=5.0)
+# A row or table someone holds locked fails a statement after this long
+# (a 503 "busy"), well before the statement timeout.
+PG_LOCK_TIMEOUT = env.float("PG_LOCK_TIMEOUT", default=2.0)
+# How long a write waits for SQLite's write lock before answering 503.
+SQLITE_BUSY_TIMEOUT = env.float("SQLITE_BUSY_TIMEOUT", default=3.0)
 KINDLER_HEALTH_INTERVAL = env.float("KINDLER_HEALTH_INTERVAL", default=1.0)
 
 DATABASES: dict[str, dict[str, Any]] = {
@@ -87,12 +92,16 @@ DATABASES: dict[str, dict[str, Any]] = {
             # Several web workers and the reconciler share the file: WAL lets
             # readers run beside a writer, IMMEDIATE takes the write lock up
             # front so concurrent transactions wait instead of deadlocking.
-            "timeout": 10,
+            "timeout": SQLITE_BUSY_TIMEOUT,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # FULL: during an outage (and in the embedded mode) this file holds
+            # the only copy of acknowledged writes, so each commit is on disk
+            # before the answer goes out. NORMAL could lose the last commits
+            # of a power cut in WAL mode.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         },
         # Opening the file and running the PRAGMAs costs ~4 ms a request
-        # (bench/http.py); keeping connections makes SQLite answers ~1 ms.
+        # (bench/api.py); keeping connections makes SQLite answers ~1 ms.
         "CONN_MAX_AGE": env.int("SQLITE_CONN_MAX_AGE", default=600),
         "TEST": {"DEPENDENCIES": []},
     },
@@ -112,12 +121,15 @@ if env.str("PG_HOST", default=""):
             "connect_timeout": max(1, round(PG_CONNECT_TIMEOUT)),
             "sslmode": env.str("PG_SSLMODE", default="prefer"),
             "application_name": "kindler",
-            "options": f"-c statement_timeout={int(PG_STATEMENT_TIMEOUT * 1000)}",
+            "options": (
+                f"-c statement_timeout={int(PG_STATEMENT_TIMEOUT * 1000)} "
+                f"-c lock_timeout={int(PG_LOCK_TIMEOUT * 1000)}"
+            ),
         },
         "TEST": {"DEPENDENCIES": []},
     }
 
-DATABASE_ROUTERS = ["kindler.db.routers.FailoverRouter"]
+DATABASE_ROUTERS = ["kindler.db.failover.routers.FailoverRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Signed-cookie sessions need no table, so a login survives a database switch.
@@ -152,7 +164,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "handled_failover": {"()": "kindler.db.middleware.HandledFailoverFilter"},
+        "handled_failover": {"()": "kindler.db.failover.middleware.HandledFailoverFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
@@ -173,7 +185,7 @@ LOGGING = {
 # Callables run, in order, when PostgreSQL answers again after an outage and
 # before routing returns to it (state `recovering`); the journal replay plugs
 # in here. One that raises keeps Kindler on SQLite until the next probe.
-KINDLER_RECOVERY_HOOKS: list[str] = ["kindler.db.replay.run_recovery_hook"]
+KINDLER_RECOVERY_HOOKS: list[str] = ["kindler.db.sync.recovery.recover"]
 
 # While on PostgreSQL, copy it into the SQLite file at startup and every this
 # many seconds (0 turns the mirror off), so a failover shows current data.

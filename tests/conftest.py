@@ -12,8 +12,8 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from kindler.db.health import State, monitor
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.monitor import State, monitor
+from kindler.db.failover.pinning import pinned_alias
 from tests.fakes import FOLDER as FAKES_FOLDER
 from tests.fakes import FakeTools
 from tests.pgserver import PostgresServer

@@ -12,11 +12,15 @@ class DatabaseConfig(AppConfig):
     verbose_name = "Kindler database layer"
 
     def ready(self) -> None:
-        from kindler.db import accounts, health, journal, middleware, stats, timeouts, writethrough
+        # Imported here, not at the top: these modules use models, which
+        # cannot be imported before the app registry is ready.
+        from kindler.db import telemetry
+        from kindler.db.failover import middleware, monitor, state, timeouts
+        from kindler.db.sync import accounts, journal, recovery, writethrough
 
         timeouts.install()
         got_request_exception.connect(
-            middleware.remember_outage, dispatch_uid="kindler.db.remember_outage"
+            middleware.remember_database_error, dispatch_uid="kindler.db.remember_error"
         )
         connection_created.connect(
             journal.register_functions, dispatch_uid="kindler.db.journal_functions"
@@ -24,8 +28,11 @@ class DatabaseConfig(AppConfig):
         post_migrate.connect(journal.on_post_migrate, dispatch_uid="kindler.db.journal_triggers")
         accounts.connect()
         connection_created.connect(
-            stats.observe_connection, dispatch_uid="kindler.db.observe_connection"
+            telemetry.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )
-        health.switched.connect(stats.record_switch, dispatch_uid="kindler.db.record_switch")
+        state.switched.connect(telemetry.record_switch, dispatch_uid="kindler.db.record_switch")
+        monitor.ticked.connect(
+            recovery.mirror_thread.ensure_running, dispatch_uid="kindler.db.mirror_thread"
+        )
         post_save.connect(writethrough.remember_save, dispatch_uid="kindler.db.wt_save")
         post_delete.connect(writethrough.remember_delete, dispatch_uid="kindler.db.wt_delete")

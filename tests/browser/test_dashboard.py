@@ -12,8 +12,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from clusters.models import OperationLog
-from kindler.db.health import State
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.monitor import State
+from kindler.db.failover.pinning import pinned_alias
 from tests.conftest import BOTH, wait_for_state
 from tests.factories import make_cluster, make_operation, make_superuser
 from tests.pgserver import PostgresServer

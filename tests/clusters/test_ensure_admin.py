@@ -10,7 +10,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
 from tests.conftest import BOTH
 from tests.factories import make_superuser
 

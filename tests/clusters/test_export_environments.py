@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from clusters.environments import HEADER
 from clusters.models import Cluster
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
 from tests.conftest import BOTH
 from tests.factories import make_cluster
 

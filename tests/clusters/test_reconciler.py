@@ -28,7 +28,7 @@ from clusters.reconciler import (
     backoff_seconds,
     decide,
 )
-from kindler.db.routing import pinned_alias
+from kindler.db.failover.pinning import pinned_alias
 from tests.conftest import BOTH, wait_for
 from tests.factories import cluster_fields, make_cluster, make_operation
 from tests.fakes import FakeTools

@@ -10,7 +10,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 
 from clusters.models import Cluster, DesiredState, OperationLog
-from kindler.db.health import State
+from kindler.db.failover.monitor import State
 from tests.conftest import BOTH, wait_for_state
 from tests.factories import cluster_fields, make_cluster, make_operation, make_superuser
 from tests.pgserver import PostgresServer

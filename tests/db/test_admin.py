@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from kindler.db.health import State
+from kindler.db.failover.monitor import State
+from kindler.db.failover.pinning import pinned_alias
 from kindler.db.models import Conflict
-from kindler.db.replay import replay
-from kindler.db.routing import pinned_alias
+from kindler.db.sync.replay import replay
 from tests.conftest import BOTH, wait_for_state
-from tests.db.syncing import local_change, on_postgres, remote_change, shared_cluster
+from tests.db.sync.syncing import local_change, on_postgres, remote_change, shared_cluster
 from tests.factories import make_superuser
 from tests.pgserver import PostgresServer
 

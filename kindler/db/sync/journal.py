@@ -11,9 +11,13 @@ registered on every SQLite connection and answers yes when PostgreSQL is
 configured (SQLite then only receives application writes while it stands in
 for PostgreSQL) unless the code writing is the mirror or the replay itself
 (journal_suppressed()). In embedded mode (no PG_HOST) nothing is journaled.
-Deciding by the configuration, not by the monitor's state, closes the race
-where a request pinned to SQLite writes just after the switch back to
-PostgreSQL: that change is journaled too, and replayed by the next sync.
+
+A second trigger per table and operation guards the switch back: once the
+instance state says primary, kindler_instance_primary() is true and an
+unpinned write on SQLite is refused (RAISE ABORT with SWITCHED_BACK), so
+no change can land in SQLite behind the replay and reach PostgreSQL out of
+order. The middleware checks the state before a request writes and goes to
+PostgreSQL instead; the trigger covers every other writer.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from django.db import connections, transaction
 from django.db.models import Min, Model
 
 from kindler.db import POSTGRES, SQLITE
-from kindler.db.routing import postgres_configured
+from kindler.db.failover import state
+from kindler.db.failover.errors import SWITCHED_BACK
+from kindler.db.failover.pinning import pinned, postgres_configured
 
 _suppressed: ContextVar[bool] = ContextVar("kindler_journal_suppressed", default=False)
 
@@ -73,6 +79,21 @@ def register_functions(sender: Any, connection: Any, **kwargs: Any) -> None:
         connection.connection.create_function(
             "kindler_journaling", 0, lambda: int(journaling()), deterministic=False
         )
+        connection.connection.create_function(
+            "kindler_instance_primary", 0, lambda: int(instance_primary()), deterministic=False
+        )
+
+
+def instance_primary() -> bool:
+    """Return True when an unpinned write on SQLite must be refused: the instance is primary.
+
+    Code pinned to SQLite chose it for a whole unit of work: the middleware
+    pins each request and checks the state itself under the write lock.
+    """
+    if pinned() is not None:
+        return False
+    shared = state.read()
+    return shared is not None and shared.state is state.State.PRIMARY
 
 
 def _json_object(prefix: str, columns: list[str]) -> str:
@@ -100,6 +121,13 @@ def sqlite_trigger_sql(model: type[Model]) -> list[str]:
         ),
         ("delete", "DELETE", "OLD.uid", "OLD.version", _json_object("OLD", columns), "NULL"),
     ):
+        guard = f"kindler_guard_{table}_{op}"
+        statements.append(f"DROP TRIGGER IF EXISTS {guard}")
+        statements.append(
+            f"CREATE TRIGGER {guard} BEFORE {event} ON {table} "
+            "WHEN kindler_journaling() AND kindler_instance_primary() "
+            f"BEGIN SELECT RAISE(ABORT, '{SWITCHED_BACK}'); END"
+        )
         name = f"kindler_journal_{table}_{op}"
         statements.append(f"DROP TRIGGER IF EXISTS {name}")
         statements.append(

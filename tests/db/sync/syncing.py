@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from clusters.models import Cluster
-from kindler.db import writethrough
-from kindler.db.mirror import mirror
+from kindler.db.failover.pinning import pinned_alias
 from kindler.db.models import Conflict, JournalEntry
-from kindler.db.routing import pinned_alias
+from kindler.db.sync import writethrough
+from kindler.db.sync.mirror import mirror
 from tests.factories import make_cluster
 
 

@@ -13,7 +13,7 @@ import pytest
 from clusters.models import Cluster
 from kindler.db.models import AppliedEntry
 from tests.conftest import BOTH
-from tests.db.syncing import conflicts, kindler, on_postgres, settings_base_dir
+from tests.db.sync.syncing import conflicts, kindler, on_postgres, settings_base_dir
 from tests.factories import make_cluster
 from tests.pgserver import PostgresServer
 from tests.tcpproxy import TcpProxy
@@ -36,7 +36,7 @@ def instance(kindler_env: dict[str, Any], proxy: TcpProxy, sqlite: Path) -> dict
 
 
 def instance_id(env: dict[str, Any]) -> str:
-    code = "from kindler.db.journal import instance_id; print(instance_id())"
+    code = "from kindler.db.sync.journal import instance_id; print(instance_id())"
     return str(kindler(env, "shell", "-c", code).stdout.strip().splitlines()[-1])
 
 

@@ -7,10 +7,10 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from clusters.models import Cluster, OperationLog
-from kindler.db.accounts import REFUSED, AccountsReadOnly
-from kindler.db.journal import instance_id, journal_suppressed
+from kindler.db.failover.pinning import pinned_alias
 from kindler.db.models import JournalEntry
-from kindler.db.routing import pinned_alias
+from kindler.db.sync.accounts import REFUSED, AccountsReadOnly
+from kindler.db.sync.journal import instance_id, journal_suppressed
 from tests.conftest import BOTH
 from tests.factories import make_cluster, make_operation
 

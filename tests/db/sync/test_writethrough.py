@@ -4,7 +4,7 @@ import pytest
 from django.db import transaction
 
 from clusters.models import Cluster
-from kindler.db.journal import journal_suppressed
+from kindler.db.sync.journal import journal_suppressed
 from tests.conftest import BOTH
 from tests.factories import make_cluster
 from tests.pgserver import PostgresServer

@@ -7,8 +7,8 @@ from typing import Any
 from django.contrib.auth.management.commands import changepassword
 from django.core.management.base import CommandError, CommandParser
 
-from kindler.db.accounts import AccountsReadOnly
-from kindler.db.routing import current_alias
+from kindler.db.failover.routers import current_alias
+from kindler.db.sync.accounts import AccountsReadOnly
 
 
 class Command(changepassword.Command):

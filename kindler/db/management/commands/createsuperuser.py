@@ -9,8 +9,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
-from kindler.db.accounts import AccountsReadOnly
-from kindler.db.routing import current_alias
+from kindler.db.failover.routers import current_alias
+from kindler.db.sync.accounts import AccountsReadOnly
 
 
 class Command(createsuperuser.Command):

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.commands import flush
 
-from kindler.db.journal import journal_suppressed
+from kindler.db.sync.journal import journal_suppressed
 
 
 class Command(flush.Command):

@@ -308,6 +308,14 @@ class HealthMonitor:
         while state.read() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         shared = state.read()
+        if shared is not None and shared.state is State.PRIMARY and self._leader_fd is None:
+            # The leader may not have noticed an outage yet; a process about to
+            # use PostgreSQL checks it once and, if it cannot, says so for all.
+            probe = probe_postgres()
+            self._probe = probe
+            if not probe.usable:
+                self.mark_down(f"probe: {probe.error}")
+                shared = state.read()
         if shared is not None and shared.state is State.PRIMARY:
             logger.info("Using PostgreSQL backend (primary)")
             return

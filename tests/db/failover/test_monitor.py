@@ -52,7 +52,12 @@ def test_startup_logs_postgres_as_primary(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="kindler.db"):
         assert monitor.active_alias() == "postgres"
-    assert [r.getMessage() for r in caplog.records] == ["Using PostgreSQL backend (primary)"]
+    messages = [r.getMessage() for r in caplog.records]
+    # A new leader checks PostgreSQL (recovery) once before serving from it.
+    assert messages[0].startswith("Database state primary -> recovering after")
+    assert messages[0].endswith("checking PostgreSQL at start (active: sqlite)")
+    assert messages[1].startswith("Database state recovering -> primary after")
+    assert messages[2:] == ["Using PostgreSQL backend (primary)"]
 
 
 def test_startup_logs_the_failure_and_sqlite_as_fallback(
@@ -98,6 +103,7 @@ def test_mark_down_switches_at_once_and_records_the_cause() -> None:
 def test_recovery_runs_the_hooks_then_returns_to_primary(fresh_monitor: None) -> None:
     monitor.stop()
     monitor.mark_down("test outage")
+    calls.clear()  # the start-up check above ran the hooks too
     assert monitor.check_now().state is State.PRIMARY
     transitions = [(t.source, t.target) for t in monitor.snapshot().transitions]
     assert transitions[-2:] == [

@@ -38,15 +38,20 @@ import secrets  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
-from collections import Counter  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import psycopg2  # noqa: E402
 
+from bench.chaosreport import (  # noqa: E402
+    HealthWatch,
+    Phase,
+    describe_conflict,
+    markdown,
+    phase_row,
+)
 from bench.services import (  # noqa: E402
     PYTHON,
     HAProxy,
@@ -55,7 +60,7 @@ from bench.services import (  # noqa: E402
     haproxy_config,
     health,
 )
-from bench.workload import Call, Load, Problem, check  # noqa: E402
+from bench.workload import Load, check  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.pgserver import PostgresServer, free_ports  # noqa: E402
 
@@ -83,59 +88,6 @@ class Fault:
     note: Callable[[], str] | None = None
     # Runs once Kindler is back on PostgreSQL, before the phase ends.
     after: Callable[[], object] | None = None
-
-
-@dataclass
-class Phase:
-    fault: str
-    started: float = 0.0
-    injected: float = 0.0
-    recovered: float = 0.0
-    ended: float = 0.0
-    note: str = ""
-    reads_kept: bool = False
-    skipped: str | None = None
-    error: str | None = None
-    conflict_mark: int = 0
-    self_conflicts: list[str] = field(default_factory=list)
-    back: bool = True
-    kindler_down: list[tuple[float, float]] = field(default_factory=list)
-
-
-class HealthWatch:
-    """Poll /api/health every 100 ms and keep (time, active, state) samples."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.samples: list[tuple[float, str | None, str | None]] = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            database = health(self.port)
-            at = time.monotonic()
-            if database is None:
-                self.samples.append((at, None, None))
-            else:
-                self.samples.append((at, database["active"], database["state"]))
-            time.sleep(0.1)
-
-    def switched_down(self, after: float, before: float) -> float | None:
-        for at, active, _ in self.samples:
-            if after <= at < before and active == "sqlite":
-                return at - after
-        return None
-
-    def switched_back(self, after: float) -> float | None:
-        run: list[float] = []
-        for at, active, state in self.samples:
-            if at < after:
-                continue
-            run = [*run, at] if (active, state) == ("postgres", "primary") else []
-            if len(run) == 3:
-                return run[0] - after
-        return None
 
 
 def wait_for_primary(port: int, timeout: float) -> bool:
@@ -586,7 +538,9 @@ class Chaos:
 
     def report(self, settled: bool) -> dict[str, Any]:
         problems = check(self.load.calls, self.postgres_rows())
-        rows = [self.phase_row(phase, problems) for phase in self.phases]
+        rows = [
+            phase_row(phase, self.load.calls, problems, self.watch, BUDGET) for phase in self.phases
+        ]
         counted = sum(row["missing_or_wrong"] for row in rows)
         return {
             "short": self.short,
@@ -603,146 +557,6 @@ class Chaos:
             and len(problems) == counted
             and all(row["promise_kept"] for row in rows),
         }
-
-    def phase_row(self, phase: Phase, problems: list[Problem]) -> dict[str, Any]:
-        calls = [c for c in self.load.calls if phase.started <= c.at < phase.ended]
-        mine = [p for p in problems if phase.started <= p.at < phase.ended]
-        failed = Counter(f"{c.kind} {c.status}" for c in calls if not c.ok)
-        down = self.watch.switched_down(phase.injected, phase.recovered) if calls else None
-        back = self.watch.switched_back(phase.recovered) if down is not None else None
-        detected = phase.injected + (down if down is not None else 0.0)
-
-        def excused(call: Call) -> bool:
-            # Nobody answers while Kindler itself is restarted; that is not a read lost.
-            return any(start - 1 <= call.at <= stop + 1 for start, stop in phase.kindler_down)
-
-        late_reads = [
-            c for c in calls if c.kind == "read" and not c.ok and c.at > detected and not excused(c)
-        ]
-        acked_at = {c.name: c.ended for c in self.load.calls if c.kind == "create" and c.ok}
-        # How long before the switch was seen each cluster read as 404 had been acknowledged.
-        unseen = [
-            round(detected - acked_at[c.name], 2)
-            for c in late_reads
-            if c.status == "404" and c.name in acked_at
-        ]
-        unavailable = [c for c in calls if c.status == "503"]
-        row: dict[str, Any] = {
-            "fault": phase.fault,
-            "skipped": phase.skipped,
-            "error": phase.error,
-            "sent": len(calls),
-            "acked_writes": sum(1 for c in calls if c.is_write and c.ok),
-            "missing_or_wrong": len(mine),
-            "problems": [f"{p.name}: {p.what}" for p in mine[:10]],
-            "http_500": sum(1 for c in calls if c.status == "500"),
-            "self_conflicts": len(phase.self_conflicts),
-            "conflicts": phase.self_conflicts,
-            "max_latency_s": round(max((c.latency for c in calls), default=0.0), 3),
-            "over_budget": sum(1 for c in calls if c.latency > BUDGET),
-            "http_503": len(unavailable),
-            "http_503_without_detail": sum(1 for c in unavailable if not c.detail),
-            "details_503": dict(Counter(c.detail or "" for c in unavailable).most_common()),
-            "failed": dict(sorted(failed.items())),
-            "switch_down_s": None if down is None else round(down, 2),
-            "switch_back_s": None if back is None else round(back, 2),
-            "back_on_postgres": phase.back,
-            "reads_kept": phase.reads_kept,
-            "failed_reads_after_switch": len(late_reads),
-            # 404 for a cluster Kindler had acknowledged: SQLite's copy was behind.
-            "stale_reads_after_switch": sum(1 for c in late_reads if c.status == "404"),
-            "not_found_acked_before_switch_s": sorted(unseen),
-            "note": phase.note,
-        }
-        row["promise_kept"] = (
-            phase.error is None
-            and phase.back
-            and not mine
-            and row["http_500"] == 0
-            and row["self_conflicts"] == 0
-            and row["over_budget"] == 0
-            and row["http_503_without_detail"] == 0
-            and not (phase.reads_kept and late_reads)
-        )
-        return row
-
-
-def describe_conflict(
-    kind: str, model: str, name: str, seq: int, base: Any, local: Any, remote: Any
-) -> str:
-    """Return one line saying what a conflict holds, for finding out how it came about."""
-    sides = {"base": base or {}, "local": local or {}, "remote": remote or {}}
-    versions = ", ".join(f"{side} v{row.get('version', '-')}" for side, row in sides.items())
-    stamps = {"version", "updated_at", "created_at", "last_reconciled_at"}
-    keys = sorted({k for row in sides.values() for k in row} - stamps)
-    differ = [
-        f"{k}: " + " / ".join(str(row.get(k, "-")) for row in sides.values())
-        for k in keys
-        if len({json.dumps(row.get(k), sort_keys=True) for row in sides.values()}) > 1
-    ]
-    return f"{kind} on {model} {name} (journal seq {seq}; {versions}); base / local / remote: " + (
-        "; ".join(differ) or "no field differs"
-    )
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """Return the result as a Markdown table with the promise check."""
-    head = (
-        "| fault | sent | acked writes | missing or wrong | 500s | self-conflicts "
-        "| longest s | 503s (no detail) | other failures (by status) | switch down s "
-        "| switch back s | failed reads after switch (404) | promise |"
-    )
-    lines = [head, "|" + "---|" * 13]
-    for row in result["faults"]:
-        if row["skipped"]:
-            lines.append(f"| {row['fault']} | skipped: {row['skipped']} |" + " |" * 11)
-            continue
-        other = {k: v for k, v in row["failed"].items() if not k.endswith(" 503")}
-        cells = [
-            row["fault"],
-            row["sent"],
-            row["acked_writes"],
-            row["missing_or_wrong"],
-            row["http_500"],
-            row["self_conflicts"],
-            row["max_latency_s"],
-            f"{row['http_503']} ({row['http_503_without_detail']})",
-            ", ".join(f"{k}: {v}" for k, v in other.items()) or "none",
-            "—" if row["switch_down_s"] is None else row["switch_down_s"],
-            "—" if row["switch_back_s"] is None else row["switch_back_s"],
-            f"{row['failed_reads_after_switch']} ({row['stale_reads_after_switch']})"
-            + ("" if row["reads_kept"] else "*"),
-            "kept" if row["promise_kept"] else "BROKEN",
-        ]
-        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    notes: list[str] = []
-    for row in result["faults"]:
-        if row["note"]:
-            notes.append(f"- {row['fault']}: {row['note']}")
-        if row["error"]:
-            notes.append(f"- {row['fault']}: the fault failed: {row['error']}")
-        if not row["back_on_postgres"]:
-            notes.append(f"- {row['fault']}: Kindler was not back on PostgreSQL within 60 s")
-        for detail, count in row["details_503"].items():
-            notes.append(f"- {row['fault']}: 503 x {count}: {detail or '(no JSON detail)'}")
-        notes += [f"- {row['fault']}: {problem}" for problem in row["problems"]]
-        notes += [f"- {row['fault']}: conflict {text}" for text in row["conflicts"]]
-        if row["not_found_acked_before_switch_s"]:
-            notes.append(
-                f"- {row['fault']}: reads answered 404 after the switch were for clusters"
-                " PostgreSQL had acknowledged"
-                f" {', '.join(map(str, row['not_found_acked_before_switch_s']))} s before"
-                " the switch was seen (negative: after it)"
-            )
-    summary = (
-        f"Request bound {result['budget_seconds']:g} s ({result['budget']}); "
-        f"{result['requests']} requests; "
-        f"settled back on PostgreSQL with an empty journal: {result['settled']}; "
-        f"missing or wrong outside the faults: {result['missing_or_wrong_outside_faults']}; "
-        f"promise {'kept for every fault' if result['promise_kept'] else 'BROKEN'}. "
-        "* failed reads count toward the promise only in outages with a healthy SQLite file."
-    )
-    return "\n".join([*lines, "", *notes, "", summary])
 
 
 def main() -> int:

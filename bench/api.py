@@ -14,9 +14,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# This file is named http.py: keep its own folder off sys.path, or it would
-# stand in for the standard library's http package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402

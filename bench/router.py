@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, bench/ comes first on sys.path, where bench/api.py would
-# shadow the standard library's http package: use the checkout root instead.
+# Run as a script: import the project from the checkout root.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench._setup import configure_django, start_postgres  # noqa: E402

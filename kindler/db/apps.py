@@ -16,6 +16,7 @@ class DatabaseConfig(AppConfig):
         # cannot be imported before the app registry is ready.
         from kindler.db import telemetry
         from kindler.db.failover import middleware, monitor, state, timeouts
+        from kindler.db.models import rows_updated
         from kindler.db.sync import accounts, journal, recovery, writethrough
 
         timeouts.install()
@@ -36,3 +37,4 @@ class DatabaseConfig(AppConfig):
         )
         post_save.connect(writethrough.remember_save, dispatch_uid="kindler.db.wt_save")
         post_delete.connect(writethrough.remember_delete, dispatch_uid="kindler.db.wt_delete")
+        rows_updated.connect(writethrough.remember_update, dispatch_uid="kindler.db.wt_update")

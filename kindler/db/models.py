@@ -18,8 +18,16 @@ import uuid
 from typing import Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F
+from django.dispatch import Signal
+
+from kindler.db import POSTGRES
+
+# Sent by SyncedQuerySet.update() on PostgreSQL, inside its transaction, with
+# the primary keys it changed: no save() signal announces those rows, and the
+# write-through (kindler.db.sync.writethrough) must copy them into SQLite too.
+rows_updated = Signal()
 
 
 class SyncedQuerySet(models.QuerySet[Any]):
@@ -27,7 +35,16 @@ class SyncedQuerySet(models.QuerySet[Any]):
 
     def update(self, **kwargs: Any) -> int:
         kwargs.setdefault("version", F("version") + 1)
-        return super().update(**kwargs)
+        if self.db != POSTGRES or not rows_updated.has_listeners(self.model):
+            return super().update(**kwargs)
+        # The rows are picked before the update: a filter on a field the
+        # update changes would no longer find them afterwards.
+        with transaction.atomic(using=self.db, savepoint=False):
+            pks = list(self.values_list("pk", flat=True))
+            count = super().update(**kwargs)
+            if pks:
+                rows_updated.send(sender=self.model, using=self.db, pks=pks)
+        return count
 
 
 class SyncedModel(models.Model):

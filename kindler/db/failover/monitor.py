@@ -311,10 +311,10 @@ class HealthMonitor:
         if shared is not None and shared.state is State.PRIMARY and self._leader_fd is None:
             # The leader may not have noticed an outage yet; a process about to
             # use PostgreSQL checks it once and, if it cannot, says so for all.
-            probe = probe_postgres()
-            self._probe = probe
-            if not probe.usable:
-                self.mark_down(f"probe: {probe.error}")
+            checked = probe_postgres()
+            self._probe = checked
+            if not checked.usable:
+                self.mark_down(f"probe: {checked.error}")
                 shared = state.read()
         if shared is not None and shared.state is State.PRIMARY:
             logger.info("Using PostgreSQL backend (primary)")

@@ -12,8 +12,9 @@ A row with unreplayed journal entries is left alone (the local change is
 newer news), as the mirror does. A failed copy is logged and left to the
 next mirror run: the change is safe in PostgreSQL either way.
 
-QuerySet.update() sends no signal; rows changed that way (the reconciler's
-state bookkeeping) reach SQLite with the next mirror run.
+QuerySet.update() sends no save signal; SyncedQuerySet sends rows_updated
+instead, and those rows are read back inside the updating transaction and
+copied the same way.
 """
 
 from __future__ import annotations
@@ -140,6 +141,18 @@ def _copy(label: str, uid: str, change: Change) -> None:
 def remember_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
     """Queue a synced row saved on PostgreSQL for copying when its transaction commits."""
     _remember(instance, using, lambda i: Change.saved(i, kwargs.get("update_fields")))
+
+
+def remember_update(sender: type[Model], using: str, pks: list[Any], **kwargs: Any) -> None:
+    """Queue rows a QuerySet.update() changed on PostgreSQL, read back inside its transaction.
+
+    Read before the commit, so the copy still holds the values if PostgreSQL
+    dies right after it (the reconciler's bookkeeping goes this way).
+    """
+    if using != POSTGRES or _suppressed.get():
+        return
+    for instance in sender._base_manager.using(POSTGRES).filter(pk__in=pks):
+        _remember(instance, using, lambda i: Change.saved(i, None))
 
 
 def remember_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:

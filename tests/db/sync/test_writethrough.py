@@ -86,3 +86,25 @@ def test_the_copy_survives_postgres_dying_right_after_the_commit(pg: PostgresSer
         transaction.on_commit(pg.kill, using="postgres")
         make_cluster(using="postgres", name="dev", http_port=18090)
     assert sqlite_rows() == [("dev", 18090)]
+
+
+def test_a_queryset_update_on_postgres_is_in_sqlite_when_it_commits() -> None:
+    make_cluster(using="postgres", name="dev", actual_state="unknown")
+    with transaction.atomic(using="postgres"):
+        # Picked by the field the update changes: the copy must still find it.
+        Cluster.objects.using("postgres").filter(actual_state="unknown").update(
+            actual_state="running"
+        )
+    local = Cluster.objects.using("sqlite").get(name="dev")
+    remote = Cluster.objects.using("postgres").get(name="dev")
+    assert (local.actual_state, local.version) == ("running", remote.version)
+
+
+def test_a_queryset_update_copies_what_committed_even_if_postgres_dies_after(
+    pg: PostgresServer,
+) -> None:
+    make_cluster(using="postgres", name="dev", actual_state="unknown")
+    with transaction.atomic(using="postgres"):
+        Cluster.objects.using("postgres").filter(name="dev").update(actual_state="stopped")
+        transaction.on_commit(pg.kill, using="postgres")
+    assert Cluster.objects.using("sqlite").get(name="dev").actual_state == "stopped"

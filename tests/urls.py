@@ -40,3 +40,20 @@ urlpatterns = [
     path("probe/create", create_cluster),
     path("", include("kindler.urls")),
 ]
+
+
+@login_not_required
+@csrf_exempt
+def rename_cluster(request: HttpRequest) -> JsonResponse:
+    """Rename one cluster by uid in a single UPDATE (no read before it)."""
+    alias = router.db_for_write(Cluster)
+    renamed = Cluster.objects.filter(uid=request.POST["uid"]).update(name=request.POST["name"])
+    return JsonResponse({"alias": alias, "renamed": renamed})
+
+
+# Kindler's own urls answer every other /api/ path, so these go first.
+urlpatterns = [
+    path("api/probe/create", create_cluster),
+    path("probe/rename", rename_cluster),
+    *urlpatterns,
+]

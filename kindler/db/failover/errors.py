@@ -8,7 +8,6 @@ import sqlite3
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-from django.conf import settings
 
 # Only the password's own places in connection strings are masked:
 # `password=...` (libpq key/value) and `user:...@host` (URIs). Masking the
@@ -89,10 +88,4 @@ def mask_secrets(text: str) -> str:
 def describe_error(exc: BaseException) -> str:
     """Return a one-line, secret-free description of a database error."""
     message = " ".join(str(exc).split()) or type(exc).__name__
-    masked = mask_secrets(message)
-    password = settings.DATABASES.get("postgres", {}).get("PASSWORD") or ""
-    # A password quoted back whole by a driver (it never is by libpq) still
-    # must not reach a page; short ones would mask ordinary words instead.
-    if len(password) >= 8:
-        masked = masked.replace(password, "***")
-    return masked
+    return mask_secrets(message)

@@ -25,6 +25,12 @@ OPERATIONS = 100_000
 INCREMENTAL_RUNS = 5
 
 
+def ports(index: int) -> dict[str, int]:
+    """Return host ports no other benchmark cluster holds (the database enforces it)."""
+    base = 20000 + 3 * index
+    return {"http_port": base, "https_port": base + 1, "pf_port": base + 2}
+
+
 def bench_replay() -> None:
     from clusters.models import Cluster
     from kindler.db.failover.pinning import pinned_alias
@@ -34,7 +40,7 @@ def bench_replay() -> None:
     inserts = CHANGES // 4
     with pinned_alias("sqlite"):
         Cluster.objects.bulk_create(
-            [Cluster(name=f"replay-{i}", http_port=20000 + i) for i in range(inserts)]
+            [Cluster(name=f"replay-{i}", **ports(i)) for i in range(inserts)]
         )
         for port in (30000, 30001, 30002):
             Cluster.objects.filter(name__startswith="replay-").update(node_port=port)
@@ -57,7 +63,7 @@ def bench_mirror() -> None:
 
     Cluster.objects.using("postgres").all().delete()
     Cluster.objects.using("postgres").bulk_create(
-        [Cluster(name=f"mirror-{i}", http_port=20000 + i % 40000) for i in range(CLUSTERS)],
+        [Cluster(name=f"mirror-{i}", **ports(i)) for i in range(CLUSTERS)],
         batch_size=1000,
     )
     for start in range(0, OPERATIONS, 5000):

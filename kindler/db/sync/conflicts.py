@@ -65,9 +65,12 @@ def apply_local(conflict: Conflict) -> None:
         cursor.execute(f"DELETE FROM {table.name} WHERE uid = %s", [uid])
         return
     if conflict.kind == ConflictKind.INSERT_INSERT and conflict.remote:
-        # The other side's row holds the name: local replaces it.
+        # The other side's row holds the name: local replaces it. A row that
+        # only holds a port local wants is another cluster and stays; the
+        # write below then fails until someone frees the port.
         remote_uid = uuid.UUID(str(conflict.remote["uid"]))
-        if remote_uid != uid:
+        same_name = any(conflict.remote.get(n) == local.get(n) for n in table.unique_names)
+        if remote_uid != uid and same_name:
             cursor.execute(f"DELETE FROM {table.name} WHERE uid = %s", [remote_uid])
     # A version above both sides, so every copy sees this as the newest.
     local["version"] = max(current or 0, local["version"] or 0, _remote_version(conflict)) + 1

@@ -28,6 +28,12 @@ from tests.pgserver import PostgresServer
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
 
+@pytest.fixture(autouse=True)
+def _first_contact() -> None:
+    """Start as a SQLite file that has not met this PostgreSQL (recovery may have, meanwhile)."""
+    KnownDatabase.objects.using("sqlite").all().delete()
+
+
 def embedded_cluster(**fields: Any) -> Cluster:
     """Create a cluster in SQLite only, as an embedded Kindler (no PostgreSQL) had it."""
     with journal_suppressed():

@@ -9,7 +9,7 @@ from django.db import connections
 
 from clusters.models import Cluster, OperationLog
 from kindler.db.failover.pinning import pinned_alias
-from kindler.db.models import Conflict, SyncRun
+from kindler.db.models import Conflict, KnownDatabase, SyncRun
 from kindler.db.sync import runs
 from kindler.db.sync.journal import journal_suppressed
 from kindler.db.sync.replay import replay
@@ -25,6 +25,16 @@ from tests.factories import make_cluster
 from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+@pytest.fixture(autouse=True)
+def _first_contact() -> None:
+    """Start every test as a SQLite file that has not mirrored this PostgreSQL yet.
+
+    Recovery in the background may have remembered it meanwhile; the first
+    run is then incremental instead of full.
+    """
+    KnownDatabase.objects.using("sqlite").all().delete()
 
 
 def sync_db(*args: str) -> str:

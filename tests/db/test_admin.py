@@ -26,10 +26,11 @@ def admin_user(db: None) -> Any:
 
 @pytest.fixture
 def conflict() -> Conflict:
-    """An update/update conflict on cluster dev: stopped here, port 28080 there."""
+    """An update/update conflict on cluster dev: stopped here, absent and port 28080 there."""
     cluster = shared_cluster(name="dev")
     local_change(cluster, desired_state="stopped")
-    remote_change("dev", http_port=28080)
+    # The same field changed on both sides: different fields would merge.
+    remote_change("dev", desired_state="absent", http_port=28080)
     replay()
     return Conflict.objects.using("postgres").get()
 
@@ -46,7 +47,7 @@ def test_the_change_page_shows_the_fields_side_by_side(
     html = response.content.decode()
     assert (
         '<tr class="conflict-differs"><th scope="row">desired_state</th>'
-        "<td>present</td><td>stopped</td><td>present</td></tr>"
+        "<td>present</td><td>stopped</td><td>absent</td></tr>"
     ) in html
 
 
@@ -58,7 +59,7 @@ def test_keep_postgres_resolves_without_touching_the_row(
         {"action": "keep_remote", "_selected_action": [conflict.pk]},
     )
     assert Conflict.objects.using("postgres").get().resolution == "remote"
-    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("present", 28080)
+    assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("absent", 28080)
 
 
 def test_apply_local_writes_the_local_side(admin_client: Client, conflict: Conflict) -> None:

@@ -268,6 +268,17 @@ class HealthMonitor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
+    def stand_down(self) -> None:
+        """Stop probing and leading in this process; it still reads the shared state.
+
+        For a process that must not act for the instance, such as a test that
+        plays another process of it.
+        """
+        self._ensure_started()
+        self.stop()
+        with self._lock:
+            self._release_leadership()
+
     def reset(self) -> None:
         """Forget everything, as a freshly forked process would."""
         self.stop()

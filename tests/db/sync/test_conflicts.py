@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from clusters.models import Cluster
+from kindler.db.failover.monitor import monitor
+from kindler.db.failover.pinning import pinned_alias
 from kindler.db.models import Conflict
 from tests.conftest import BOTH
 from tests.db.sync.syncing import conflicts, kindler, on_postgres, on_sqlite, remote_change
@@ -26,9 +28,16 @@ def proxy(pg_server: PostgresServer) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
-def env(kindler_env: dict[str, Any], proxy: TcpProxy) -> dict[str, Any]:
-    """A Kindler process that reaches PostgreSQL through the proxy only."""
-    return {**kindler_env, "PG_PORT": str(proxy.port)}
+def env(kindler_env: dict[str, Any], proxy: TcpProxy) -> Iterator[dict[str, Any]]:
+    """A Kindler process that reaches PostgreSQL through the proxy only.
+
+    It shares this process's SQLite file, so it is the same instance: this
+    process stands down, or its monitor (which reaches PostgreSQL directly)
+    would replay the other's journal before the test is ready.
+    """
+    monitor.stand_down()
+    yield {**kindler_env, "PG_PORT": str(proxy.port)}
+    monitor.reset()
 
 
 @pytest.fixture
@@ -87,7 +96,9 @@ def test_created_on_both_sides_with_one_name_is_one_conflict(
 ) -> None:
     proxy.cut()
     kindler(env, "cluster", "create", "dev", "--http-port", "28080", "--https-port", "28443")
-    theirs = make_cluster(using="postgres", name="dev", http_port=38080, https_port=38443)
+    # Another instance's create: validated against PostgreSQL, not this instance's state.
+    with pinned_alias("postgres"):
+        theirs = make_cluster(using="postgres", name="dev", http_port=38080, https_port=38443)
     proxy.restore()
     assert kindler(env, "sync_db", "--push").returncode == 2
     assert conflicts() == [("insert/insert", "dev")]

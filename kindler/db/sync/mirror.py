@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth.models import Group, User
@@ -359,13 +360,17 @@ def _differs(local: tuple[Any, ...] | None, remote: tuple[Any, ...]) -> bool:
 
 
 def _normal(value: Any) -> Any:
-    return int(value) if isinstance(value, bool) else value
+    # SQLite hands timestamps back as datetimes but takes them as the text
+    # Django writes; booleans as integers. Compare in the form written.
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime):
+        return str(value.replace(tzinfo=None))
+    return value
 
 
 def lag_seconds() -> float | None:
     """Return how long ago the last successful mirror run finished, if ever."""
-    from datetime import UTC, datetime
-
     run = runs.last(runs.MIRROR)
     if run is None or run.last_success_at is None:
         return None

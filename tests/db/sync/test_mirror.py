@@ -132,6 +132,17 @@ def test_a_user_deleted_in_postgres_is_deleted_here() -> None:
     assert not User.objects.using("sqlite").filter(username="ada").exists()
 
 
+def test_accounts_are_written_only_when_they_changed() -> None:
+    ada = User.objects.db_manager("postgres").create_user("ada", password="pw-ada-1")
+    group = Group.objects.using("postgres").create(name="operators")
+    ada.groups.add(group)
+    assert mirror(full=True).accounts == 3
+    assert mirror(full=True).accounts == 0
+    ada.first_name = "Ada"
+    ada.save(using="postgres")
+    assert mirror(full=True).accounts == 1
+
+
 def test_the_run_and_its_lag_are_recorded() -> None:
     mirror()
     last = runs.last(runs.MIRROR)

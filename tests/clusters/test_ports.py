@@ -36,7 +36,7 @@ def insert_raw(alias: str, **overrides: Any) -> None:
     cluster.created_at = cluster.updated_at = timezone.now()
     fields = [field for field in Cluster._meta.concrete_fields if not field.primary_key]
     db = connections[alias]
-    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
+    columns = ", ".join(db.ops.quote_name(str(field.column)) for field in fields)
     values = [field.get_db_prep_save(getattr(cluster, field.attname), db) for field in fields]
     marks = ", ".join(["%s"] * len(fields))
     with transaction.atomic(using=alias), db.cursor() as cursor:

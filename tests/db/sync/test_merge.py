@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connections
 
@@ -15,7 +17,7 @@ from tests.factories import make_cluster
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
 
-def psql(sql: str, *params: object) -> None:
+def psql(sql: str, *params: Any) -> None:
     """Write to PostgreSQL as psql would: raw SQL, no Kindler code on the way."""
     with connections["postgres"].cursor() as cursor:
         cursor.execute(sql, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
@@ -14,13 +15,24 @@ from django.contrib.auth.decorators import login_not_required
 from django.core import signals
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
+from django.middleware.csrf import get_token
+from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
 from clusters import drivers, lifecycle
 from clusters.errors import json_error
-from clusters.models import Cluster, ClusterProtectedError, DesiredState, OperationLog, Provider
+from clusters.middleware import CsrfViewMiddleware
+from clusters.models import (
+    HOST_PORT_FIELDS,
+    Cluster,
+    ClusterProtectedError,
+    DesiredState,
+    OperationLog,
+    Provider,
+    free_host_ports,
+)
 from clusters.serializers import cluster_to_dict, operation_to_dict
+from clusters.tasks import task_to_dict
 from clusters.validators import MAX_PORT, MIN_PORT
 
 View = Callable[..., HttpResponse]
@@ -56,6 +68,9 @@ DEFAULTED_FIELDS = (
     "register_argocd",
 )
 DEFAULT_OPERATIONS_LIMIT, MAX_OPERATIONS_LIMIT = 50, 1000
+# Two creates that omit ports may be offered the same free ones; the later
+# one tries again with what is free after the first.
+FREE_PORT_ATTEMPTS = 3
 
 
 class ApiError(Exception):
@@ -94,7 +109,14 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
             return None
         return unauthorized("Invalid API token")
     if not request.user.is_authenticated:
-        return unauthorized("Authentication required: log in, or send Authorization: Bearer")
+        return unauthorized(
+            "Authentication required: log in, or send Authorization: Bearer",
+            login_url=resolve_url(settings.LOGIN_URL) if from_browser(request) else None,
+        )
+    if "CSRF_COOKIE" not in request.META:
+        # A session without the CSRF cookie (cleared, or expired before the
+        # session) could never write: hand one out with this answer.
+        get_token(request)
     if request.method not in SAFE_METHODS:
         reason = csrf_refusal(request)
         if reason is not None:
@@ -102,8 +124,17 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
     return None
 
 
-def unauthorized(detail: str) -> JsonResponse:
-    response = json_error(401, detail)
+def from_browser(request: HttpRequest) -> bool:
+    """Return True when a browser page (not a script) made the request."""
+    return "X-Requested-With" in request.headers or "text/html" in request.headers.get("Accept", "")
+
+
+def unauthorized(detail: str, login_url: str | None = None) -> JsonResponse:
+    body = {"detail": detail}
+    if login_url is not None:
+        # A single-page client has no sign-in page of its own: say where it is.
+        body["login_url"] = login_url
+    response = JsonResponse(body, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="kindler"'
     return response
 
@@ -172,12 +203,23 @@ def accepted(task: OperationLog, message: str) -> JsonResponse:
 
 @api_view("GET")
 def config(request: HttpRequest) -> HttpResponse:
-    """Describe the providers, defaults and port range clients should offer."""
+    """Describe the providers, defaults and port range clients should offer.
+
+    The original's fields come first: each default_*_port_range starts at the
+    lowest free port (what a create that omits the port gets) and runs to the
+    highest port allowed.
+    """
     defaults = {field: Cluster._meta.get_field(field).default for field in DEFAULTED_FIELDS}  # type: ignore[union-attr]
+    free = free_host_ports()
     return JsonResponse(
         {
+            "base_domain": settings.KINDLER_BASE_DOMAIN,
             "providers": [Provider.KIND.value, Provider.K3D.value],
             "default_provider": Cluster._meta.get_field("provider").default,
+            "default_node_port": defaults["node_port"],
+            "default_pf_port_range": [free["pf_port"], MAX_PORT],
+            "default_http_port_range": [free["http_port"], MAX_PORT],
+            "default_https_port_range": [free["https_port"], MAX_PORT],
             "defaults": defaults,
             "port_range": {"min": MIN_PORT, "max": MAX_PORT},
         }
@@ -201,16 +243,39 @@ def read_json(request: HttpRequest) -> Any:
 
 
 def create_cluster(request: HttpRequest) -> HttpResponse:
+    """Record a new cluster; host ports the body omits are the lowest free ones."""
     fields = parse_body(read_json(request))
     name = fields["name"]
     try:
-        cluster, task = lifecycle.request_create(**fields)
+        cluster, task = request_create_on_free_ports(fields)
     except ValidationError as exc:
         # The model's unique check finds a taken name; no extra query first.
-        if list(exc.error_dict) == ["name"] and exc.error_dict["name"][0].code == "unique":
+        # A taken name is the answer whatever else clashes: the cluster exists.
+        if any(error.code == "unique" for error in exc.error_dict.get("name", [])):
             return json_error(409, f"Cluster {name} already exists")
         raise Unprocessable(validation_errors(exc)) from None
     return accepted(task, f"Cluster creation task created for {cluster.name}")
+
+
+def request_create_on_free_ports(fields: dict[str, Any]) -> tuple[Cluster, OperationLog]:
+    """Ask for a cluster, giving each host port the body omits the lowest free one."""
+    omitted = [field for field in HOST_PORT_FIELDS if field not in fields]
+    for _ in range(FREE_PORT_ATTEMPTS - 1):
+        try:
+            return lifecycle.request_create(**with_free_ports(fields, omitted))
+        except ValidationError as exc:
+            # Another request took the offered ports meanwhile: offer again.
+            if not omitted or not set(exc.error_dict) <= set(omitted):
+                raise
+    return lifecycle.request_create(**with_free_ports(fields, omitted))
+
+
+def with_free_ports(fields: dict[str, Any], omitted: list[str]) -> dict[str, Any]:
+    """Return fields with the lowest free port for each omitted host port field."""
+    if not omitted:
+        return fields
+    free = free_host_ports()
+    return {**fields, **{field: free[field] for field in omitted}}
 
 
 def parse_body(body: Any, creating: bool = True) -> dict[str, Any]:
@@ -337,3 +402,19 @@ def parse_limit(raw: str | None) -> int:
         message = f"Input should be a whole number from 1 to {MAX_OPERATIONS_LIMIT}"
         raise Unprocessable([{"loc": ["query", "limit"], "msg": message}])
     return int(raw)
+
+
+@api_view("GET")
+def task(request: HttpRequest, task_id: str) -> HttpResponse:
+    """Report an operation's progress as the original API's TaskStatus."""
+    try:
+        uid = uuid.UUID(task_id)
+    except ValueError:
+        raise Http404(f"Task {task_id} not found") from None
+    try:
+        operation = OperationLog.objects.get(uid=uid)
+    except OperationLog.DoesNotExist:
+        raise Http404(f"Task {task_id} not found") from None
+    clusters = Cluster.objects.filter(name=operation.cluster_name)
+    provider = clusters.values_list("provider", flat=True).first()
+    return JsonResponse(task_to_dict(operation, provider))

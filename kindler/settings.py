@@ -42,7 +42,8 @@ MIDDLEWARE = [
     "kindler.db.failover.middleware.DatabaseFailoverMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    # Django's CSRF check, also under axios's names (see KINDLER_XSRF_* below).
+    "clusters.middleware.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Everything needs a login except views marked login_not_required
     # (/api/health, the login page; API views answer 401 JSON themselves).
@@ -237,3 +238,13 @@ KINDLER_RECONCILE_BACKOFF = env.float("KINDLER_RECONCILE_BACKOFF", default=10.0)
 KINDLER_RECONCILE_BACKOFF_MAX = env.float("KINDLER_RECONCILE_BACKOFF_MAX", default=600.0)
 KINDLER_LOG_FLUSH_INTERVAL = env.float("KINDLER_LOG_FLUSH_INTERVAL", default=1.0)
 KINDLER_OBSERVE_INTERVAL = env.float("KINDLER_OBSERVE_INTERVAL", default=10.0)
+
+# The original Kindler web UI (axios) reads the CSRF token from an XSRF-TOKEN
+# cookie and sends it back in an X-XSRF-TOKEN header. Kindler sets that cookie
+# beside csrftoken, with the same secret, and accepts either header; the
+# Origin and Referer checks are the same for both (clusters.middleware).
+KINDLER_XSRF_COOKIE_NAME = "XSRF-TOKEN"
+KINDLER_XSRF_HEADER_NAME = "HTTP_X_XSRF_TOKEN"
+# The domain the original web UI builds cluster links under
+# (http://whoami.NAME.<domain>/); served as base_domain by /api/config.
+KINDLER_BASE_DOMAIN = env.str("KINDLER_BASE_DOMAIN", default="localhost")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from clusters import drivers
+from clusters import api, drivers
 from clusters.models import Cluster, DesiredState, OperationLog
 from tests.conftest import BOTH
 from tests.factories import make_cluster, make_operation, make_superuser
@@ -364,12 +364,20 @@ def test_operations_refuse_a_bad_limit_with_422(
     }
 
 
-def test_config_lists_providers_defaults_and_port_range(alias: str, admin_client: Client) -> None:
+def test_config_lists_providers_defaults_and_port_range(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_BASE_DOMAIN = "192.168.51.30.sslip.io"
     response = admin_client.get("/api/config")
     assert response.status_code == 200
     assert response.json() == {
+        "base_domain": "192.168.51.30.sslip.io",
         "providers": ["kind", "k3d"],
         "default_provider": "k3d",
+        "default_node_port": 30080,
+        "default_pf_port_range": [19000, 65535],
+        "default_http_port_range": [18080, 65535],
+        "default_https_port_range": [18443, 65535],
         "defaults": {
             "node_port": 30080,
             "pf_port": 19000,
@@ -513,16 +521,72 @@ def test_patch_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> No
     assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
 
 
-def test_create_reports_other_errors_beside_a_taken_name(alias: str, admin_client: Client) -> None:
+def test_create_of_a_taken_name_is_409_whatever_else_is_wrong(
+    alias: str, admin_client: Client
+) -> None:
     make_cluster(name="dev")
     response = created(admin_client, name="dev", http_port=80)
-    assert response.status_code == 422
-    assert response.json() == {
-        "detail": [
-            {"loc": ["body", "http_port"], "msg": "Ports must be between 1024 and 65535."},
-            {"loc": ["body", "name"], "msg": "A cluster named dev already exists."},
-        ]
-    }
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "Cluster dev already exists"},
+    )
+
+
+def test_a_repeated_create_is_409_though_its_ports_clash_with_itself(
+    alias: str, admin_client: Client
+) -> None:
+    body = {"name": "dev", "provider": "k3d", "http_port": 18090, "https_port": 18453}
+    assert post_json(admin_client, "/api/clusters", body).status_code == 202
+    response = post_json(admin_client, "/api/clusters", body)
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "Cluster dev already exists"},
+    )
+    assert OperationLog.objects.count() == 1
+
+
+def test_a_create_without_ports_gets_the_lowest_free_ones(alias: str, admin_client: Client) -> None:
+    make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
+    make_cluster(name="dev", http_port=18081, https_port=18444, pf_port=19002)
+    response = created(admin_client, name="qa", provider="k3d")
+    assert response.status_code == 202
+    qa = Cluster.objects.get(name="qa")
+    assert (qa.node_port, qa.http_port, qa.https_port, qa.pf_port) == (30080, 18082, 18445, 19001)
+
+
+def test_a_create_fills_in_only_the_ports_it_omits(alias: str, admin_client: Client) -> None:
+    make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
+    response = created(admin_client, name="qa", http_port=18200)
+    assert response.status_code == 202
+    qa = Cluster.objects.get(name="qa")
+    assert (qa.http_port, qa.https_port, qa.pf_port) == (18200, 18444, 19001)
+
+
+def test_a_create_offered_ports_taken_meanwhile_is_offered_free_ones(
+    alias: str, admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offers = iter([{"http_port": 18080, "https_port": 18443, "pf_port": 19000}])
+
+    def taken_first(real: Any = api.free_host_ports) -> dict[str, int]:
+        # The first offer was computed before another request took its ports.
+        return next(offers, None) or real()
+
+    make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
+    monkeypatch.setattr(api, "free_host_ports", taken_first)
+    response = created(admin_client, name="qa")
+    assert response.status_code == 202
+    qa = Cluster.objects.get(name="qa")
+    assert (qa.http_port, qa.https_port, qa.pf_port) == (18081, 18444, 19001)
+
+
+def test_config_offers_the_lowest_free_ports(alias: str, admin_client: Client) -> None:
+    make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
+    body = admin_client.get("/api/config").json()
+    assert (
+        body["default_http_port_range"],
+        body["default_https_port_range"],
+        body["default_pf_port_range"],
+    ) == ([18081, 65535], [18444, 65535], [19001, 65535])
 
 
 def test_create_refuses_an_overlapping_subnet(alias: str, admin_client: Client) -> None:
@@ -560,3 +624,154 @@ def test_create_refuses_a_name_longer_than_63_characters(alias: str, admin_clien
             },
         ]
     }
+
+
+TASK_KEYS = [
+    "task_id",
+    "status",
+    "progress",
+    "message",
+    "logs",
+    "error",
+    "created_at",
+    "updated_at",
+    "completed_at",
+]
+
+
+def test_a_task_is_the_operation_in_the_original_shape(alias: str, admin_client: Client) -> None:
+    created(admin_client, name="dev", provider="k3d")
+    task = OperationLog.objects.get()
+    response = admin_client.get(f"/api/tasks/{task.uid}")
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == TASK_KEYS
+    assert body == {
+        "task_id": str(task.uid),
+        "status": "pending",
+        "progress": 0,
+        "message": "Creating cluster dev",
+        "logs": [],
+        "error": None,
+        "created_at": task.created_at.isoformat(),
+        "updated_at": task.created_at.isoformat(),
+        "completed_at": None,
+    }
+
+
+def test_a_running_task_reports_the_providers_phase(alias: str, admin_client: Client) -> None:
+    cluster = make_cluster(name="dev", provider="kind")
+    output = 'Creating cluster "dev" ...\n * Ensuring node image (kindest/node:v1.31.0)\n'
+    task = make_operation(cluster, status="running", log_output=output)
+    body = admin_client.get(f"/api/tasks/{task.uid}").json()
+    assert (body["status"], body["progress"], body["logs"]) == (
+        "running",
+        15,
+        ['Creating cluster "dev" ...', " * Ensuring node image (kindest/node:v1.31.0)"],
+    )
+
+
+def test_a_task_outlives_its_cluster(alias: str, admin_client: Client) -> None:
+    cluster = make_cluster(name="dev")
+    task = make_operation(cluster, operation="delete", status="success")
+    cluster.delete()
+    body = admin_client.get(f"/api/tasks/{task.uid}").json()
+    assert (body["status"], body["progress"], body["message"]) == (
+        "completed",
+        100,
+        "Cluster dev deleted",
+    )
+
+
+@pytest.mark.parametrize("task_id", ["9b2f6a52-3c1e-4f7e-9d55-2f0f7f0f7f0f", "reconcile-dev"])
+def test_an_unknown_task_is_404_json(alias: str, admin_client: Client, task_id: str) -> None:
+    response = admin_client.get(f"/api/tasks/{task_id}")
+    assert (response.status_code, response.json()) == (
+        404,
+        {"detail": f"Task {task_id} not found"},
+    )
+
+
+def test_a_task_needs_authentication(client: Client) -> None:
+    response = client.get("/api/tasks/9b2f6a52-3c1e-4f7e-9d55-2f0f7f0f7f0f")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Accept": "text/html,application/xhtml+xml"}, {"X-Requested-With": "XMLHttpRequest"}],
+)
+def test_a_browser_without_a_session_is_told_where_to_sign_in(
+    client: Client, headers: dict[str, str]
+) -> None:
+    response = client.get("/api/clusters", headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "Authentication required: log in, or send Authorization: Bearer",
+        "login_url": "/accounts/login/",
+    }
+
+
+def signed_in_with_csrf_cookie(admin_user: Any) -> tuple[Client, str]:
+    """Return a client with a session and the CSRF cookie, as after the login page."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    client.get("/api/clusters")
+    return client, client.cookies["XSRF-TOKEN"].value
+
+
+def test_a_session_write_with_the_axios_header_is_accepted(admin_user: Any) -> None:
+    client, token = signed_in_with_csrf_cookie(admin_user)
+    response = post_json(client, "/api/clusters", {"name": "dev"}, **{"X-XSRF-TOKEN": token})
+    assert response.status_code == 202
+
+
+def test_the_axios_cookie_holds_the_csrf_secret(admin_user: Any) -> None:
+    client, token = signed_in_with_csrf_cookie(admin_user)
+    assert token == client.cookies["csrftoken"].value
+    assert client.cookies["XSRF-TOKEN"]["httponly"] == ""
+
+
+def test_a_session_write_with_a_wrong_axios_header_is_403(admin_user: Any) -> None:
+    client, token = signed_in_with_csrf_cookie(admin_user)
+    wrong = token[::-1] if token[::-1] != token else "x" * len(token)
+    response = post_json(client, "/api/clusters", {"name": "dev"}, **{"X-XSRF-TOKEN": wrong})
+    assert response.status_code == 403
+    assert response.json() == {
+        "detail": "CSRF check failed: CSRF token from the 'X-Csrftoken' HTTP header incorrect."
+    }
+    assert Cluster.objects.count() == 0
+
+
+def test_a_cross_site_write_with_the_axios_header_is_refused(admin_user: Any) -> None:
+    client, token = signed_in_with_csrf_cookie(admin_user)
+    response = post_json(
+        client,
+        "/api/clusters",
+        {"name": "dev"},
+        **{"X-XSRF-TOKEN": token, "Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert response.json() == {
+        "detail": "CSRF check failed: Origin checking failed - https://evil.example does not "
+        "match any trusted origins."
+    }
+    assert Cluster.objects.count() == 0
+
+
+def test_a_same_origin_write_with_the_axios_header_is_accepted(admin_user: Any) -> None:
+    client, token = signed_in_with_csrf_cookie(admin_user)
+    response = post_json(
+        client,
+        "/api/clusters",
+        {"name": "dev"},
+        **{"X-XSRF-TOKEN": token, "Origin": "http://testserver"},
+    )
+    assert response.status_code == 202
+
+
+def test_a_session_without_the_csrf_cookie_is_given_one(admin_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = client.get("/api/clusters")
+    assert response.cookies["XSRF-TOKEN"].value == response.cookies["csrftoken"].value

@@ -405,7 +405,7 @@ def parse_limit(raw: str | None) -> int:
 
 
 @api_view("GET")
-def task(request: HttpRequest, task_id: str) -> HttpResponse:
+def task_status(request: HttpRequest, task_id: str) -> HttpResponse:
     """Report an operation's progress as the original API's TaskStatus."""
     try:
         uid = uuid.UUID(task_id)

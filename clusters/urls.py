@@ -25,7 +25,7 @@ urlpatterns = [
     path("api/clusters/<str:name>/start", api.start_cluster, name="api-start"),
     path("api/clusters/<str:name>/stop", api.stop_cluster, name="api-stop"),
     path("api/clusters/<str:name>/operations", api.operations, name="api-operations"),
-    path("api/tasks/<str:task_id>", api.task, name="api-task"),
+    path("api/tasks/<str:task_id>", api.task_status, name="api-task"),
     # Last: with DEBUG on, Django's own 404 page would be HTML.
     re_path(r"^api/(?P<path>.*)$", api.not_found),
 ]

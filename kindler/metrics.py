@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kindler.db import ALIASES, telemetry
+from kindler.db.failover.monitor import Role
 from kindler.db.failover.state import State
 from kindler.db.status import DatabaseStatus, database_status
 
@@ -110,6 +111,23 @@ def database_figures(status: DatabaseStatus) -> Iterator[Metric]:
         "1 when the last health probe reached PostgreSQL.",
         value=1.0 if probe and probe.reachable else 0.0,
     )
+    if probe and probe.hosts:
+        roles = GaugeMetricFamily(
+            "kindler_postgres_host_role",
+            "1 for each listed PostgreSQL server's role in the last probe.",
+            labels=["host", "role"],
+        )
+        active = GaugeMetricFamily(
+            "kindler_postgres_host_active",
+            "1 for the listed PostgreSQL server that takes Kindler's writes.",
+            labels=["host"],
+        )
+        for host in probe.hosts:
+            for role in Role:
+                roles.add_metric([host.address, str(role)], 1.0 if host.role is role else 0.0)
+            active.add_metric([host.address], 1.0 if host.address == probe.host else 0.0)
+        yield roles
+        yield active
     if probe and probe.latency_ms is not None:
         yield GaugeMetricFamily(
             "kindler_postgres_probe_seconds",

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from kindler.db.failover.hosts import parse_hosts
 from kindler.secret_key import load_or_create
+from kindler.secrets import read_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,7 +22,8 @@ environ.Env.read_env(BASE_DIR / "config" / "secrets.env")
 SQLITE_PATH = Path(env.str("SQLITE_PATH", default=str(BASE_DIR / "data" / "kindler.db")))
 SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env.str("SECRET_KEY", default="") or load_or_create(SQLITE_PATH.parent / "secret_key")
+# Every secret may also come from a file named by NAME_FILE (kindler/secrets.py).
+SECRET_KEY = read_secret("SECRET_KEY") or load_or_create(SQLITE_PATH.parent / "secret_key")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
@@ -108,20 +112,32 @@ DATABASES: dict[str, dict[str, Any]] = {
     },
 }
 
+# What happens when no listed PostgreSQL accepts writes: `sqlite` serves from
+# the local SQLite file and carries the changes back later; `off` refuses
+# reads and writes with a 503 until PostgreSQL is back (PostgreSQL-only mode).
+KINDLER_FALLBACK = env.str("KINDLER_FALLBACK", default="sqlite").strip().lower()
+if KINDLER_FALLBACK not in ("sqlite", "off"):
+    raise ImproperlyConfigured(f"KINDLER_FALLBACK must be sqlite or off, not {KINDLER_FALLBACK!r}")
+
 if env.str("PG_HOST", default=""):
+    # A libpq host list (primary and standbys): Kindler writes to whichever
+    # of them accepts writes now (kindler/db/failover/hosts.py).
+    PG_HOSTS = parse_hosts(env.str("PG_HOST"), env.str("PG_PORT", default="5432"))
     DATABASES["postgres"] = {
         "ENGINE": "django.db.backends.postgresql",
-        "HOST": env.str("PG_HOST"),
-        "PORT": env.int("PG_PORT", default=5432),
+        "HOST": ",".join(server.host for server in PG_HOSTS),
+        "PORT": ",".join(str(server.port) for server in PG_HOSTS),
         "NAME": env.str("PG_DATABASE", default="kindler"),
         "USER": env.str("PG_USER", default="kindler"),
-        "PASSWORD": env.str("PG_PASSWORD", default=""),
+        "PASSWORD": read_secret("PG_PASSWORD"),
         "CONN_MAX_AGE": env.int("PG_CONN_MAX_AGE", default=60),
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
             "connect_timeout": max(1, round(PG_CONNECT_TIMEOUT)),
             "sslmode": env.str("PG_SSLMODE", default="prefer"),
             "application_name": "kindler",
+            # Skip a standby (or a read-only server) and take the next listed host.
+            "target_session_attrs": "read-write",
             "options": (
                 f"-c statement_timeout={int(PG_STATEMENT_TIMEOUT * 1000)} "
                 f"-c lock_timeout={int(PG_LOCK_TIMEOUT * 1000)}"
@@ -129,6 +145,9 @@ if env.str("PG_HOST", default=""):
         },
         "TEST": {"DEPENDENCIES": []},
     }
+
+if KINDLER_FALLBACK == "off" and "postgres" not in DATABASES:
+    raise ImproperlyConfigured("KINDLER_FALLBACK=off needs PostgreSQL: set PG_HOST as well")
 
 DATABASE_ROUTERS = ["kindler.db.failover.routers.FailoverRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -194,7 +213,10 @@ KINDLER_MIRROR_INTERVAL = env.float("KINDLER_MIRROR_INTERVAL", default=5.0)
 
 # Bearer token accepted by the JSON API besides a logged-in session; empty
 # turns token access off.
-KINDLER_API_TOKEN = env.str("KINDLER_API_TOKEN", default="")
+KINDLER_API_TOKEN = read_secret("KINDLER_API_TOKEN")
+# The first admin account (manage.py ensure_admin). Read here as well, so a
+# KINDLER_ADMIN_PASSWORD_FILE that cannot be read stops every start.
+KINDLER_ADMIN_PASSWORD = read_secret("KINDLER_ADMIN_PASSWORD")
 
 # Production hardening (README.d/operations.md). KINDLER_TLS=true says people
 # reach Kindler over HTTPS, directly or through a TLS-terminating proxy.

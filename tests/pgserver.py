@@ -65,10 +65,12 @@ class PostgresServer:
     user = "kindler"
     password = "kindler-test-password"
 
-    def __init__(self, durable: bool = False) -> None:
+    def __init__(self, durable: bool = False, settings: dict[str, str] | None = None) -> None:
         # Tests trade durability for speed; a benchmark that kills the server
         # and counts acknowledged commits needs them on (durable=True).
         self.durable = durable
+        # Extra server settings, passed as -c name=value at every start.
+        self.settings = dict(settings or {})
         self.bindir = find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="kindler-pg-"))
         self.datadir = self.root / "data"
@@ -127,6 +129,8 @@ class PostgresServer:
         )
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        for name, value in self.settings.items():
+            options += f" -c {name}={value}"
         self._run(
             "pg_ctl",
             "-D",
@@ -199,6 +203,65 @@ class PostgresServer:
         self.resume()
         if not self.is_running():
             self.start()
+
+    def standby(self, settings: dict[str, str] | None = None) -> PostgresServer:
+        """Return a streaming standby of this server (pg_basebackup -R), started on its own port."""
+        standby = PostgresServer(durable=self.durable, settings=settings)
+        standby.socketdir.mkdir(parents=True)
+        if standby.os_user:
+            shutil.chown(standby.root, standby.os_user)
+            shutil.chown(standby.socketdir, standby.os_user)
+        # Over the primary's socket, where initdb's pg_hba trusts replication.
+        self._run(
+            "pg_basebackup",
+            "-D",
+            str(standby.datadir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            str(self.socketdir),
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "--no-sync",
+        )
+        standby.start()
+        return standby
+
+    def promote(self) -> None:
+        """pg_ctl promote: a standby becomes a primary that takes writes."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "promote")
+
+    def in_recovery(self) -> bool:
+        """Return True while the server is a standby."""
+        import psycopg2
+
+        conn = psycopg2.connect(**self.connect_kwargs(), connect_timeout=5)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_is_in_recovery()")
+                return bool(cursor.fetchone()[0])
+        finally:
+            conn.close()
+
+    def add_role(self, name: str, password: str, database: str) -> None:
+        """Create a login role with a password (scram-sha-256) that owns nothing but may use
+        database."""
+        import psycopg2
+
+        conn = psycopg2.connect(**self.connect_kwargs(), connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SET password_encryption = 'scram-sha-256'")
+                cursor.execute(f'CREATE ROLE "{name}" LOGIN PASSWORD %s', [password])
+                cursor.execute(f'GRANT ALL ON DATABASE "{database}" TO "{name}"')
+        finally:
+            conn.close()
 
     def create_database(self, name: str) -> None:
         """CREATE DATABASE name on this server."""

@@ -181,12 +181,15 @@ def test_health_without_postgres(sqlite_only: dict[str, tuple[int, str]]) -> Non
                 "active": "sqlite",
                 "state": "primary",
                 "state_cause": "embedded",
+                "fallback": "sqlite",
                 "postgres": {
                     "configured": False,
                     "reachable": False,
                     "usable": False,
                     "latency_ms": None,
                     "error": None,
+                    "host": None,
+                    "hosts": [],
                 },
                 "sync": None,
             },
@@ -222,6 +225,7 @@ def test_metrics_without_postgres(sqlite_only: dict[str, tuple[int, str]]) -> No
             ("kindler_database_state", (("state", "primary"),)): 1.0,
             ("kindler_database_state", (("state", "fallback"),)): 0.0,
             ("kindler_database_state", (("state", "recovering"),)): 0.0,
+            ("kindler_database_state", (("state", "unavailable"),)): 0.0,
         },
     )
 

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from django.apps import AppConfig
 from django.core.signals import got_request_exception
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_migrate, post_save
+
+from kindler.db.failover.pinning import sqlite_fallback_enabled
 
 
 class DatabaseConfig(AppConfig):
@@ -32,9 +38,37 @@ class DatabaseConfig(AppConfig):
             telemetry.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )
         state.switched.connect(telemetry.record_switch, dispatch_uid="kindler.db.record_switch")
-        monitor.ticked.connect(
-            recovery.mirror_thread.ensure_running, dispatch_uid="kindler.db.mirror_thread"
+        state.host_moved.connect(
+            telemetry.record_host_change, dispatch_uid="kindler.db.record_host_change"
         )
-        post_save.connect(writethrough.remember_save, dispatch_uid="kindler.db.wt_save")
-        post_delete.connect(writethrough.remember_delete, dispatch_uid="kindler.db.wt_delete")
-        rows_updated.connect(writethrough.remember_update, dispatch_uid="kindler.db.wt_update")
+        # The mirror and the write-through copy PostgreSQL into SQLite: off in
+        # PostgreSQL-only mode, checked on every call so settings may change.
+        monitor.ticked.connect(
+            with_sqlite(recovery.mirror_thread.ensure_running),
+            weak=False,
+            dispatch_uid="kindler.db.mirror_thread",
+        )
+        post_save.connect(
+            with_sqlite(writethrough.remember_save), weak=False, dispatch_uid="kindler.db.wt_save"
+        )
+        post_delete.connect(
+            with_sqlite(writethrough.remember_delete),
+            weak=False,
+            dispatch_uid="kindler.db.wt_delete",
+        )
+        rows_updated.connect(
+            with_sqlite(writethrough.remember_update),
+            weak=False,
+            dispatch_uid="kindler.db.wt_update",
+        )
+
+
+def with_sqlite(receiver: Callable[..., Any]) -> Callable[..., None]:
+    """Return receiver, made to do nothing in PostgreSQL-only mode (KINDLER_FALLBACK=off)."""
+
+    @functools.wraps(receiver)
+    def run(*args: Any, **kwargs: Any) -> None:
+        if sqlite_fallback_enabled():
+            receiver(*args, **kwargs)
+
+    return run

@@ -14,8 +14,9 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from kindler.db import POSTGRES, telemetry
+from kindler.db import POSTGRES, SQLITE, telemetry
 from kindler.db.failover.monitor import Probe, Snapshot, monitor
+from kindler.db.failover.pinning import sqlite_fallback_enabled
 from kindler.db.models import SyncRun
 from kindler.db.sync import conflicts, journal, runs
 
@@ -58,13 +59,16 @@ class DatabaseStatus:
     """The instance's database state, with the sync figures and switch history."""
 
     failover: Snapshot
-    # None when PostgreSQL is not configured: there is nothing to carry.
+    # None when PostgreSQL is not configured, or in PostgreSQL-only mode:
+    # there is nothing to carry.
     sync: SyncStatus | None
     switches: list[dict[str, Any]]
+    # "sqlite", or "off" in PostgreSQL-only mode (KINDLER_FALLBACK).
+    fallback: str = "sqlite"
 
     @property
-    def active(self) -> str:
-        """Return the alias queries go to now."""
+    def active(self) -> str | None:
+        """Return the alias queries go to now (None when no database can be used)."""
         return self.failover.active
 
     @property
@@ -74,8 +78,26 @@ class DatabaseStatus:
 
     @property
     def degraded(self) -> bool:
-        """Return True when PostgreSQL is configured but not serving."""
-        return self.failover.configured and self.failover.active != POSTGRES
+        """Return True when PostgreSQL is configured but SQLite serves in its place."""
+        return self.failover.configured and self.failover.active == SQLITE
+
+    @property
+    def unavailable(self) -> bool:
+        """Return True when no database can be used (PostgreSQL-only mode, PostgreSQL down)."""
+        return self.failover.configured and self.failover.active is None
+
+    @property
+    def health(self) -> str:
+        """Return healthy, degraded (on SQLite) or unhealthy (nothing to serve from)."""
+        if self.unavailable:
+            return "unhealthy"
+        return "degraded" if self.degraded else "healthy"
+
+    @property
+    def host(self) -> str | None:
+        """Return the listed PostgreSQL server that takes writes, as the last probe found."""
+        probe = self.failover.probe
+        return probe.host if probe is not None else None
 
     def as_json(self) -> dict[str, Any]:
         """Return the status as JSON data, in the shape /api/health has always had."""
@@ -85,15 +107,34 @@ class DatabaseStatus:
             "state": str(snapshot.state),
             "state_cause": snapshot.cause,
             "since": snapshot.since.isoformat(),
+            "fallback": self.fallback,
             "postgres": {
                 "configured": snapshot.configured,
                 "reachable": bool(probe and probe.reachable),
                 "usable": bool(probe and probe.usable),
                 "latency_ms": probe.latency_ms if probe else None,
                 "error": probe.error if probe else None,
+                "host": self.host,
+                "hosts": self.hosts_as_json(),
             },
             "sync": self.sync.as_json() if self.sync is not None else None,
         }
+
+    def hosts_as_json(self) -> list[dict[str, Any]]:
+        """Return each listed PostgreSQL server with its role, as the last probe found them."""
+        probe = self.failover.probe
+        if probe is None:
+            return []
+        return [
+            {
+                "address": host.address,
+                "role": str(host.role),
+                "active": host.address == probe.host,
+                "latency_ms": host.latency_ms,
+                "error": host.error,
+            }
+            for host in probe.hosts
+        ]
 
     def switches_as_json(self) -> list[dict[str, Any]]:
         """Return the switch history as JSON data, newest first."""
@@ -103,10 +144,13 @@ class DatabaseStatus:
 def database_status(snapshot: Snapshot | None = None) -> DatabaseStatus:
     """Read the database status of this instance (from snapshot when given one)."""
     snapshot = snapshot or monitor.snapshot()
+    with_sqlite = sqlite_fallback_enabled()
     return DatabaseStatus(
         failover=snapshot,
-        sync=sync_status(snapshot) if snapshot.configured else None,
+        # PostgreSQL-only mode never opens the SQLite file, not even to read its journal.
+        sync=sync_status(snapshot) if snapshot.configured and with_sqlite else None,
         switches=telemetry.switch_history(),
+        fallback="sqlite" if with_sqlite else "off",
     )
 
 

@@ -27,7 +27,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from kindler import multiprocess
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.monitor import Snapshot
-from kindler.db.failover.state import Transition
+from kindler.db.failover.pinning import sqlite_fallback_enabled
+from kindler.db.failover.state import HostMove, Transition
 
 slow_logger = logging.getLogger("kindler.db.slow")
 
@@ -57,6 +58,10 @@ SWITCHES = Counter(
     "kindler_database_switches",
     "Database state changes (primary, fallback, recovering), by source and target.",
     ["source", "target"],
+)
+HOST_MOVES = Counter(
+    "kindler_postgres_host_moves",
+    "Times the PostgreSQL server taking writes changed to another listed one.",
 )
 
 _max_lock = threading.Lock()
@@ -171,7 +176,7 @@ def history_path() -> Path:
 def record_switch(sender: Any, transition: Transition, **kwargs: Any) -> None:
     """Count a database switch and append it to the shared history file."""
     SWITCHES.labels(str(transition.source), str(transition.target)).inc()
-    line = json.dumps(
+    _append_history(
         {
             "at": transition.at.isoformat(),
             "source": str(transition.source),
@@ -181,6 +186,30 @@ def record_switch(sender: Any, transition: Transition, **kwargs: Any) -> None:
             "pid": os.getpid(),
         }
     )
+
+
+def record_host_change(sender: Any, move: HostMove, **kwargs: Any) -> None:
+    """Count a move of the primary to another listed server and add it to the switch history.
+
+    The state stays what it was (source and target are both that state); the
+    cause names the two servers.
+    """
+    HOST_MOVES.inc()
+    _append_history(
+        {
+            "at": move.at.isoformat(),
+            "source": str(move.state),
+            "target": str(move.state),
+            "cause": move.cause,
+            "seconds_in_source": round(move.seconds_on_source, 3),
+            "pid": os.getpid(),
+            "host": {"source": move.source, "target": move.target},
+        }
+    )
+
+
+def _append_history(entry: dict[str, Any]) -> None:
+    line = json.dumps(entry)
     path = history_path()
     try:
         # One short O_APPEND write per line: processes never interleave.
@@ -229,6 +258,7 @@ def connection_states(snapshot: Snapshot) -> list[dict[str, Any]]:
             "alias": POSTGRES,
             "active": snapshot.active == POSTGRES,
             "state": "up" if probe and probe.reachable else "down",
+            "host": probe.host if probe else None,
             "latency_ms": probe.latency_ms if probe else None,
             "error": probe.error if probe else None,
             "server_connections": None,
@@ -238,11 +268,15 @@ def connection_states(snapshot: Snapshot) -> list[dict[str, Any]]:
         states.append(postgres)
     sqlite_path = Path(settings.DATABASES[SQLITE]["NAME"])
     wal = Path(f"{sqlite_path}-wal")
+    if not sqlite_fallback_enabled():
+        state = "unused (KINDLER_FALLBACK=off)"
+    else:
+        state = "up" if sqlite_path.exists() else "missing"
     states.append(
         {
             "alias": SQLITE,
             "active": snapshot.active == SQLITE,
-            "state": "up" if sqlite_path.exists() else "missing",
+            "state": state,
             "path": str(sqlite_path),
             "size_bytes": sqlite_path.stat().st_size if sqlite_path.exists() else 0,
             "wal_bytes": wal.stat().st_size if wal.exists() else 0,
@@ -301,9 +335,10 @@ def report_lines(data: dict[str, Any]) -> list[str]:
         marker = " (active)" if c["active"] else ""
         if c["alias"] == SQLITE:
             detail = f"{c['path']}, {c['size_bytes']} bytes, WAL {c['wal_bytes']} bytes"
-        elif c["state"] == "up":
+        elif c["state"] == "up" and c["latency_ms"] is not None:
             held = c["server_connections"]
-            detail = f"{c['latency_ms']:.1f} ms" + (
+            on = f" on {c['host']}" if c.get("host") else ""
+            detail = f"{c['latency_ms']:.1f} ms{on}" + (
                 "" if held is None else f", {held} Kindler connections on the server"
             )
         else:
@@ -313,6 +348,12 @@ def report_lines(data: dict[str, Any]) -> list[str]:
     if not data["switches"]:
         lines.append("  none")
     for s in data["switches"]:
+        if "host" in s:
+            lines.append(
+                f"  {s['at']}  {s['source']}: {s['cause']} after "
+                f"{s['seconds_in_source']:.1f} s on {s['host']['source']}"
+            )
+            continue
         lines.append(
             f"  {s['at']}  {s['source']} -> {s['target']} after "
             f"{s['seconds_in_source']:.1f} s: {s['cause']}"

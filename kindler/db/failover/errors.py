@@ -8,6 +8,8 @@ import sqlite3
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+from django.core.management.base import CommandError
+from django.db import DatabaseError
 
 # Only the password's own places in connection strings are masked:
 # `password=...` (libpq key/value) and `user:...@host` (URIs). Masking the
@@ -28,6 +30,15 @@ _BUSY = (psycopg2.extensions.QueryCanceledError, psycopg2.errors.LockNotAvailabl
 SWITCHED_BACK = "kindler: this instance is back on PostgreSQL"
 
 
+class PostgreSQLUnavailable(DatabaseError, CommandError):
+    """No PostgreSQL takes writes and the SQLite fallback is off (KINDLER_FALLBACK=off).
+
+    Raised by the router instead of a query. A DatabaseError, so code that
+    handles database outages handles it; a CommandError, so a management
+    command stops with this one line and exit status 1.
+    """
+
+
 def _chain(exc: BaseException | None) -> list[BaseException]:
     found: list[BaseException] = []
     while exc is not None and len(found) < 20:
@@ -41,6 +52,8 @@ def is_postgres_outage(exc: BaseException | None) -> bool:
     for error in _chain(exc):
         if isinstance(error, _BUSY):
             return False
+        if isinstance(error, PostgreSQLUnavailable):
+            return True
         if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, *_UNUSABLE)):
             return True
     return False

@@ -13,10 +13,19 @@ Changes run in one transaction on the request's alias. What each fault gets:
   PostgreSQL (see kindler.db.failover.state): the request runs again there.
 - SQLite locked by another program, its disk full, or the file read-only:
   nothing was saved (the transaction rolled back), 503 saying which.
+- With several PostgreSQL servers listed (PG_HOST=a,b), a lost connection is
+  first replaced by a fresh one, which libpq opens on whichever server takes
+  writes now (a promoted standby): the request runs again there, and the
+  instance falls back only when no listed server takes writes.
+- PostgreSQL-only mode (KINDLER_FALLBACK=off): while no PostgreSQL takes
+  writes every request gets a 503 saying so, except views marked
+  serves_without_database (/api/health); a request that loses PostgreSQL
+  midway gets the same 503 instead of running again on SQLite.
 
 The longest a request waits is PG_CONNECT_TIMEOUT (to connect) plus
 PG_STATEMENT_TIMEOUT (+1 s client margin) for a statement, then, only when
-PostgreSQL was lost, SQLITE_BUSY_TIMEOUT for SQLite's write lock.
+PostgreSQL was lost, SQLITE_BUSY_TIMEOUT for SQLite's write lock (with a
+host list, one more PG_CONNECT_TIMEOUT for the fresh connection first).
 """
 
 from __future__ import annotations
@@ -29,17 +38,25 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
+from django.urls import Resolver404, resolve
 
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.errors import (
+    PostgreSQLUnavailable,
     describe_error,
     is_postgres_busy,
     is_postgres_outage,
     is_switched_back,
     sqlite_trouble,
 )
+from kindler.db.failover.hosts import configured_hosts
 from kindler.db.failover.monitor import close_postgres_connection, monitor
-from kindler.db.failover.pinning import pinned, pinned_alias, postgres_configured
+from kindler.db.failover.pinning import (
+    pinned,
+    pinned_alias,
+    postgres_configured,
+    sqlite_fallback_enabled,
+)
 from kindler.db.failover.routers import current_alias
 
 logger = logging.getLogger("kindler.db")
@@ -50,6 +67,10 @@ UNCERTAIN_WRITE = (
     "PostgreSQL went away while this change was being committed, so it may not "
     "have been saved. Check, then retry."
 )
+POSTGRES_ONLY = (
+    "PostgreSQL cannot take writes and this Kindler runs without a local fallback "
+    "(KINDLER_FALLBACK=off): nothing can be read or saved until it is back."
+)
 BUSY = (
     "PostgreSQL did not answer in time: a row or table this request needs is locked, "
     "or the server is overloaded. Nothing was saved; retry in a moment."
@@ -58,6 +79,20 @@ BUSY = (
 
 class SwitchedBackError(DatabaseError):
     """The instance went back to PostgreSQL while this request waited for SQLite."""
+
+
+def serves_without_database[View: Callable[..., Any]](view: View) -> View:
+    """Mark a view that answers even when no database can be used (a health check)."""
+    view.serves_without_database = True  # type: ignore[attr-defined]
+    return view
+
+
+def _serves_without_database(request: HttpRequest) -> bool:
+    try:
+        match = resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return False
+    return bool(getattr(match.func, "serves_without_database", False))
 
 
 def is_handled(exc: BaseException | None) -> bool:
@@ -101,27 +136,39 @@ class DatabaseFailoverMiddleware:
         # A caller that pinned an alias on purpose (a test, or code serving a
         # request from one database) keeps it, whatever the state says.
         follow_state = pinned() is None and postgres_configured()
-        alias = current_alias()
+        try:
+            alias: str | None = current_alias()
+        except PostgreSQLUnavailable as exc:
+            return self._without_database(request, str(exc))
         if alias == SQLITE and postgres_configured():
             # Fallen back: keep no idle connection that would hold one of
             # PostgreSQL's slots (it may be out of them).
             close_postgres_connection()
         elif alias == POSTGRES and request.method not in SAFE_METHODS:
             alias = self._connect_or_fall_back()
-        response, error, at_commit = self._attempt(request, alias, follow_state)
-        if error is None:
-            return response
-        retry = self._retry_alias(alias, error, at_commit)
-        if retry is None:
-            return self._answer(request, alias, error, at_commit)
-        # The user may have been loaded in the failed attempt; load it again
-        # from the other database so nothing is written back to the wrong place.
-        for cached in ("_cached_user", "_acached_user"):
-            request.__dict__.pop(cached, None)
-        response, error, at_commit = self._attempt(request, retry, follow_state)
-        if error is None:
-            return response
-        return self._answer(request, retry, error, at_commit)
+        if alias is None:
+            return unavailable(request, monitor.unavailable() or POSTGRES_ONLY)
+        tried: list[str] = []
+        while True:
+            response, error, at_commit = self._attempt(request, alias, follow_state)
+            if error is None:
+                return response
+            tried.append(alias)
+            retry = self._retry_alias(alias, error, at_commit, tried)
+            if retry is None:
+                return self._answer(request, alias, error, at_commit)
+            # The user may have been loaded in the failed attempt; load it again
+            # so nothing is written back through a connection that failed.
+            for cached in ("_cached_user", "_acached_user"):
+                request.__dict__.pop(cached, None)
+            alias = retry
+
+    def _without_database(self, request: HttpRequest, why: str) -> HttpResponse:
+        if not _serves_without_database(request):
+            logger.warning("Answered 503 on %s %s: %s", request.method, request.path, why)
+            return unavailable(request, why)
+        with pinned_alias(POSTGRES):
+            return self.get_response(request)
 
     def _attempt(
         self, request: HttpRequest, alias: str, follow_state: bool
@@ -173,24 +220,51 @@ class DatabaseFailoverMiddleware:
         if monitor.active_alias() == POSTGRES:
             raise SwitchedBackError("the instance is back on PostgreSQL")
 
-    def _retry_alias(self, alias: str, error: BaseException, at_commit: bool) -> str | None:
+    def _retry_alias(
+        self, alias: str, error: BaseException, at_commit: bool, tried: list[str]
+    ) -> str | None:
         if alias == POSTGRES and is_postgres_outage(error):
+            if not at_commit and tried.count(POSTGRES) == 1 and self._reconnected():
+                return POSTGRES
             monitor.mark_down(f"request failed: {describe_error(error)}")
-            return None if at_commit else SQLITE
-        if alias == SQLITE and (isinstance(error, SwitchedBackError) or is_switched_back(error)):
+            if at_commit or SQLITE in tried or not sqlite_fallback_enabled():
+                return None
+            return SQLITE
+        if (
+            alias == SQLITE
+            and POSTGRES not in tried
+            and (isinstance(error, SwitchedBackError) or is_switched_back(error))
+        ):
             return POSTGRES
         return None
 
-    def _connect_or_fall_back(self) -> str:
+    @staticmethod
+    def _reconnected() -> bool:
+        """Open a fresh connection when several servers are listed; return whether one took it.
+
+        Nothing of the failed attempt was committed, and libpq opens the new
+        connection on whichever listed server takes writes now.
+        """
+        if len(configured_hosts()) < 2 or monitor.active_alias() != POSTGRES:
+            return False
+        close_postgres_connection()
+        try:
+            connections[POSTGRES].ensure_connection()
+        except DatabaseError:
+            return False
+        return True
+
+    def _connect_or_fall_back(self) -> str | None:
         # Connecting sends nothing: a change that cannot even connect is
-        # certain not to have reached PostgreSQL, and goes to SQLite instead.
+        # certain not to have reached PostgreSQL, and goes to SQLite instead
+        # (or, in PostgreSQL-only mode, nowhere: None).
         try:
             connections[POSTGRES].ensure_connection()
         except DatabaseError as exc:
             if not is_postgres_outage(exc):
                 raise
             monitor.mark_down(f"request failed: {describe_error(exc)}")
-            return SQLITE
+            return SQLITE if sqlite_fallback_enabled() else None
         return POSTGRES
 
     def _answer(
@@ -200,6 +274,8 @@ class DatabaseFailoverMiddleware:
             message = BUSY
         elif alias == POSTGRES and is_postgres_outage(error):
             message = UNCERTAIN_WRITE if at_commit else _unavailable_message(error)
+            if not at_commit and not sqlite_fallback_enabled():
+                message = monitor.unavailable() or POSTGRES_ONLY
         else:
             message = sqlite_trouble(error) or _unavailable_message(error)
         logger.warning("Answered 503 on %s %s: %s", request.method, request.path, message)

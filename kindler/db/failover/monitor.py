@@ -13,6 +13,17 @@ and any process may declare an outage it ran into (mark_down).
 PostgreSQL is usable only when it accepts a new connection, is not read-only
 (a standby, a demoted primary, default_transaction_read_only) and holds every
 migration this code knows. Anything less is an outage for Kindler's writes.
+
+With several servers listed in PG_HOST, each probe connects to each of them
+(in parallel, so one that hangs costs one timeout) and records its role; the
+instance is usable when one of them takes writes, and the first such server
+is where libpq sends Kindler's connections. When that server changes (a
+standby was promoted) the leader records the move in the state file and the
+switch history.
+
+In PostgreSQL-only mode (KINDLER_FALLBACK=off) an outage is the state
+`unavailable` instead of `fallback`, and the instance goes straight back to
+primary when PostgreSQL takes writes again: there is no journal to replay.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import cache
 
 import psycopg2
@@ -40,7 +53,12 @@ from django.utils.module_loading import import_string
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover import state, timeouts
 from kindler.db.failover.errors import describe_error, is_postgres_outage
-from kindler.db.failover.pinning import postgres_configured
+from kindler.db.failover.hosts import Host, configured_hosts
+from kindler.db.failover.pinning import (
+    postgres_configured,
+    postgres_only,
+    sqlite_fallback_enabled,
+)
 from kindler.db.failover.state import State, StateFileError, Transition
 
 logger = logging.getLogger("kindler.db")
@@ -51,6 +69,25 @@ SWITCH_HISTORY = 50
 ticked = Signal()
 
 
+class Role(StrEnum):
+    """What one listed PostgreSQL server is, as the last probe found it."""
+
+    PRIMARY = "primary"
+    STANDBY = "standby"
+    READ_ONLY = "read-only"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class HostProbe:
+    """What the probe found on one listed server."""
+
+    address: str
+    role: Role
+    latency_ms: float | None
+    error: str | None
+
+
 @dataclass(frozen=True)
 class Probe:
     reachable: bool
@@ -58,11 +95,15 @@ class Probe:
     latency_ms: float | None
     error: str | None
     at: datetime
+    # The listed server that accepts writes (where Kindler's connections go), if any.
+    host: str | None = None
+    hosts: tuple[HostProbe, ...] = ()
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    active: str
+    # The alias queries go to; None in PostgreSQL-only mode while none can.
+    active: str | None
     state: State
     since: datetime
     cause: str
@@ -80,9 +121,34 @@ def expected_migrations() -> frozenset[tuple[str, str]]:
 
 
 def probe_postgres() -> Probe:
-    """Open a fresh connection and check that PostgreSQL can take Kindler's writes."""
-    started = time.monotonic()
+    """Connect to every listed server and check that one of them can take Kindler's writes."""
     at = datetime.now(UTC)
+    servers = configured_hosts()
+    if len(servers) == 1:
+        found = [_probe_host(servers[0])]
+    else:
+        # In parallel: a paused server costs the probe one timeout, not one each.
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            found = list(pool.map(_probe_host, servers))
+    hosts = tuple(host for host, _ in found)
+    primaries = [(host, problem) for host, problem in found if host.role is Role.PRIMARY]
+    if primaries:
+        # libpq takes the first listed server that accepts writes.
+        host, problem = primaries[0]
+        return Probe(True, problem is None, host.latency_ms, problem, at, host.address, hosts)
+    reachable = any(host.role is not Role.UNREACHABLE for host in hosts)
+    if len(hosts) == 1:
+        return Probe(reachable, False, hosts[0].latency_ms, hosts[0].error, at, None, hosts)
+    error = "no listed host accepts writes: " + ", ".join(
+        f"{host.address} {host.role}" + (f" ({host.error})" if host.error else "") for host in hosts
+    )
+    return Probe(reachable, False, None, error, at, None, hosts)
+
+
+def _probe_host(server: Host) -> tuple[HostProbe, str | None]:
+    """Probe one server on a fresh connection; return what it is and, for a primary, why it
+    cannot take Kindler's writes (None when it can)."""
+    started = time.monotonic()
     db = settings.DATABASES[POSTGRES]
     options = db.get("OPTIONS", {})
     budget = float(settings.PG_CONNECT_TIMEOUT)
@@ -91,8 +157,8 @@ def probe_postgres() -> Probe:
         # refuses new connections long before established ones notice.
         with timeouts.deadline(budget):
             conn = psycopg2.connect(
-                host=db["HOST"],
-                port=db["PORT"],
+                host=server.host,
+                port=server.port,
                 dbname=db["NAME"],
                 user=db["USER"],
                 password=db["PASSWORD"],
@@ -102,16 +168,18 @@ def probe_postgres() -> Probe:
                 options=f"-c statement_timeout={int(budget * 1000)}",
             )
             try:
-                problem = _unusable_because(conn)
+                role, problem = _role_of(conn)
             finally:
                 conn.close()
     except psycopg2.Error as exc:
-        return Probe(False, False, None, describe_error(exc), at)
+        failure = describe_error(exc)
+        return HostProbe(server.address, Role.UNREACHABLE, None, failure), failure
     latency = round((time.monotonic() - started) * 1000, 2)
-    return Probe(True, problem is None, latency, problem, at)
+    shown = problem if role is not Role.PRIMARY else None
+    return HostProbe(server.address, role, latency, shown), problem
 
 
-def _unusable_because(conn: psycopg2.extensions.connection) -> str | None:
+def _role_of(conn: psycopg2.extensions.connection) -> tuple[Role, str | None]:
     with conn.cursor() as cursor:
         cursor.execute(
             "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), "
@@ -119,11 +187,14 @@ def _unusable_because(conn: psycopg2.extensions.connection) -> str | None:
         )
         in_recovery, read_only, has_migrations = cursor.fetchone() or (False, "off", False)
         if in_recovery:
-            return "PostgreSQL is a standby (in recovery) and cannot take writes"
+            return Role.STANDBY, "PostgreSQL is a standby (in recovery) and cannot take writes"
         if read_only == "on":
-            return "PostgreSQL is read-only (default_transaction_read_only is on)"
+            return (
+                Role.READ_ONLY,
+                "PostgreSQL is read-only (default_transaction_read_only is on)",
+            )
         if not has_migrations:
-            return "PostgreSQL is not migrated: run `manage.py migrate`"
+            return Role.PRIMARY, "PostgreSQL is not migrated: run `manage.py migrate`"
         wanted = sorted(expected_migrations())
         cursor.execute(
             "SELECT count(*) FROM django_migrations WHERE (app, name) IN "
@@ -132,8 +203,11 @@ def _unusable_because(conn: psycopg2.extensions.connection) -> str | None:
         )
         (applied,) = cursor.fetchone() or (0,)
         if applied < len(wanted):
-            return "PostgreSQL lacks migrations this Kindler needs: run `manage.py migrate`"
-    return None
+            return (
+                Role.PRIMARY,
+                "PostgreSQL lacks migrations this Kindler needs: run `manage.py migrate`",
+            )
+    return Role.PRIMARY, None
 
 
 def close_postgres_connection() -> None:
@@ -173,6 +247,7 @@ def leader_path() -> str:
 
 def _write_probe(probe: Probe) -> None:
     data = {**asdict(probe), "at": probe.at.isoformat()}
+    data["hosts"] = [{**asdict(host), "role": str(host.role)} for host in probe.hosts]
     path = probe_path()
     spare = f"{path}.{os.getpid()}"
     with contextlib.suppress(OSError):
@@ -186,6 +261,8 @@ def _read_probe() -> Probe | None:
         with open(probe_path(), encoding="utf-8") as handle:
             data = json.load(handle)
         data["at"] = datetime.fromisoformat(data["at"])
+        hosts = [{**host, "role": Role(host["role"])} for host in data.get("hosts", [])]
+        data["hosts"] = tuple(HostProbe(**host) for host in hosts)
         return Probe(**data)
     except (OSError, ValueError, TypeError, KeyError):
         return None
@@ -212,10 +289,29 @@ class HealthMonitor:
     def active_alias(self) -> str:
         """Return the alias every unpinned query should use now."""
         self._ensure_started()
-        if not postgres_configured() or time.monotonic() < self._forced_until:
+        if not postgres_configured():
             return SQLITE
+        if self._takes_writes() or not sqlite_fallback_enabled():
+            return POSTGRES
+        return SQLITE
+
+    def unavailable(self) -> str | None:
+        """Return why nothing can be served now in PostgreSQL-only mode, else None."""
+        self._ensure_started()
+        if not postgres_only() or self._takes_writes():
+            return None
         shared = state.read()
-        return POSTGRES if shared is not None and shared.state is State.PRIMARY else SQLITE
+        cause = shared.cause if shared is not None else "starting"
+        return (
+            f"PostgreSQL cannot take writes ({cause}) and this Kindler runs without a local "
+            "fallback (KINDLER_FALLBACK=off): nothing can be read or saved until it is back."
+        )
+
+    def _takes_writes(self) -> bool:
+        if time.monotonic() < self._forced_until:
+            return False
+        shared = state.read()
+        return shared is not None and shared.state is State.PRIMARY
 
     def snapshot(self) -> Snapshot:
         """Return the instance state and the last probe, for status pages."""
@@ -228,10 +324,17 @@ class HealthMonitor:
             transitions = tuple(self._transitions)
         if shared is None:
             return Snapshot(
-                SQLITE, State.FALLBACK, _started_at, "starting", True, probe, False, transitions
+                None if postgres_only() else SQLITE,
+                down_state(),
+                _started_at,
+                "starting",
+                True,
+                probe,
+                False,
+                transitions,
             )
         return Snapshot(
-            active=self.active_alias(),
+            active=None if self.unavailable() else self.active_alias(),
             state=shared.state,
             since=shared.since,
             cause=shared.cause,
@@ -245,10 +348,11 @@ class HealthMonitor:
         """Fall back at once, for every process: a query just lost PostgreSQL."""
         self._ensure_started()
         try:
+            down = down_state()
             if state.read() is None:
-                state.initialise(State.FALLBACK, cause)
+                state.initialise(down, cause)
             else:
-                self._switch({State.PRIMARY, State.RECOVERING}, State.FALLBACK, cause)
+                self._switch({State.PRIMARY, State.RECOVERING}, down, cause)
         except StateFileError as exc:
             logger.error("Cannot record the fallback in the state file: %s", exc)
             self._forced_until = time.monotonic() + max(2 * settings.KINDLER_HEALTH_INTERVAL, 1)
@@ -331,6 +435,12 @@ class HealthMonitor:
             logger.info("Using PostgreSQL backend (primary)")
             return
         probe = self._probe or _read_probe()
+        if postgres_only():
+            logger.warning(
+                "No database to serve from (PostgreSQL-only mode, KINDLER_FALLBACK=off): %s",
+                probe.error if probe is not None else "PostgreSQL not probed yet",
+            )
+            return
         if probe is not None and probe.error:
             logger.warning("PostgreSQL connection failed: %s", probe.error)
         logger.warning(
@@ -380,17 +490,24 @@ class HealthMonitor:
             self._probe = probe
             _write_probe(probe)
             shared = state.read()
+            down = down_state()
             if shared is None:
-                target = State.RECOVERING if probe.usable else State.FALLBACK
+                up = State.RECOVERING if sqlite_fallback_enabled() else State.PRIMARY
+                target = up if probe.usable else down
                 cause = "instance started" if probe.usable else f"instance started: {probe.error}"
                 shared = state.initialise(target, cause)
+            if probe.host is not None:
+                self._follow_host(probe.host)
             if not probe.usable:
-                self._switch(
-                    {State.PRIMARY, State.RECOVERING}, State.FALLBACK, f"probe: {probe.error}"
-                )
+                self._switch(set(State) - {down}, down, f"probe: {probe.error}")
                 return
-            if shared.state is State.FALLBACK:
-                self._switch({State.FALLBACK}, State.RECOVERING, "PostgreSQL answers again")
+            if not sqlite_fallback_enabled():
+                # Nothing to carry back: PostgreSQL-only mode never wrote to SQLite.
+                self._switch(set(State) - {State.PRIMARY}, State.PRIMARY, "PostgreSQL takes writes")
+                return
+            if shared.state in (State.FALLBACK, State.UNAVAILABLE):
+                down_states = {State.FALLBACK, State.UNAVAILABLE}
+                self._switch(down_states, State.RECOVERING, "PostgreSQL answers again")
             elif shared.state is State.PRIMARY and not self._recovered_once:
                 # A new leader recovers once before trusting a primary state
                 # an earlier run left: PostgreSQL may have been replaced or
@@ -428,8 +545,22 @@ class HealthMonitor:
         if transition is None:
             return
         self._log(transition)
-        if target is State.FALLBACK:
+        if target is not State.PRIMARY:
             close_postgres_connection()
+
+    def _follow_host(self, address: str) -> None:
+        try:
+            move = state.move_host(address)
+        except StateFileError as exc:
+            logger.error("Cannot record the PostgreSQL host in the state file: %s", exc)
+            return
+        if move is not None:
+            logger.warning(
+                "PostgreSQL primary moved from %s to %s (state %s)",
+                move.source,
+                move.target,
+                move.state,
+            )
 
     def _log(self, transition: Transition) -> None:
         with self._lock:
@@ -440,8 +571,19 @@ class HealthMonitor:
             transition.target,
             transition.seconds_in_source,
             transition.cause,
-            POSTGRES if transition.target is State.PRIMARY else SQLITE,
+            _active_after(transition.target),
         )
+
+
+def down_state() -> State:
+    """Return the state an outage puts the instance in: fallback, or unavailable without SQLite."""
+    return State.FALLBACK if sqlite_fallback_enabled() else State.UNAVAILABLE
+
+
+def _active_after(target: State) -> str:
+    if target is State.PRIMARY:
+        return POSTGRES
+    return SQLITE if sqlite_fallback_enabled() else "none"
 
 
 _started_at = datetime.now(UTC)

@@ -18,6 +18,20 @@ def postgres_configured() -> bool:
     return POSTGRES in settings.DATABASES
 
 
+def sqlite_fallback_enabled() -> bool:
+    """Return True when SQLite stands in for PostgreSQL in an outage (KINDLER_FALLBACK=sqlite).
+
+    False in PostgreSQL-only mode (KINDLER_FALLBACK=off): then nothing is
+    written to SQLite, and the journal, the mirror and the write-through are off.
+    """
+    return str(getattr(settings, "KINDLER_FALLBACK", "sqlite")) != "off"
+
+
+def postgres_only() -> bool:
+    """Return True when PostgreSQL is configured and the SQLite fallback is off."""
+    return postgres_configured() and not sqlite_fallback_enabled()
+
+
 def pinned() -> str | None:
     """Return the alias pinned for the code running now, if any."""
     return _pinned.get()

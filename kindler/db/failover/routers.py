@@ -7,13 +7,24 @@ from typing import Any
 from django.db.models import Model
 
 from kindler.db import ALIASES
+from kindler.db.failover.errors import PostgreSQLUnavailable
 from kindler.db.failover.monitor import monitor
 from kindler.db.failover.pinning import pinned
 
 
 def current_alias() -> str:
-    """Return the alias pinned for the code running now, else the instance's active one."""
-    return pinned() or monitor.active_alias()
+    """Return the alias pinned for the code running now, else the instance's active one.
+
+    Raises PostgreSQLUnavailable in PostgreSQL-only mode while no PostgreSQL
+    takes writes: there is no other database to read stale rows from.
+    """
+    alias = pinned()
+    if alias is not None:
+        return alias
+    why = monitor.unavailable()
+    if why is not None:
+        raise PostgreSQLUnavailable(why)
+    return monitor.active_alias()
 
 
 class FailoverRouter:

@@ -35,7 +35,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -48,12 +48,16 @@ from kindler.db import SQLITE
 
 # Sent with transition=Transition by the process that made a switch.
 switched = Signal()
+# Sent with move=HostMove by the process that saw the primary on another listed server.
+host_moved = Signal()
 
 
 class State(StrEnum):
     PRIMARY = "primary"
     FALLBACK = "fallback"
     RECOVERING = "recovering"
+    # No PostgreSQL takes writes and the SQLite fallback is off (KINDLER_FALLBACK=off).
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class Shared:
     since: datetime
     cause: str
     generation: int
+    # The listed PostgreSQL server last seen taking writes, and since when.
+    host: str | None = None
+    host_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,21 @@ class Transition:
     target: State
     cause: str
     seconds_in_source: float
+
+
+@dataclass(frozen=True)
+class HostMove:
+    """The primary moved to another listed server (a standby was promoted)."""
+
+    at: datetime
+    state: State
+    source: str
+    target: str
+    seconds_on_source: float
+
+    @property
+    def cause(self) -> str:
+        return f"primary moved from {self.source} to {self.target}"
 
 
 class StateFileError(OSError):
@@ -115,6 +137,10 @@ def read() -> Shared | None:
             since=datetime.fromisoformat(data["since"]),
             cause=str(data.get("cause", "")),
             generation=int(data.get("generation", 0)),
+            host=data.get("host"),
+            host_since=(
+                datetime.fromisoformat(data["host_since"]) if data.get("host_since") else None
+            ),
         )
     except FileNotFoundError:
         return None
@@ -146,6 +172,8 @@ def _write(shared: Shared) -> None:
         "since": shared.since.isoformat(),
         "cause": shared.cause,
         "generation": shared.generation,
+        "host": shared.host,
+        "host_since": shared.host_since.isoformat() if shared.host_since else None,
     }
     try:
         fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -183,6 +211,8 @@ def switch(expected: Iterable[State] | None, target: State, cause: str) -> Trans
                 since=now,
                 cause=cause,
                 generation=(current.generation + 1) if current else 1,
+                host=current.host if current else None,
+                host_since=current.host_since if current else None,
             )
         )
     source = current.state if current else State.FALLBACK
@@ -191,6 +221,25 @@ def switch(expected: Iterable[State] | None, target: State, cause: str) -> Trans
     # send_robust: a failing receiver must never stop the instance switching.
     switched.send_robust(sender=State, transition=transition)
     return transition
+
+
+def move_host(address: str) -> HostMove | None:
+    """Record address as the server taking writes; return the move when it was another one.
+
+    The first server an instance sees is recorded without a move.
+    """
+    with _locked():
+        current = read()
+        if current is None or current.host == address:
+            return None
+        now = datetime.now(UTC)
+        _write(replace(current, host=address, host_since=now))
+    if current.host is None:
+        return None
+    elapsed = (now - current.host_since).total_seconds() if current.host_since else 0.0
+    move = HostMove(now, current.state, current.host, address, max(elapsed, 0.0))
+    host_moved.send_robust(sender=State, move=move)
+    return move
 
 
 def initialise(target: State, cause: str) -> Shared:

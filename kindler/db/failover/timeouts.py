@@ -96,7 +96,11 @@ def declared_down_since(started_at: datetime) -> bool:
     """Return True when the instance fell back after started_at."""
     with contextlib.suppress(OSError):
         shared = state.read()
-        return shared is not None and shared.state is State.FALLBACK and shared.since > started_at
+        return (
+            shared is not None
+            and shared.state in (State.FALLBACK, State.UNAVAILABLE)
+            and shared.since > started_at
+        )
     return False
 
 

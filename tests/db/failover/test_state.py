@@ -206,7 +206,14 @@ def test_promote_switches_recovering_to_primary(recovering: Shared) -> None:
     assert (transition.source, transition.target, shared) == (
         State.RECOVERING,
         State.PRIMARY,
-        Shared(State.PRIMARY, transition.at, "recovery finished", recovering.generation + 1),
+        Shared(
+            State.PRIMARY,
+            transition.at,
+            "recovery finished",
+            recovering.generation + 1,
+            recovering.host,
+            recovering.host_since,
+        ),
     )
 
 

@@ -48,11 +48,23 @@ def status_lines(status: DatabaseStatus) -> list[str]:
         reachability = f"reachable but unusable: {probe.error}"
     else:
         reachability = f"unreachable: {probe.error}"
-    return [
-        f"Active database: {snapshot.active}",
+    if snapshot.active is None:
+        active = "none: PostgreSQL cannot take writes and KINDLER_FALLBACK=off"
+    else:
+        active = snapshot.active
+    lines = [
+        f"Active database: {active}",
         f"State:           {snapshot.state} since {snapshot.since.isoformat()} ({snapshot.cause})",
         f"PostgreSQL:      {reachability}",
     ]
+    hosts = status.hosts_as_json()
+    if len(hosts) > 1:
+        lines.append("Hosts:")
+        for host in hosts:
+            marker = " (active)" if host["active"] else ""
+            detail = host["error"] or f"{host['latency_ms']:.1f} ms"
+            lines.append(f"  {host['address']:<21} {host['role']}{marker}: {detail}")
+    return lines
 
 
 def sync_lines(sync: SyncStatus) -> list[str]:

@@ -18,6 +18,16 @@ no 500, no self-conflict, every 503 with a JSON detail, no request longer than
 the documented bound PG_CONNECT_TIMEOUT + PG_STATEMENT_TIMEOUT + 1 +
 SQLITE_BUSY_TIMEOUT, and for the first rows (outages with a healthy SQLite
 file) no failed read once the switch was seen.
+
+Two rows put another database in PostgreSQL's place while Kindler is cut
+off: one restored with pg_restore from a pg_dump taken under load a few
+seconds earlier, one empty and then migrated. They also report how many rows
+Kindler wrote back into it (RestoredRow), and apart from "missing or wrong"
+the acknowledged deletes the restore undid: clusters PostgreSQL had already
+removed when it was cut off, which the backup brings back and which no copy
+remembers deleting.
+
+`--only NAME` (repeatable) runs only the faults whose name contains NAME.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 import psycopg2  # noqa: E402
@@ -118,8 +129,10 @@ def wait_for_fallback(port: int, timeout: float) -> None:
 
 
 class Chaos:
-    def __init__(self, short: bool) -> None:
+    def __init__(self, short: bool, only: list[str] | None = None) -> None:
         self.short = short
+        # Fault names (or parts of them) to run; None runs every fault.
+        self.only = [name.lower() for name in only] if only else None
         self.hold = 3.0 if short else 10.0
         self.settle = 1.0 if short else 4.0
         self.workdir = Path(tempfile.mkdtemp(prefix="kindler-chaos-"))
@@ -127,6 +140,10 @@ class Chaos:
         self.phases: list[Phase] = []
         self.disk = faults.SmallDisk(self.workdir / "sqlite", self.workdir / "sqlite.img")
         self.reconciler: Reconciler | None = None
+        self.phase: Phase | None = None
+
+    def wanted(self, name: str) -> bool:
+        return self.only is None or any(part in name.lower() for part in self.only)
 
     def setup(self) -> None:
         # fsync and synchronous commits on: a kill -9 must not drop an acknowledged
@@ -310,6 +327,128 @@ class Chaos:
             ),
         ]
 
+    def restore_faults(self) -> list[Fault]:
+        """PostgreSQL restored from an older backup, or replaced by an empty database.
+
+        Both happen behind a disabled HAProxy (Kindler on SQLite meanwhile),
+        as an operator restores or replaces a database Kindler is cut off from.
+        """
+        after_dump = 4.0 if self.short else 10.0
+        hold = 3.0 if self.short else 10.0
+        backup = faults.RestoredBackup(self.pg, "kindler")
+        empty = faults.ReplacedDatabase(self.pg, "kindler")
+        seen: dict[str, Any] = {}
+
+        def cut() -> None:
+            self.haproxy.command("disable server postgres/primary")
+            wait_for_fallback(self.web_port, 15)
+            seen["cut"] = time.monotonic()
+
+        def link() -> None:
+            seen["linked"] = datetime.now(UTC)
+            self.haproxy.command("enable server postgres/primary")
+
+        def dump_then_restore() -> None:
+            seen.clear()
+            backup.dump()
+            seen["dumped"] = time.monotonic()
+            time.sleep(after_dump)
+            cut()
+            kept = backup.names()
+            backup.restore()
+            assert self.phase is not None
+            # Rows PostgreSQL no longer held when it was cut off, which the backup brings back.
+            self.phase.back_after_restore = backup.names() - kept
+
+        def replace_by_empty() -> None:
+            seen.clear()
+            cut()
+            empty.replace()
+            assert self.phase is not None
+            # The new database numbers its conflicts from 1 again.
+            self.phase.conflict_mark = 0
+
+        def link_and_migrate() -> None:
+            link()
+            seen["migrate"] = self.migrate_postgres()
+
+        def count_written_back() -> None:
+            assert self.phase is not None
+            if "linked" in seen:
+                seen["why"] = self.written_back_since(seen["linked"])
+                self.phase.written_back = sum(seen["why"].values())
+
+        def acked_after_dump() -> int:
+            start, stop = seen.get("dumped", 0.0), seen.get("cut", 0.0)
+            calls = self.load.calls
+            return sum(1 for c in calls if c.is_write and c.ok and start <= c.ended < stop)
+
+        def written() -> str:
+            why = seen.get("why") or {}
+            return ", ".join(f"{n} {reason}" for reason, n in sorted(why.items())) or "none"
+
+        return [
+            Fault(
+                "PostgreSQL restored from an older backup",
+                dump_then_restore,
+                link,
+                hold,
+                after=count_written_back,
+                note=lambda: (
+                    f"pg_dump -Fc under load, then {acked_after_dump()} writes acknowledged in "
+                    f"{after_dump:g} s; HAProxy disabled, the database dropped and pg_restore'd "
+                    f"from the dump; rows written back: {written()}"
+                ),
+            ),
+            Fault(
+                "PostgreSQL replaced by an empty database",
+                replace_by_empty,
+                link_and_migrate,
+                hold,
+                after=count_written_back,
+                note=lambda: (
+                    "HAProxy disabled, the database dropped and created empty; HAProxy enabled, "
+                    f"then `manage.py migrate --database postgres` ({seen.get('migrate')}); "
+                    f"rows written back: {written()}"
+                ),
+            ),
+        ]
+
+    def migrate_postgres(self) -> str:
+        """Run `manage.py migrate --database postgres` as an operator would, once it connects."""
+        command = [PYTHON, str(ROOT / "manage.py"), "migrate", "--database", "postgres"]
+        deadline = time.monotonic() + 30
+        while True:
+            # HAProxy takes a server back only after its health checks pass.
+            result = subprocess.run(
+                [*command, "--no-input", "-v", "0"],
+                env=self.env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if result.returncode == 0:
+                return "exit status 0"
+            if time.monotonic() > deadline:
+                return f"exit status {result.returncode}: {result.stderr.strip()[-300:]}"
+            time.sleep(0.5)
+
+    def written_back_since(self, since: datetime) -> dict[str, int]:
+        """Return how many rows Kindler wrote back into PostgreSQL since then, by why."""
+        conn = psycopg2.connect(**self.pg.connect_kwargs("kindler"), connect_timeout=5)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT why, count(*) FROM kindler_db_restoredrow WHERE restored_at >= %s "
+                    "GROUP BY why",
+                    [since],
+                )
+                return {why: int(count) for why, count in cursor.fetchall()}
+        finally:
+            conn.close()
+
     def sqlite_faults(self) -> list[Fault]:
         """Faults of the SQLite file while PostgreSQL is stopped."""
         hold = 4.0 if self.short else 15.0
@@ -410,7 +549,12 @@ class Chaos:
             for fault in self.outage_faults():
                 self.fault(fault)
             self.restart_during_replay()
-            for fault in [*self.postgres_faults(), *self.sqlite_faults(), self.flapping_fault()]:
+            for fault in [
+                *self.postgres_faults(),
+                *self.restore_faults(),
+                *self.sqlite_faults(),
+                self.flapping_fault(),
+            ]:
                 self.fault(fault)
             self.restarts_under_load()
         finally:
@@ -420,12 +564,13 @@ class Chaos:
         return self.report(settled)
 
     def begin(self, name: str, reads_kept: bool = False) -> Phase:
-        return Phase(
+        self.phase = Phase(
             name,
             started=time.monotonic(),
             reads_kept=reads_kept,
             conflict_mark=self.conflict_mark(),
         )
+        return self.phase
 
     def end(self, phase: Phase) -> None:
         phase.back = wait_for_primary(self.web_port, 60)
@@ -451,6 +596,8 @@ class Chaos:
             conn.close()
 
     def fault(self, fault: Fault) -> None:
+        if not self.wanted(fault.name):
+            return
         phase = self.begin(fault.name, fault.reads_kept)
         if fault.skipped:
             phase.skipped = fault.skipped
@@ -475,6 +622,8 @@ class Chaos:
         self.finish(phase)
 
     def restart_during_replay(self) -> None:
+        if not self.wanted(RESTART):
+            return
         phase = self.begin(RESTART, reads_kept=True)
         time.sleep(self.settle)
         phase.injected = time.monotonic()
@@ -504,6 +653,8 @@ class Chaos:
 
     def restarts_under_load(self) -> None:
         """Restart gunicorn RESTARTS times on a healthy PostgreSQL: SIGHUP, then kill and start."""
+        if not self.wanted(f"Kindler restarted {RESTARTS} times"):
+            return
         phase = self.begin(f"Kindler restarted {RESTARTS} times")
         time.sleep(self.settle)
         phase.injected = time.monotonic()
@@ -541,7 +692,7 @@ class Chaos:
         rows = [
             phase_row(phase, self.load.calls, problems, self.watch, BUDGET) for phase in self.phases
         ]
-        counted = sum(row["missing_or_wrong"] for row in rows)
+        counted = sum(row["missing_or_wrong"] + row["deleted_after_backup_back"] for row in rows)
         return {
             "short": self.short,
             "budget_seconds": BUDGET,
@@ -563,8 +714,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="Shorter holds (about 3 minutes).")
     parser.add_argument("--json", type=Path, help="Also write the result as JSON here.")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="Run only the faults whose name contains NAME (case-insensitive; repeatable).",
+    )
     args = parser.parse_args()
-    chaos = Chaos(short=args.short)
+    chaos = Chaos(short=args.short, only=args.only)
     try:
         chaos.setup()
         result = chaos.run()

@@ -28,6 +28,11 @@ class Phase:
     self_conflicts: list[str] = field(default_factory=list)
     back: bool = True
     kindler_down: list[tuple[float, float]] = field(default_factory=list)
+    # A database put back or replaced: the rows Kindler wrote back into it (RestoredRow).
+    written_back: int | None = None
+    # Clusters PostgreSQL had removed after the backup was taken, which the restore brought
+    # back: their acknowledged deletes are counted apart, not as missing or wrong.
+    back_after_restore: set[str] = field(default_factory=set)
 
 
 class HealthWatch:
@@ -71,7 +76,9 @@ def phase_row(
 ) -> dict[str, Any]:
     """Return one fault's row: what was sent, answered and kept, and whether the promise held."""
     calls = [c for c in every if phase.started <= c.at < phase.ended]
-    mine = [p for p in problems if phase.started <= p.at < phase.ended]
+    during = [p for p in problems if phase.started <= p.at < phase.ended]
+    mine = [p for p in during if p.name not in phase.back_after_restore]
+    resurrected = [p for p in during if p.name in phase.back_after_restore]
     failed = Counter(f"{c.kind} {c.status}" for c in calls if not c.ok)
     down = watch.switched_down(phase.injected, phase.recovered) if calls else None
     back = watch.switched_back(phase.recovered) if down is not None else None
@@ -100,6 +107,9 @@ def phase_row(
         "acked_writes": sum(1 for c in calls if c.is_write and c.ok),
         "missing_or_wrong": len(mine),
         "problems": [f"{p.name}: {p.what}" for p in mine[:10]],
+        "written_back": phase.written_back,
+        "deleted_after_backup_back": len(resurrected),
+        "back_after_restore": [f"{p.name}: {p.what}" for p in resurrected[:10]],
         "http_500": sum(1 for c in calls if c.status == "500"),
         "self_conflicts": len(phase.self_conflicts),
         "conflicts": phase.self_conflicts,
@@ -155,12 +165,13 @@ def markdown(result: dict[str, Any]) -> str:
     head = (
         "| fault | sent | acked writes | missing or wrong | 500s | self-conflicts "
         "| longest s | 503s (no detail) | other failures (by status) | switch down s "
-        "| switch back s | failed reads after switch (404) | promise |"
+        "| switch back s | failed reads after switch (404) "
+        "| written back (deleted after the backup, back after the restore) | promise |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for row in result["faults"]:
         if row["skipped"]:
-            lines.append(f"| {row['fault']} | skipped: {row['skipped']} |" + " |" * 11)
+            lines.append(f"| {row['fault']} | skipped: {row['skipped']} |" + " |" * 12)
             continue
         other = {k: v for k, v in row["failed"].items() if not k.endswith(" 503")}
         cells = [
@@ -177,6 +188,9 @@ def markdown(result: dict[str, Any]) -> str:
             "—" if row["switch_back_s"] is None else row["switch_back_s"],
             f"{row['failed_reads_after_switch']} ({row['stale_reads_after_switch']})"
             + ("" if row["reads_kept"] else "*"),
+            "—"
+            if row["written_back"] is None
+            else f"{row['written_back']} ({row['deleted_after_backup_back']})",
             "kept" if row["promise_kept"] else "BROKEN",
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
@@ -191,6 +205,10 @@ def markdown(result: dict[str, Any]) -> str:
         for detail, count in row["details_503"].items():
             notes.append(f"- {row['fault']}: 503 x {count}: {detail or '(no JSON detail)'}")
         notes += [f"- {row['fault']}: {problem}" for problem in row["problems"]]
+        notes += [
+            f"- {row['fault']}: deleted after the backup, back after the restore: {problem}"
+            for problem in row["back_after_restore"]
+        ]
         notes += [f"- {row['fault']}: conflict {text}" for text in row["conflicts"]]
         if row["not_found_acked_before_switch_s"]:
             notes.append(

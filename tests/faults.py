@@ -400,3 +400,57 @@ class Flapping:
         if self.thread is not None:
             self.thread.join(timeout=120)
         self.pg.ensure_running()
+
+
+def client(pg: PostgresServer, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the server's client programs (pg_dump, pg_restore) over its socket."""
+    return subprocess.run(
+        [str(pg.bindir / tool), "-h", str(pg.socketdir), "-p", str(pg.port), "-U", pg.user, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        user=pg.os_user,
+        timeout=120,
+    )
+
+
+class ReplacedDatabase(EmptyDatabase):
+    """Drop Kindler's database for good and create another in its place: nothing to put back."""
+
+    def names(self) -> set[str]:
+        """Return the cluster names the database holds now."""
+        conn = admin_connection(self.pg, self.dbname)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT name FROM clusters_cluster")
+                return {row[0] for row in cursor.fetchall()}
+        finally:
+            conn.close()
+
+    def replace(self) -> None:
+        """Drop the database and create an empty one with the same name (a new OID)."""
+        conn = admin_connection(self.pg)
+        try:
+            with conn.cursor() as cursor:
+                self._evict(cursor, self.dbname)
+                self._retry(cursor, f'DROP DATABASE "{self.dbname}"')
+                cursor.execute(f'CREATE DATABASE "{self.dbname}" OWNER "{self.pg.user}"')
+        finally:
+            conn.close()
+
+
+class RestoredBackup(ReplacedDatabase):
+    """A `pg_dump -Fc` backup of the database, and its restore over a dropped database."""
+
+    def __init__(self, pg: PostgresServer, dbname: str) -> None:
+        super().__init__(pg, dbname)
+        # The server's own folder: the postgres OS user can write it when run as root.
+        self.path = pg.root / f"{dbname}.dump"
+
+    def dump(self) -> None:
+        client(self.pg, "pg_dump", "-Fc", "-f", str(self.path), self.dbname)
+
+    def restore(self) -> None:
+        """Drop the database, create it again and restore the backup into it."""
+        self.replace()
+        client(self.pg, "pg_restore", "--exit-on-error", "-d", self.dbname, str(self.path))

@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 from django.conf import settings
 
+from bench.chaosreport import HealthWatch, Phase, phase_row
 from bench.workload import Call, check
 
 ROOT = Path(settings.BASE_DIR)
@@ -34,12 +35,16 @@ FAULTS = [
     "table locked 4 s",
     "connection slots exhausted",
     "unmigrated PostgreSQL",
+    "PostgreSQL restored from an older backup",
+    "PostgreSQL replaced by an empty database",
     "SQLite locked in an outage",
     "SQLite full in an outage",
     "SQLite read-only in an outage",
     "PostgreSQL flapping 15 s",
     "Kindler restarted 5 times",
 ]
+# Faults that put a database back or replace it: Kindler writes its rows back into it.
+RESTORES = ["PostgreSQL restored from an older backup", "PostgreSQL replaced by an empty database"]
 # Faults that need root (a tmpfs mount, chattr +i); skipped with a reason otherwise.
 ROOT_ONLY = {"SQLite full in an outage", "SQLite read-only in an outage"}
 
@@ -127,6 +132,30 @@ def test_check_expects_an_acknowledged_delete() -> None:
     calls = [write("create", 1, "202", 2000), write("delete", 2, "202")]
     problems = check(calls, {"chaos-1": ("present", 2000)})
     assert [p.what for p in problems] == ["acknowledged delete, still present"]
+
+
+def test_a_delete_undone_by_the_restore_is_counted_apart() -> None:
+    calls = [write("create", 1, "202", 2000), write("delete", 2, "202")]
+    problems = check(calls, {"chaos-1": ("present", 2000)})
+    phase = Phase("restored", started=0, ended=10, back_after_restore={"chaos-1"})
+    row = phase_row(phase, calls, problems, HealthWatch(1), budget=6)
+    assert (row["missing_or_wrong"], row["deleted_after_backup_back"], row["promise_kept"]) == (
+        0,
+        1,
+        True,
+    )
+
+
+def test_a_delete_lost_otherwise_is_missing_or_wrong() -> None:
+    calls = [write("create", 1, "202", 2000), write("delete", 2, "202")]
+    problems = check(calls, {"chaos-1": ("present", 2000)})
+    phase = Phase("restored", started=0, ended=10, back_after_restore={"chaos-2"})
+    row = phase_row(phase, calls, problems, HealthWatch(1), budget=6)
+    assert (row["missing_or_wrong"], row["deleted_after_backup_back"], row["promise_kept"]) == (
+        1,
+        0,
+        False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +258,12 @@ def test_short_chaos_run_answers_sqlite_locked_with_its_message(
 @pytest.mark.timeout(900)
 def test_short_chaos_run_settles_back_on_postgres(short_run: dict[str, object]) -> None:
     assert short_run["settled"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_writes_rows_back_into_a_restored_or_replaced_database(
+    short_run: dict[str, object],
+) -> None:
+    written = by_fault(short_run, "written_back")
+    assert {fault: bool(written[fault]) for fault in RESTORES} == dict.fromkeys(RESTORES, True)

@@ -14,7 +14,9 @@ from django.conf import settings
 
 COMPOSE_DIR = Path(settings.BASE_DIR) / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+STANDBY_FILE = COMPOSE_DIR / "docker-compose.standby.yml"
 HAPROXY_CFG = COMPOSE_DIR / "haproxy.cfg"
+PATRONI_CFG = COMPOSE_DIR / "haproxy-patroni.cfg"
 HAPROXY_MISSING = (
     "Debian's haproxy is not installed (scripts/test installs it with "
     "`apt-get install -y haproxy` when run as root)"
@@ -31,11 +33,16 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return compose["services"]
 
 
-def haproxy_section(name: str) -> list[str]:
-    """Return the lines of one haproxy.cfg section, comments dropped."""
+@pytest.fixture(scope="module")
+def standby_services() -> dict[str, Any]:
+    return yaml.safe_load(STANDBY_FILE.read_text())["services"]
+
+
+def haproxy_section(name: str, config: Path = HAPROXY_CFG) -> list[str]:
+    """Return the lines of one section of an HAProxy config, comments dropped."""
     lines: list[str] = []
     inside = False
-    for raw in HAPROXY_CFG.read_text().splitlines():
+    for raw in config.read_text().splitlines():
         line = raw.split("#", 1)[0].rstrip()
         if not line:
             continue
@@ -132,12 +139,57 @@ def test_postgres_account_comes_from_the_kindler_variables(services: dict[str, A
     assert services["postgres"]["environment"] == {
         "POSTGRES_DB": "${PG_DATABASE:-kindler}",
         "POSTGRES_USER": "${PG_USER:-kindler}",
-        "POSTGRES_PASSWORD": "${PG_PASSWORD:?set PG_PASSWORD in config/secrets.env}",
+        "POSTGRES_PASSWORD_FILE": "/run/secrets/pg_password",
     }
 
 
-def test_every_interpolated_variable_is_in_secrets_env_example() -> None:
-    used = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text()))
+@pytest.mark.parametrize("name", ["postgres", "web", "reconciler"])
+def test_the_postgres_password_is_a_docker_secret(services: dict[str, Any], name: str) -> None:
+    assert services[name]["secrets"] == ["pg_password"]
+
+
+def test_kindler_reads_the_password_from_the_secret(services: dict[str, Any]) -> None:
+    environment = services["web"]["environment"]
+    assert (environment["PG_PASSWORD_FILE"], "PG_PASSWORD" in environment) == (
+        "/run/secrets/pg_password",
+        False,
+    )
+
+
+@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, STANDBY_FILE])
+def test_secret_files_live_where_git_and_docker_ignore_them(compose_file: Path) -> None:
+    declared = yaml.safe_load(compose_file.read_text())["secrets"]
+    folders = {str((COMPOSE_DIR / s["file"]).resolve().parent) for s in declared.values()}
+    root = Path(settings.BASE_DIR)
+    ignored = {
+        name: (root / name).read_text().splitlines() for name in (".gitignore", ".dockerignore")
+    }
+    assert (
+        folders,
+        "config/secrets/" in ignored[".gitignore"],
+        "config/secrets/" in ignored[".dockerignore"],
+    ) == ({str(root / "config" / "secrets")}, True, True)
+
+
+@pytest.mark.parametrize("name", ["web", "reconciler"])
+def test_the_standby_example_lists_both_servers(
+    standby_services: dict[str, Any], name: str
+) -> None:
+    environment = standby_services[name]["environment"]
+    assert (environment["PG_HOST"], environment["PG_PORT"]) == ("pg-primary,pg-standby", "5432")
+    assert set(standby_services) >= {"pg-primary", "pg-standby"}
+
+
+def test_the_standby_clones_the_primary_with_basebackup(standby_services: dict[str, Any]) -> None:
+    entrypoint = standby_services["pg-standby"]["entrypoint"][-1]
+    volumes = dict(v.rsplit(":", 2)[:2] for v in standby_services["pg-standby"]["volumes"])
+    script = (COMPOSE_DIR / next(k for k, v in volumes.items() if v == entrypoint)).read_text()
+    assert ("pg_basebackup" in script, "--write-recovery-conf" in script) == (True, True)
+
+
+@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, STANDBY_FILE])
+def test_every_interpolated_variable_is_in_secrets_env_example(compose_file: Path) -> None:
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", compose_file.read_text()))
     example = (Path(settings.BASE_DIR) / "config" / "secrets.env.example").read_text()
     documented = set(re.findall(r"^#?(\w+)=", example, re.MULTILINE))
     assert used - documented == set()
@@ -184,12 +236,23 @@ def test_haproxy_has_an_admin_runtime_socket() -> None:
     ]
 
 
-def test_haproxy_accepts_the_config() -> None:
+def test_the_patroni_example_sends_connections_only_to_the_primary() -> None:
+    section = haproxy_section("listen postgres-primary", PATRONI_CFG)
+    servers = [line.split() for line in section if line.startswith("server ")]
+    assert (
+        "option httpchk GET /primary" in section,
+        "http-check expect status 200" in section,
+        {tuple(server[3:6]) for server in servers},
+    ) == (True, True, {("check", "port", "8008")})
+
+
+@pytest.mark.parametrize("config", [HAPROXY_CFG, PATRONI_CFG])
+def test_haproxy_accepts_the_config(config: Path) -> None:
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
     if haproxy is None:
         pytest.skip(HAPROXY_MISSING)
     result = subprocess.run(
-        [haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, timeout=30
+        [haproxy, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stdout.strip().splitlines()[-1]) == (
         0,

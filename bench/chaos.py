@@ -27,6 +27,12 @@ the acknowledged deletes the restore undid: clusters PostgreSQL had already
 removed when it was cut off, which the backup brings back and which no copy
 remembers deleting.
 
+The last row gives PostgreSQL a synchronous streaming standby (pg_basebackup
+-R), restarts Kindler with both servers in PG_HOST, kills the primary with -9
+and promotes the standby with pg_ctl promote: every acknowledged write must be
+on the new primary, and the note says how long after the promote (and after
+the kill) writes landed there.
+
 `--only NAME` (repeatable) runs only the faults whose name contains NAME.
 """
 
@@ -84,6 +90,7 @@ CONNECT_TIMEOUT, STATEMENT_TIMEOUT, LOCK_TIMEOUT, SQLITE_BUSY_TIMEOUT = 1.0, 2.0
 BUDGET = CONNECT_TIMEOUT + STATEMENT_TIMEOUT + 1.0 + SQLITE_BUSY_TIMEOUT
 RESTART = "Kindler restart in replay"
 RESTARTS = 5
+PROMOTION = "primary killed, standby promoted"
 
 
 @dataclass
@@ -152,6 +159,9 @@ class Chaos:
         self.pg.init()
         self.pg.start()
         self.pg.create_database("kindler")
+        # The server that takes writes: the standby once it is promoted.
+        self.primary = self.pg
+        self.standby: PostgresServer | None = None
         self.haproxy_port, self.web_port = free_ports(2)
         config, admin = haproxy_config(self.workdir, self.haproxy_port, self.pg.port)
         self.haproxy = HAProxy(config, admin, {**os.environ, "PG_USER": self.pg.user})
@@ -216,6 +226,8 @@ class Chaos:
             steps.append(self.haproxy.kill)
         if hasattr(self, "pg"):
             steps.append(self.pg.destroy)
+        if self.standby is not None:
+            steps.append(self.standby.destroy)
         steps.append(self.disk.unmount)
         for stop in steps:
             try:
@@ -226,7 +238,7 @@ class Chaos:
 
     def conflict_mark(self) -> int:
         """Return the highest conflict id in PostgreSQL (0 when there is none yet)."""
-        conn = psycopg2.connect(**self.pg.connect_kwargs("kindler"), connect_timeout=5)
+        conn = psycopg2.connect(**self.primary.connect_kwargs("kindler"), connect_timeout=5)
         try:
             with conn.cursor() as cursor:
                 cursor.execute("SELECT coalesce(max(id), 0) FROM kindler_db_conflict")
@@ -437,7 +449,7 @@ class Chaos:
 
     def written_back_since(self, since: datetime) -> dict[str, int]:
         """Return how many rows Kindler wrote back into PostgreSQL since then, by why."""
-        conn = psycopg2.connect(**self.pg.connect_kwargs("kindler"), connect_timeout=5)
+        conn = psycopg2.connect(**self.primary.connect_kwargs("kindler"), connect_timeout=5)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(
@@ -557,6 +569,7 @@ class Chaos:
             ]:
                 self.fault(fault)
             self.restarts_under_load()
+            self.promotion()
         finally:
             self.load.stop()
             self.watch.stop_event.set()
@@ -583,7 +596,7 @@ class Chaos:
 
     def conflicts_since(self, mark: int) -> list[str]:
         """Describe each conflict recorded after mark: kind, row, versions, fields that differ."""
-        conn = psycopg2.connect(**self.pg.connect_kwargs("kindler"), connect_timeout=5)
+        conn = psycopg2.connect(**self.primary.connect_kwargs("kindler"), connect_timeout=5)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(
@@ -675,8 +688,55 @@ class Chaos:
         self.end(phase)
         self.finish(phase)
 
+    def promotion(self) -> None:
+        """Kill -9 a primary with a synchronous standby listed beside it, then promote it."""
+        if not self.wanted(PROMOTION):
+            return
+        phase = self.begin(PROMOTION, reads_kept=True)
+        standby = self.standby = self.pg.standby()
+        # A commit is acknowledged once the standby has it: kill -9 loses none.
+        faults.execute(
+            self.pg, "ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()"
+        )
+        self.env.update(PG_HOST="127.0.0.1,127.0.0.1", PG_PORT=f"{self.pg.port},{standby.port}")
+        down_at = time.monotonic()
+        self.kindler.kill()
+        self.kindler.start()
+        phase.kindler_down.append((down_at, time.monotonic()))
+        time.sleep(self.settle * 2)
+        phase.injected = time.monotonic()
+        self.pg.kill()
+        time.sleep(self.hold / 3)
+        promoted = time.monotonic()
+        standby.promote()
+        self.primary = standby
+        phase.recovered = time.monotonic()
+        address = f"127.0.0.1:{standby.port}"
+        landed = None
+        deadline = time.monotonic() + 60
+        while landed is None and time.monotonic() < deadline:
+            database = health(self.web_port)
+            if (
+                database
+                and database["active"] == "postgres"
+                and database["postgres"]["host"] == address
+            ):
+                landed = time.monotonic()
+            time.sleep(0.05)
+        phase.note = (
+            "synchronous standby (pg_basebackup -R) listed in PG_HOST after the primary; "
+            + (
+                f"writes on the new primary {landed - promoted:.2f} s after pg_ctl promote, "
+                f"{landed - phase.injected:.2f} s after kill -9"
+                if landed is not None
+                else "writes never reached the new primary"
+            )
+        )
+        self.end(phase)
+        self.finish(phase)
+
     def postgres_rows(self) -> dict[str, tuple[str, int]]:
-        conn = psycopg2.connect(**self.pg.connect_kwargs("kindler"), connect_timeout=5)
+        conn = psycopg2.connect(**self.primary.connect_kwargs("kindler"), connect_timeout=5)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(

@@ -42,6 +42,7 @@ FAULTS = [
     "SQLite read-only in an outage",
     "PostgreSQL flapping 15 s",
     "Kindler restarted 5 times",
+    "primary killed, standby promoted",
 ]
 # Faults that put a database back or replace it: Kindler writes its rows back into it.
 RESTORES = ["PostgreSQL restored from an older backup", "PostgreSQL replaced by an empty database"]

@@ -41,7 +41,7 @@ from psycopg2.extras import execute_values
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
 from kindler.db.sync import runs
-from kindler.db.sync.journal import instance_id
+from kindler.db.sync.journal import CHANGE_TABLE, instance_id
 from kindler.db.sync.tables import (
     Table,
     decode_for_replay,
@@ -163,6 +163,8 @@ class RemoteState:
         self.open: dict[tuple[str, uuid.UUID], tuple[int, int | None]] = {}
         self.original: set[tuple[str, uuid.UUID]] = set()
         self.dirty: dict[str, set[uuid.UUID]] = {}
+        # Rows PostgreSQL's change log says were deleted there.
+        self.tombstones: set[tuple[str, uuid.UUID]] = set()
         by_model: dict[str, list[JournalEntry]] = {}
         for entry in entries:
             by_model.setdefault(entry.model, []).append(entry)
@@ -176,6 +178,11 @@ class RemoteState:
         for uid in uids:
             self.rows[(label, uid)] = None
         self._fetch(table, ["uid"], uids)
+        self.cursor.execute(
+            f"SELECT uid FROM {CHANGE_TABLE} WHERE model = %s AND deleted AND uid = ANY(%s)",
+            [label, uids],
+        )
+        self.tombstones.update((label, uid) for (uid,) in self.cursor.fetchall())
         written = [decode_for_replay(label, e.data) for e in entries if e.op != Op.DELETE]
         for name in table.unique_names:
             values = sorted({row[name] for row in written if row and row[name] is not None})
@@ -312,15 +319,25 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
         return "conflict"
     if entry.op == Op.INSERT:
         assert local is not None
+        if remote is not None and remote["version"] >= local["version"]:
+            return "skipped"  # already carried into PostgreSQL (adopted or restored)
         other = remote if remote is not None else state.clash(table, local)
-        if other is not None:
+        if other is not None and other["uid"] != uid:
             return _conflict(state, instance, entry, ConflictKind.INSERT_INSERT, other)
         state.put(table, local, dirty=True)
         return "applied"
     if entry.op == Op.UPDATE:
         assert local is not None
-        if remote is None:
+        if remote is None and (label, uid) in state.tombstones:
             return _conflict(state, instance, entry, ConflictKind.UPDATE_DELETE, None)
+        if remote is None or remote["version"] < (entry.base_version or 0):
+            # PostgreSQL lacks the row without having deleted it, or holds an
+            # older copy than this change was made on: it was replaced or
+            # restored from a backup. The local row is the newer news.
+            if state.clash(table, local) is not None:
+                return _conflict(state, instance, entry, ConflictKind.UPDATE_UPDATE, remote)
+            state.put(table, local, dirty=True)
+            return "applied"
         outcome = "applied"
         if remote["version"] != entry.base_version:
             merged = merge_fields(table, entry, remote)
@@ -333,7 +350,7 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
         return outcome
     if remote is None:
         return "skipped"
-    if remote["version"] != entry.base_version:
+    if remote["version"] > (entry.base_version or 0):
         return _conflict(state, instance, entry, ConflictKind.DELETE_UPDATE, remote)
     state.remove(table, uid, dirty=True)
     return "applied"

@@ -56,6 +56,50 @@ def test_an_update_on_the_base_version_applies() -> None:
     assert (on_postgres("dev").desired_state, on_postgres("dev").version) == ("stopped", 2)
 
 
+def as_a_restore(*statements: str) -> None:
+    """Run SQL on PostgreSQL with its triggers off, as pg_restore leaves a database."""
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        try:
+            for sql in statements:
+                cursor.execute(sql)
+        finally:
+            cursor.execute("SET session_replication_role = DEFAULT")
+
+
+def test_an_update_of_a_row_postgres_lost_without_deleting_it_writes_it_back() -> None:
+    cluster = shared_cluster(name="dev")
+    local_change(cluster, desired_state="stopped")
+    # A replaced or restored database: the row is gone and no delete was recorded.
+    as_a_restore(
+        f"DELETE FROM clusters_cluster WHERE uid = '{cluster.uid}'",
+        f"DELETE FROM clusters_portclaim WHERE cluster_uid = '{cluster.uid}'",
+    )
+    report = replay()
+    assert (report.pushed, report.conflicts, conflicts()) == (1, 0, [])
+    assert (on_postgres("dev").desired_state, on_postgres("dev").uid) == ("stopped", cluster.uid)
+
+
+def test_an_update_over_an_older_restored_copy_applies_the_local_row() -> None:
+    cluster = shared_cluster(name="dev", http_port=18090)
+    local_change(cluster, http_port=18095)
+    local_change(cluster, desired_state="stopped")
+    # Restored from a backup taken before the local copy's base version.
+    as_a_restore(f"UPDATE clusters_cluster SET version = 1 WHERE uid = '{cluster.uid}'")
+    report = replay()
+    assert (report.conflicts, conflicts()) == (0, [])
+    remote = on_postgres("dev")
+    assert (remote.http_port, remote.desired_state, remote.version) == (18095, "stopped", 3)
+
+
+def test_an_update_of_a_row_postgres_deleted_is_still_a_conflict() -> None:
+    cluster = shared_cluster(name="dev")
+    local_change(cluster, desired_state="stopped")
+    Cluster.objects.using("postgres").filter(uid=cluster.uid).delete()
+    replay()
+    assert conflicts() == [("update/delete", "dev")]
+
+
 def test_a_delete_on_the_base_version_applies() -> None:
     cluster = shared_cluster(name="dev")
     with pinned_alias("sqlite"):

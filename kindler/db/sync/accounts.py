@@ -24,7 +24,7 @@ from django.db.models.signals import m2m_changed, pre_delete, pre_save
 
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.sync.journal import journaling
-from kindler.db.sync.replay import GLOBAL_LOCK, LOCK_NAMESPACE
+from kindler.db.sync.locks import hold_global_lock
 
 REFUSED = (
     "Accounts cannot be changed while PostgreSQL is unreachable: Kindler is "
@@ -86,7 +86,7 @@ def carry_accounts(*, dry_run: bool = False) -> int:
     lite = connections[SQLITE].cursor()
     written = 0
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as pg:
-        pg.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, GLOBAL_LOCK])
+        hold_global_lock(pg)
         groups, added = _carry_named(lite, pg, Group, "name")
         written += len(added)
         users, new_users = _carry_named(lite, pg, User, "username")

@@ -34,7 +34,7 @@ from psycopg2.extras import execute_values
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.models import Conflict, ConflictKind
 from kindler.db.sync.journal import CHANGE_TABLE, instance_id
-from kindler.db.sync.replay import GLOBAL_LOCK, LOCK_NAMESPACE
+from kindler.db.sync.locks import hold_global_lock
 from kindler.db.sync.tables import Table, row_name
 
 logger = logging.getLogger("kindler.db")
@@ -124,7 +124,7 @@ def _carry_chunk(
         local[row["uid"]] = row
     uids = sorted(local)
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, GLOBAL_LOCK])
+        hold_global_lock(cursor)
         remote = _fetch(cursor, table, "uid", [str(uid) for uid in uids])
         dropped = dropped_uids(cursor, label, [str(uid) for uid in uids])
         todo = []

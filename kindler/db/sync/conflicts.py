@@ -10,7 +10,7 @@ from django.db import connections, transaction
 
 from kindler.db import POSTGRES
 from kindler.db.models import Conflict, ConflictKind, Resolution
-from kindler.db.sync.replay import GLOBAL_LOCK, LOCK_NAMESPACE
+from kindler.db.sync.locks import hold_global_lock
 from kindler.db.sync.tables import Table, table_for
 
 
@@ -38,7 +38,7 @@ def resolve(conflict_uid: str | uuid.UUID, keep: str) -> Conflict:
         raise ResolutionError(f"{conflict_uid} is not a conflict id (a UUID)") from None
     with transaction.atomic(using=POSTGRES):
         cursor = connections[POSTGRES].cursor()
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, GLOBAL_LOCK])
+        hold_global_lock(cursor)
         conflict = Conflict.objects.using(POSTGRES).select_for_update().filter(uid=key).first()
         if conflict is None:
             raise ResolutionError(f"No conflict {key}.")

@@ -36,6 +36,7 @@ from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover import state
 from kindler.db.failover.errors import SWITCHED_BACK
 from kindler.db.failover.pinning import pinned, postgres_configured
+from kindler.db.models import InstanceIdentity, JournalEntry, SyncedModel
 
 _suppressed: ContextVar[bool] = ContextVar("kindler_journal_suppressed", default=False)
 
@@ -45,8 +46,6 @@ CHANGE_TABLE = "kindler_db_rowchange"
 
 def synced_models() -> list[type[Model]]:
     """Return every concrete model that is synced between the databases."""
-    from kindler.db.models import SyncedModel
-
     return [
         model
         for model in apps.get_models()
@@ -263,8 +262,6 @@ def instance_id() -> uuid.UUID:
     cached: the id must be the one stored in the file, whatever happened
     to the process.
     """
-    from kindler.db.models import InstanceIdentity
-
     with transaction.atomic(using=SQLITE):
         identity = InstanceIdentity.objects.using(SQLITE).order_by("id").first()
         if identity is None:
@@ -274,22 +271,16 @@ def instance_id() -> uuid.UUID:
 
 def pending() -> int:
     """Return how many journaled changes wait to be replayed."""
-    from kindler.db.models import JournalEntry
-
     return JournalEntry.objects.using(SQLITE).count()
 
 
 def oldest_pending() -> str | None:
     """Return when the oldest unreplayed change was made (ISO 8601), if any."""
-    from kindler.db.models import JournalEntry
-
     oldest = JournalEntry.objects.using(SQLITE).aggregate(at=Min("created_at"))["at"]
     return str(oldest) if oldest else None
 
 
 def journaled_uids(model: type[Model]) -> set[str]:
     """Return the uids (hex, as SQLite stores them) with unreplayed entries."""
-    from kindler.db.models import JournalEntry
-
     rows = JournalEntry.objects.using(SQLITE).filter(model=model_label(model))
     return {uid.replace("-", "") for uid in rows.values_list("uid", flat=True).distinct()}

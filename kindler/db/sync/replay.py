@@ -42,6 +42,8 @@ from kindler.db import POSTGRES, SQLITE
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
 from kindler.db.sync import runs
 from kindler.db.sync.journal import CHANGE_TABLE, instance_id
+from kindler.db.sync.locks import LOCK_NAMESPACE, hold_global_lock
+from kindler.db.sync.mirror import refresh
 from kindler.db.sync.tables import (
     Table,
     decode_for_replay,
@@ -50,8 +52,6 @@ from kindler.db.sync.tables import (
     to_python,
 )
 
-LOCK_NAMESPACE = 0x4B44  # "KD": Kindler database
-GLOBAL_LOCK = 0
 BATCH = 1000
 LOCK_WAIT = 30.0
 
@@ -123,8 +123,6 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
         if dry_run:
             transaction.set_rollback(True, using=POSTGRES)
     if report.refresh and not dry_run:
-        from kindler.db.sync.mirror import refresh
-
         refresh(report.refresh)
     return report
 
@@ -268,7 +266,7 @@ def _held_keys(table: Table, row: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: ReplayReport) -> None:
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, GLOBAL_LOCK])
+        hold_global_lock(cursor)
         # The entries leave SQLite once this commits: the commit must be
         # durable even on a server running with synchronous_commit off.
         cursor.execute("SET LOCAL synchronous_commit = on")

@@ -32,6 +32,8 @@ from django.db.models import Model
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.errors import describe_error
 from kindler.db.models import SyncedModel
+from kindler.db.sync.journal import journal_suppressed, journaled_uids
+from kindler.db.sync.tables import table_for
 
 logger = logging.getLogger("kindler.db")
 
@@ -59,7 +61,6 @@ class Change:
     def saved(cls, instance: SyncedModel, update_fields: Any) -> Change:
         # Taken at save time: later edits of the object that are never saved
         # must not reach SQLite.
-        from kindler.db.sync.tables import table_for
 
         table = table_for(instance._meta.label_lower)
         row = {name: getattr(instance, name) for name in table.attnames}
@@ -98,8 +99,6 @@ class Batch:
 
 def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
     """Write these rows into SQLite as they were saved; log, never raise."""
-    from kindler.db.sync.journal import journal_suppressed, journaled_uids
-    from kindler.db.sync.tables import table_for
 
     try:
         with transaction.atomic(using=SQLITE), journal_suppressed():
@@ -115,7 +114,6 @@ def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
 
 
 def _copy(label: str, uid: str, change: Change) -> None:
-    from kindler.db.sync.tables import table_for
 
     table = table_for(label)
     cursor = connections[SQLITE].cursor()

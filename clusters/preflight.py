@@ -91,7 +91,7 @@ def check_create(cluster: Cluster, exists: bool) -> None:
         raise ValidationError(errors)
 
 
-def describe(error: ValidationError) -> str:
+def failure_message(error: ValidationError) -> str:
     """Return a preflight failure as one line for an operation log."""
     if not hasattr(error, "error_dict"):
         return "Preflight failed: " + one_line(error)

@@ -475,7 +475,10 @@ class Reconciler:
             try:
                 preflight.check_create(cluster, exists=exists)
             except ValidationError as exc:
-                outcome.status, outcome.error = OperationStatus.FAILED, preflight.describe(exc)
+                outcome.status, outcome.error = (
+                    OperationStatus.FAILED,
+                    preflight.failure_message(exc),
+                )
                 outcome.completed_at = timezone.now()
                 return
         buffer = OutputBuffer(outcome.output)

@@ -42,13 +42,13 @@ class SyncStatus:
 
     def as_json(self) -> dict[str, Any]:
         """Return the sync figures as JSON data (database.sync in /api/health)."""
-        last_mirror = runs.describe(self.last_mirror)
+        last_mirror = runs.as_json(self.last_mirror)
         if last_mirror is not None:
             last_mirror["lag_seconds"] = self.mirror_lag_seconds
         return {
             "journal": {"pending": self.pending, "oldest": self.oldest_pending},
             "open_conflicts": self.open_conflicts,
-            "last_replay": runs.describe(self.last_replay),
+            "last_replay": runs.as_json(self.last_replay),
             "last_mirror": last_mirror,
             "mirror_lag_seconds": self.mirror_lag_seconds,
         }

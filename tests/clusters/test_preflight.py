@@ -113,6 +113,6 @@ def test_request_create_does_not_bind_test(alias: str, listening: int) -> None:
 
 def test_describe_puts_a_failure_on_one_line() -> None:
     error = ValidationError({"http_port": ["port 1 is in use"], "subnet": ["overlaps"]})
-    assert preflight.describe(error) == (
+    assert preflight.failure_message(error) == (
         "Preflight failed: http_port: port 1 is in use; subnet: overlaps"
     )

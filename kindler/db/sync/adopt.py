@@ -94,7 +94,7 @@ class Waiting:
     accounts: int
     path: str
 
-    def describe(self) -> str:
+    def notice(self) -> str:
         parts = [f"{count} {name}" for count, name in self.rows]
         parts.append(f"{self.accounts} account{'' if self.accounts == 1 else 's'}")
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"

@@ -57,7 +57,7 @@ class Identity:
             )
         )
 
-    def describe(self) -> str:
+    def __str__(self) -> str:
         return (
             f"database {self.database_uuid} (system {self.system_identifier}, "
             f"oid {self.database_oid}) at change {self.position}"

@@ -89,7 +89,7 @@ def history(limit: int = 20) -> list[SyncRun]:
         return []
 
 
-def describe(run: SyncRun | None) -> dict[str, Any] | None:
+def as_json(run: SyncRun | None) -> dict[str, Any] | None:
     """Return a run as JSON data."""
     if run is None:
         return None

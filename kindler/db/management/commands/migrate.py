@@ -43,7 +43,7 @@ class Command(migrate.Command):
         if POSTGRES in aliases and options["verbosity"] >= 1:
             waiting = waiting_for_adoption()
             if waiting is not None:
-                self.stdout.write(self.style.WARNING(waiting.describe()))
+                self.stdout.write(self.style.WARNING(waiting.notice()))
 
     def aliases(self) -> list[str]:
         """Return the aliases to migrate, warning about an unreachable PostgreSQL."""

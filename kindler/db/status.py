@@ -33,6 +33,9 @@ class SyncStatus:
     last_replay: SyncRun | None
     last_mirror: SyncRun | None
     mirror_lag_seconds: float | None
+    # Replay and mirror runs, newest first: what each pushed, pulled, deleted
+    # and restored, not only the last of each kind.
+    recent_runs: tuple[SyncRun, ...] = ()
 
     @property
     def replay_failure(self) -> str | None:
@@ -52,6 +55,9 @@ class SyncStatus:
             "last_mirror": last_mirror,
             "mirror_lag_seconds": self.mirror_lag_seconds,
         }
+
+
+RECENT_RUNS = 10
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,7 @@ def sync_status(snapshot: Snapshot) -> SyncStatus:
         last_replay=runs.last(runs.REPLAY),
         last_mirror=last_mirror,
         mirror_lag_seconds=_lag_seconds(last_mirror),
+        recent_runs=tuple(runs.history(RECENT_RUNS)),
     )
 
 

@@ -9,8 +9,12 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connections
 
+from clusters.models import Cluster
 from kindler.db.failover.monitor import State, monitor
+from kindler.db.sync import writethrough
+from kindler.db.sync.mirror import mirror
 from tests.conftest import BOTH, wait_for_state
+from tests.factories import make_cluster
 from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH, transaction=True)
@@ -66,6 +70,27 @@ def test_dbstatus_says_why_the_state_is_what_it_is() -> None:
     assert lines[1] == (
         f"State:           primary since {snapshot.since.isoformat()} ({snapshot.cause})"
     )
+
+
+def test_dbstatus_lists_recent_sync_runs_not_only_the_last() -> None:
+    make_cluster(using="postgres", name="dev")
+    with writethrough.suppressed():
+        make_cluster(using="postgres", name="uat", http_port=18100, https_port=18453, pf_port=19010)
+    mirror(full=True)
+    with writethrough.suppressed():
+        Cluster.objects.using("postgres").filter(name="uat").delete()
+    mirror()
+    lines = run("dbstatus")[0].splitlines()
+    recent = lines[lines.index("Recent runs:") + 1 :]
+    assert [line.split(" ok in ")[-1].split(": ", 1)[-1] for line in recent[:2]] == [
+        "pulled 0, deleted 1, skipped 0, accounts 0",
+        "pulled 1, deleted 0, skipped 0, accounts 0",
+    ]
+    report = json.loads(run("dbstatus", "--json")[0])
+    assert [(r["kind"], r["result"]) for r in report["sync_runs"][:2]] == [
+        ("mirror", "pulled 0, deleted 1, skipped 0, accounts 0"),
+        ("mirror", "pulled 1, deleted 0, skipped 0, accounts 0"),
+    ]
 
 
 def test_dbstatus_reports_an_unreachable_postgres(pg: PostgresServer) -> None:

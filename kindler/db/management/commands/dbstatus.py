@@ -11,6 +11,7 @@ from kindler.db import telemetry
 from kindler.db.failover.monitor import monitor
 from kindler.db.models import SyncRun
 from kindler.db.status import DatabaseStatus, SyncStatus, database_status
+from kindler.db.sync import runs
 
 
 class Command(BaseCommand):
@@ -23,7 +24,15 @@ class Command(BaseCommand):
         status = database_status(monitor.check_now())
         figures = telemetry.report(status.failover)
         if options["json"]:
-            report = {**status.as_json(), **figures, "switches": status.switches_as_json()}
+            report = {
+                **status.as_json(),
+                **figures,
+                "switches": status.switches_as_json(),
+                "sync_runs": [
+                    {"kind": run.kind, **(runs.as_json(run) or {})}
+                    for run in (status.sync.recent_runs if status.sync else ())
+                ],
+            }
             self.stdout.write(json.dumps(report, indent=2))
             return
         for line in status_lines(status):
@@ -83,6 +92,8 @@ def sync_lines(sync: SyncStatus) -> list[str]:
         f"Last replay:     {run_line(sync.last_replay)}",
         f"Last mirror:     {run_line(sync.last_mirror)}",
         f"Mirror lag:      {'never mirrored' if lag is None else f'{lag:.1f} s'}",
+        "Recent runs:" if sync.recent_runs else "Recent runs:     none",
+        *(f"  {run.kind:<7} {run_line(run)}" for run in sync.recent_runs),
     ]
 
 

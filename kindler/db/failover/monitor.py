@@ -545,7 +545,7 @@ class HealthMonitor:
         if transition is None:
             return
         self._log(transition)
-        if target is not State.PRIMARY:
+        if target in (State.FALLBACK, State.UNAVAILABLE):
             close_postgres_connection()
 
     def _follow_host(self, address: str) -> None:

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from clusters.api import api_view
 from clusters.models import OperationLog
+from kindler.db.failover.middleware import serves_without_database
 from kindler.metrics import exposition
 
 logger = logging.getLogger("kindler.metrics")
@@ -44,6 +45,8 @@ class OperationsCollector(Collector):
         yield family
 
 
+# Answers during an outage in PostgreSQL-only mode too: that is when it is read.
+@serves_without_database
 @api_view("GET")
 def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the metrics to a logged-in person or a client with the API token."""

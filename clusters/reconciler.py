@@ -145,8 +145,10 @@ class Reconciler:
         """Run one pass over every cluster."""
         report = PassReport()
         self._retry_unwritten()
-        alias = router.db_for_write(Cluster)
         try:
+            # Inside the try: in PostgreSQL-only mode the router itself raises
+            # while no PostgreSQL takes writes.
+            alias = router.db_for_write(Cluster)
             inventory = self._read_inventory(alias)
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)

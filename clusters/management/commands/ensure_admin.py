@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
+from kindler.secrets import read_secret
+
 GENERATED_USER = "admin"
 
 
@@ -31,7 +33,7 @@ class Command(BaseCommand):
     def ensure(self) -> None:
         """Create the configured or a generated admin account when needed."""
         username = os.environ.get("KINDLER_ADMIN_USER", "")
-        password = os.environ.get("KINDLER_ADMIN_PASSWORD", "")
+        password = read_secret("KINDLER_ADMIN_PASSWORD")
         if bool(username) != bool(password):
             raise CommandError(
                 "Set both KINDLER_ADMIN_USER and KINDLER_ADMIN_PASSWORD, or neither."

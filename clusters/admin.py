@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -11,10 +12,12 @@ from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.shortcuts import render
 from django.urls import reverse
 
 from clusters import lifecycle
+from clusters.forms import PORT_ERRORS, PORT_FIELDS
 from clusters.models import Cluster, DesiredState, OperationLog
 
 
@@ -60,6 +63,25 @@ class ClusterAdmin(admin.ModelAdmin):
             marked.append(cluster.name)
         if marked:
             self.message_user(request, f"Marked for deletion: {', '.join(marked)}.")
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name in PORT_FIELDS:
+            kwargs["error_messages"] = PORT_ERRORS
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        context = getattr(response, "context_data", None) or {}
+        if request.method == "POST" and response.status_code == 200 and context.get("errors"):
+            # The refused submission is shown again: say so in the status too.
+            response.status_code = 422
+        return response
 
     def get_actions(
         self, request: HttpRequest, action_location: Any = ActionLocation.CHANGE_LIST
@@ -166,6 +188,14 @@ class OperationLogAdmin(admin.ModelAdmin):
         "created_at",
     ]
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        reason = date_hierarchy_error(request.GET, "created_at")
+        if reason is not None:
+            return render(request, "400.html", {"reason": reason}, status=400)
+        return super().changelist_view(request, extra_context)
+
     # Operations are recorded by Kindler itself: never typed in, edited or erased.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -175,3 +205,26 @@ class OperationLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: OperationLog | None = None) -> bool:
         return False
+
+
+# Django's date hierarchy turns these into datetimes without a range check:
+# year 9999 has no next year, and a 20-digit year overflows.
+DATE_PARTS = (("year", 1, 9998), ("month", 1, 12), ("day", 1, 31))
+
+
+def date_hierarchy_error(query: QueryDict, field: str) -> str | None:
+    """Return why the date hierarchy's year, month and day in query are not a date, if so."""
+    values: list[int] = []
+    for part, low, high in DATE_PARTS:
+        raw = query.get(f"{field}__{part}")
+        if raw is None:
+            break
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and low <= int(raw) <= high):
+            return f"The {part} must be a whole number from {low} to {high}."
+        values.append(int(raw))
+    if len(values) == 3:
+        try:
+            datetime(values[0], values[1], values[2])
+        except ValueError:
+            return "The day is not in that month."
+    return None

@@ -13,7 +13,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core import signals
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import resolve_url
@@ -67,7 +67,9 @@ DEFAULTED_FIELDS = (
     "haproxy_route",
     "register_argocd",
 )
-DEFAULT_OPERATIONS_LIMIT, MAX_OPERATIONS_LIMIT = 50, 1000
+# An operation keeps up to 200,000 characters of output: 200 of them is
+# already some 40 MB of JSON.
+DEFAULT_OPERATIONS_LIMIT, MAX_OPERATIONS_LIMIT = 50, 200
 # Two creates that omit ports may be offered the same free ones; the later
 # one tries again with what is free after the first.
 FREE_PORT_ATTEMPTS = 3
@@ -235,11 +237,19 @@ def clusters(request: HttpRequest) -> HttpResponse:
 
 
 def read_json(request: HttpRequest) -> Any:
-    """Return the request's JSON body, or raise ApiError(400)."""
+    """Return the request's JSON body, or raise ApiError (413 too big, 400 unreadable)."""
     try:
-        return json.loads(request.body)
+        body = request.body
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raise ApiError(413, f"Request body is larger than {limit} bytes") from None
+    try:
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The decoder recurses once per level; Python's recursion limit is the depth check.
+        raise ApiError(400, "Request body is JSON nested too deeply") from None
 
 
 def create_cluster(request: HttpRequest) -> HttpResponse:
@@ -398,7 +408,10 @@ def parse_limit(raw: str | None) -> int:
     """Return the ?limit= value, or raise Unprocessable."""
     if raw is None:
         return DEFAULT_OPERATIONS_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_OPERATIONS_LIMIT:
+    # isdigit() alone is true for "²", which int() refuses, and int() refuses
+    # more than 4,300 digits.
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= 9
+    if not digits or not 1 <= int(raw) <= MAX_OPERATIONS_LIMIT:
         message = f"Input should be a whole number from 1 to {MAX_OPERATIONS_LIMIT}"
         raise Unprocessable([{"loc": ["query", "limit"], "msg": message}])
     return int(raw)

@@ -8,6 +8,12 @@ from django import forms
 from django.db.models import QuerySet
 
 from clusters.models import ActualState, Cluster, Provider
+from clusters.validators import PORT_RANGE_MESSAGE
+
+PORT_FIELDS = ("http_port", "https_port", "pf_port", "node_port")
+# The form field's own bound (0, from PositiveIntegerField) speaks of the
+# range the model's validators explain.
+PORT_ERRORS = {"min_value": PORT_RANGE_MESSAGE, "max_value": PORT_RANGE_MESSAGE}
 
 CLUSTER_FIELDS = [
     "name",
@@ -47,6 +53,7 @@ class ClusterForm(forms.ModelForm):
                 "max_length": "Cluster names are at most 63 characters (this one has "
                 "%(show_value)d)."
             },
+            **{field: PORT_ERRORS for field in PORT_FIELDS},
         }
         help_texts = {
             "name": "Lower-case letters, digits and dashes, e.g. dev-1.",

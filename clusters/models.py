@@ -10,7 +10,13 @@ from django.core.exceptions import ValidationError
 from django.db import models, router
 from django.db.models import Q
 
-from clusters.validators import port_validators, validate_dns_label, validate_ipv4_cidr
+from clusters.validators import (
+    MAX_PORT,
+    MIN_PORT,
+    port_validators,
+    validate_dns_label,
+    validate_ipv4_cidr,
+)
 from kindler.db.models import SyncedModel, SyncedQuerySet
 
 PROTECTED_CLUSTERS = frozenset({"devops"})
@@ -127,7 +133,9 @@ class Cluster(SyncedModel):
         conflicts: dict[str, str] = {}
         seen: dict[int, str] = {}
         for field, port in ports.items():
-            if not isinstance(port, int):
+            # A port out of range is the field validators' error; looking it
+            # up would overflow the database's integer.
+            if not isinstance(port, int) or not MIN_PORT <= port <= MAX_PORT:
                 continue
             if port in seen:
                 conflicts[field] = f"Port {port} is already used by this cluster's {seen[port]}."

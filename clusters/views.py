@@ -22,6 +22,11 @@ OPERATIONS_PER_PAGE = 20
 _FORM_METHODS = require_http_methods(["GET", "HEAD", "POST"])
 
 
+def form_status(request: HttpRequest) -> int:
+    """Return the status of a form page: 422 when it shows a refused submission."""
+    return 422 if request.method == "POST" else 200
+
+
 @require_safe
 def cluster_list(request: HttpRequest) -> HttpResponse:
     """List clusters, searchable and filterable, 50 a page, with a summary by state."""
@@ -85,7 +90,12 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Cluster {cluster.name} added; it will be created shortly.")
             return redirect("clusters:detail", name=cluster.name)
-    return render(request, "clusters/cluster_form.html", {"form": form, "cluster": None})
+    return render(
+        request,
+        "clusters/cluster_form.html",
+        {"form": form, "cluster": None},
+        status=form_status(request),
+    )
 
 
 @_FORM_METHODS
@@ -102,7 +112,12 @@ def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
         else:
             messages.success(request, f"Cluster {cluster.name} saved.")
             return redirect("clusters:detail", name=cluster.name)
-    return render(request, "clusters/cluster_form.html", {"form": form, "cluster": cluster})
+    return render(
+        request,
+        "clusters/cluster_form.html",
+        {"form": form, "cluster": cluster},
+        status=form_status(request),
+    )
 
 
 @_FORM_METHODS

@@ -14,6 +14,9 @@ from clusters.drivers.base import (
     seconds,
 )
 
+# Far above any real cluster; a larger count is not k3d's output.
+MAX_NODES = 10_000
+
 
 class K3dDriver(Driver):
     provider = "k3d"
@@ -60,15 +63,33 @@ def parse_list(output: str) -> dict[str, ClusterStatus]:
     """Return the clusters in `k3d cluster list -o json` output, by name."""
     try:
         items = json.loads(output or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise DriverError("k3d cluster list -o json printed something that is not JSON") from None
     if not isinstance(items, list):
         raise DriverError("k3d cluster list -o json did not print a list")
     statuses: dict[str, ClusterStatus] = {}
     for item in items:
-        servers_running = int(item.get("serversRunning") or 0)
-        ready = servers_running + int(item.get("agentsRunning") or 0)
-        total = int(item.get("serversCount") or 0) + int(item.get("agentsCount") or 0)
-        state = "running" if servers_running > 0 else "stopped"
-        statuses[item["name"]] = ClusterStatus(item["name"], state, ready, total)
+        status = parse_item(item)
+        statuses[status.name] = status
     return statuses
+
+
+def parse_item(item: Any) -> ClusterStatus:
+    """Return one entry of k3d's list; raise DriverError when it is not what k3d prints."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+        raise DriverError("k3d cluster list -o json printed an entry without a name")
+    servers_running, agents_running, servers, agents = (
+        count(item, key)
+        for key in ("serversRunning", "agentsRunning", "serversCount", "agentsCount")
+    )
+    state = "running" if servers_running > 0 else "stopped"
+    return ClusterStatus(item["name"], state, servers_running + agents_running, servers + agents)
+
+
+def count(item: dict[str, Any], key: str) -> int:
+    """Return a node count of a k3d entry (0 when absent); raise DriverError when not a count."""
+    value = item.get(key) or 0
+    # bool is an int, and a float such as 1e400 (inf) is not a count.
+    if type(value) is not int or not 0 <= value <= MAX_NODES:
+        raise DriverError(f"k3d cluster list -o json printed {key} {value!r}, not a node count")
+    return value

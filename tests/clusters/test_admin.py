@@ -226,3 +226,64 @@ def test_an_operation_can_be_viewed(alias: str, admin_client: Client) -> None:
     operation = make_operation(make_cluster(name="dev"), log_output="created")
     response = admin_client.get(f"/admin/clusters/operationlog/{operation.pk}/change/")
     assert (response.status_code, response.context["title"]) == (200, "View operation log")
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        (
+            "created_at__year=99999999999999999999",
+            "The year must be a whole number from 1 to 9998.",
+        ),
+        ("created_at__year=9999", "The year must be a whole number from 1 to 9998."),
+        ("created_at__year=-1", "The year must be a whole number from 1 to 9998."),
+        (
+            "created_at__year=2024&created_at__month=99999999999999999999",
+            "The month must be a whole number from 1 to 12.",
+        ),
+        (
+            "created_at__year=2024&created_at__month=2&created_at__day=31",
+            "The day is not in that month.",
+        ),
+    ],
+)
+def test_an_impossible_date_in_the_operation_filter_is_400(
+    alias: str, admin_client: Client, query: str, reason: str
+) -> None:
+    response = admin_client.get(f"/admin/clusters/operationlog/?{query}")
+    assert response.status_code == 400
+    assert reason in response.content.decode()
+
+
+def test_a_real_date_in_the_operation_filter_lists_that_day(
+    alias: str, admin_client: Client
+) -> None:
+    make_operation(make_cluster(name="dev"))
+    response = admin_client.get(
+        "/admin/clusters/operationlog/?created_at__year=2024&created_at__month=2&created_at__day=29"
+    )
+    assert response.status_code == 200
+    assert "0 operation logs" in response.content.decode()
+
+
+@pytest.mark.parametrize("port", ["99999999999999999999", "-99999999999999999999"])
+def test_the_add_page_refuses_a_port_out_of_range_with_422(
+    alias: str, admin_client: Client, port: str
+) -> None:
+    data = {
+        "name": "dev",
+        "provider": "k3d",
+        "node_port": "30080",
+        "pf_port": "19000",
+        "http_port": port,
+        "https_port": "18443",
+        "subnet": "",
+        "desired_state": "present",
+        "register_portainer": "on",
+    }
+    response = admin_client.post("/admin/clusters/cluster/add/", data)
+    assert response.status_code == 422
+    assert response.context["adminform"].form.errors["http_port"] == [
+        "Ports must be between 1024 and 65535."
+    ]
+    assert Cluster.objects.exists() is False

@@ -323,6 +323,19 @@ def test_status_reports_what_the_driver_says(
     }
 
 
+@pytest.mark.parametrize(
+    "output", ["[null]", '[{"serversCount": 1}]', '[{"name": "dev", "serversRunning": 1e400}]']
+)
+def test_status_is_unknown_when_k3d_prints_what_it_never_does(
+    alias: str, admin_client: Client, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    make_cluster(name="dev")
+    monkeypatch.setattr("clusters.drivers.k3d.capture", lambda argv: output)
+    response = admin_client.get("/api/clusters/dev/status")
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["nodes_total"]) == ("unknown", 0)
+
+
 def test_status_of_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
     response = admin_client.get("/api/clusters/nope/status")
     assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
@@ -350,7 +363,7 @@ def test_operations_of_an_unknown_cluster_are_404(alias: str, admin_client: Clie
     assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "x", "1001"])
+@pytest.mark.parametrize("limit", ["0", "-1", "x", "201", "1000", "²", "9" * 5000])
 def test_operations_refuse_a_bad_limit_with_422(
     alias: str, admin_client: Client, limit: str
 ) -> None:
@@ -359,7 +372,7 @@ def test_operations_refuse_a_bad_limit_with_422(
     assert response.status_code == 422
     assert response.json() == {
         "detail": [
-            {"loc": ["query", "limit"], "msg": "Input should be a whole number from 1 to 1000"}
+            {"loc": ["query", "limit"], "msg": "Input should be a whole number from 1 to 200"}
         ]
     }
 
@@ -775,3 +788,48 @@ def test_a_session_without_the_csrf_cookie_is_given_one(admin_user: Any) -> None
     client.force_login(admin_user)
     response = client.get("/api/clusters")
     assert response.cookies["XSRF-TOKEN"].value == response.cookies["csrftoken"].value
+
+
+@pytest.mark.parametrize("port", [99999999999999999999, -99999999999999999999, 2**63, -1])
+@pytest.mark.parametrize("field", ["http_port", "https_port", "pf_port", "node_port"])
+def test_create_refuses_a_port_out_of_range_with_422(
+    alias: str, admin_client: Client, field: str, port: int
+) -> None:
+    response = created(admin_client, name="dev", **{field: port})
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [{"loc": ["body", field], "msg": "Ports must be between 1024 and 65535."}]
+    }
+    assert Cluster.objects.count() == 0
+
+
+def test_update_refuses_a_port_out_of_range_with_422(alias: str, admin_client: Client) -> None:
+    dev = make_cluster(name="dev")
+    response = admin_client.patch(
+        "/api/clusters/dev",
+        json.dumps({"http_port": 99999999999999999999}),
+        content_type="application/json",
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [{"loc": ["body", "http_port"], "msg": "Ports must be between 1024 and 65535."}]
+    }
+    assert Cluster.objects.get().http_port == dev.http_port
+
+
+def test_a_body_over_the_upload_limit_is_413(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = created(admin_client, name="dev", padding="x" * 1000)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is larger than 1000 bytes"}
+    assert Cluster.objects.count() == 0
+
+
+def test_json_nested_5000_deep_is_400(alias: str, admin_client: Client) -> None:
+    body = '{"name": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = admin_client.post("/api/clusters", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Request body is JSON nested too deeply"}
+    assert Cluster.objects.count() == 0

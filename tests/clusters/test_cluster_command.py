@@ -111,6 +111,14 @@ def test_create_reports_every_validation_error_on_one_line(alias: str) -> None:
     assert Cluster.objects.filter(name="Bad_Name").exists() is False
 
 
+@pytest.mark.parametrize("port", ["99999999999999999999", "-99999999999999999999"])
+def test_create_refuses_a_port_out_of_range_in_one_line(alias: str, port: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        run("create", "dev", f"--http-port={port}")
+    assert str(caught.value) == "http_port: Ports must be between 1024 and 65535."
+    assert Cluster.objects.exists() is False
+
+
 def test_create_refuses_a_host_port_of_another_cluster(alias: str) -> None:
     make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
     with pytest.raises(

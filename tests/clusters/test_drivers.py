@@ -121,6 +121,42 @@ def test_k3d_list_output_that_is_not_json_is_a_driver_error() -> None:
         parse_list("WARN[0000] something\n[]")
 
 
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("[null]", "k3d cluster list -o json printed an entry without a name"),
+        ('[{"serversCount": 1}]', "k3d cluster list -o json printed an entry without a name"),
+        ('[{"name": ""}]', "k3d cluster list -o json printed an entry without a name"),
+        ('[{"name": 7}]', "k3d cluster list -o json printed an entry without a name"),
+        ("1e400", "k3d cluster list -o json did not print a list"),
+        (
+            '[{"name": "dev", "serversRunning": 1e400}]',
+            "k3d cluster list -o json printed serversRunning inf, not a node count",
+        ),
+        (
+            '[{"name": "dev", "agentsCount": "2"}]',
+            "k3d cluster list -o json printed agentsCount '2', not a node count",
+        ),
+        (
+            '[{"name": "dev", "serversCount": -1}]',
+            "k3d cluster list -o json printed serversCount -1, not a node count",
+        ),
+        ("[" * 5000 + "]" * 5000, "k3d cluster list -o json printed something that is not JSON"),
+    ],
+)
+def test_k3d_list_output_k3d_never_prints_is_a_driver_error(output: str, message: str) -> None:
+    with pytest.raises(DriverError) as caught:
+        parse_list(output)
+    assert str(caught.value) == message
+
+
+def test_cluster_status_is_unknown_when_k3d_prints_an_entry_without_a_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("clusters.drivers.k3d.capture", lambda argv: "[null]")
+    assert cluster_status(spec()) == ClusterStatus("dev", "unknown", 0, 0)
+
+
 def test_k3d_lists_what_the_fake_runs(fakes: FakeTools) -> None:
     fakes.add("dev", running=True)
     fakes.add("uat", running=False)

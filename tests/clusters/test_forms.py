@@ -59,7 +59,7 @@ def test_a_port_used_twice_in_one_cluster_is_explained(alias: str) -> None:
     }
 
 
-@pytest.mark.parametrize("port", [1023, 65536])
+@pytest.mark.parametrize("port", [1023, 65536, 99999999999999999999, -99999999999999999999])
 def test_ports_outside_the_range_are_explained(alias: str, port: int) -> None:
     assert errors_of(https_port=port) == {"https_port": ["Ports must be between 1024 and 65535."]}
 

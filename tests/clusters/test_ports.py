@@ -302,7 +302,7 @@ def test_the_edit_form_that_loses_a_port_shows_the_holder(
         if key != "name"
     }
     response = admin_client.post("/clusters/porta/edit/", data)
-    assert response.status_code == 200
+    assert response.status_code == 422
     assert response.context["form"].errors == {
         "http_port": ["Port 17021 is already used by cluster portb."]
     }

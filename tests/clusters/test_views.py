@@ -199,14 +199,14 @@ def test_an_empty_post_to_the_create_form_shows_what_is_missing(
     alias: str, admin_client: Client
 ) -> None:
     response = admin_client.post("/new/", {})
-    assert response.status_code == 200
+    assert response.status_code == 422
     assert response.context["form"].errors["name"] == ["This field is required."]
 
 
 def test_the_create_form_refuses_a_duplicate_name(alias: str, admin_client: Client) -> None:
     make_cluster(name="dev")
     response = admin_client.post("/new/", form_data(name="dev"))
-    assert response.status_code == 200
+    assert response.status_code == 422
     assert response.context["form"].errors == {"name": ["A cluster named dev already exists."]}
 
 
@@ -309,8 +309,34 @@ def test_the_create_form_shows_preflight_errors_beside_their_field(
 ) -> None:
     make_cluster(name="dev", subnet="10.101.0.0/16")
     response = admin_client.post("/new/", form_data(name="qa", subnet="10.101.0.0/24"))
-    assert response.status_code == 200
+    assert response.status_code == 422
     assert response.context["form"].errors == {
         "subnet": ["subnet 10.101.0.0/24 overlaps cluster dev"]
     }
     assert Cluster.objects.filter(name="qa").count() == 0
+
+
+@pytest.mark.parametrize("port", ["99999999999999999999", "-99999999999999999999"])
+def test_the_create_form_refuses_a_port_out_of_range_with_422(
+    alias: str, admin_client: Client, port: str
+) -> None:
+    response = admin_client.post("/new/", form_data(name="dev", http_port=port))
+    assert response.status_code == 422
+    assert response.context["form"].errors == {
+        "http_port": ["Ports must be between 1024 and 65535."]
+    }
+    assert Cluster.objects.exists() is False
+
+
+def test_the_edit_form_refuses_a_port_out_of_range_with_422(
+    alias: str, admin_client: Client
+) -> None:
+    dev = make_cluster(name="dev")
+    data = form_data(http_port="99999999999999999999")
+    del data["name"]
+    response = admin_client.post("/clusters/dev/edit/", data)
+    assert response.status_code == 422
+    assert response.context["form"].errors == {
+        "http_port": ["Ports must be between 1024 and 65535."]
+    }
+    assert Cluster.objects.get().http_port == dev.http_port

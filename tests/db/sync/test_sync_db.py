@@ -226,3 +226,12 @@ def test_migrate_says_what_it_will_carry_into_a_postgres_without_clusters() -> N
         f"0 operation logs and 0 accounts of {path} into it when it starts "
         "(or run `manage.py sync_db --push --all`)."
     )
+
+
+def test_postgres_only_mode_has_nothing_to_sync(settings: pytest.FixtureRequest) -> None:
+    settings.KINDLER_FALLBACK = "off"  # type: ignore[attr-defined]
+    with pytest.raises(CommandError) as caught:
+        call_command("sync_db", stdout=StringIO())
+    assert str(caught.value) == (
+        "PostgreSQL-only mode (KINDLER_FALLBACK=off): SQLite holds nothing to sync."
+    )

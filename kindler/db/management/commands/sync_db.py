@@ -10,7 +10,7 @@ from django.db import DatabaseError
 
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.monitor import probe_postgres
-from kindler.db.failover.pinning import postgres_configured
+from kindler.db.failover.pinning import postgres_configured, sqlite_fallback_enabled
 from kindler.db.sync.conflicts import ResolutionError, resolve
 from kindler.db.sync.replay import ReplayError
 from kindler.db.sync.runner import SyncReport, run
@@ -46,6 +46,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not postgres_configured():
             raise CommandError("PostgreSQL is not configured (PG_HOST is unset): nothing to sync.")
+        if not sqlite_fallback_enabled():
+            raise CommandError(
+                "PostgreSQL-only mode (KINDLER_FALLBACK=off): SQLite holds nothing to sync."
+            )
         probe = probe_postgres()
         if not probe.reachable:
             raise CommandError(f"PostgreSQL cannot be reached: {probe.error}")

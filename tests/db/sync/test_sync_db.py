@@ -228,7 +228,7 @@ def test_migrate_says_what_it_will_carry_into_a_postgres_without_clusters() -> N
     )
 
 
-def test_postgres_only_mode_has_nothing_to_sync(settings: pytest.FixtureRequest) -> None:
+def test_postgres_only_mode_has_nothing_to_sync(settings: object) -> None:
     settings.KINDLER_FALLBACK = "off"  # type: ignore[attr-defined]
     with pytest.raises(CommandError) as caught:
         call_command("sync_db", stdout=StringIO())

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, router, transaction
 
+from clusters import preflight
 from clusters.models import Cluster, Operation, OperationLog, OperationStatus
 from clusters.validators import one_line, port_validators
 
@@ -234,6 +235,7 @@ def _import_row(row: Row, source: str, using: str) -> str:
             for name, value in row.fields.items():
                 setattr(cluster, name, value)
             cluster.full_clean()
+            preflight.check_subnet(cluster)
             cluster.save(using=using)
             OperationLog.objects.using(using).create(
                 cluster_name=cluster.name,

@@ -37,6 +37,8 @@ def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
 
 def request_update(cluster: Cluster) -> None:
     """Save a validated cluster's changed settings, refusing a host port taken meanwhile."""
+    # The same subnet check a create runs: a change must not overlap either.
+    preflight.check_subnet(cluster)
     using = router.db_for_write(Cluster, instance=cluster)
     with _refusals_as_validation(cluster, using):
         cluster.save(using=using)

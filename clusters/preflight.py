@@ -41,14 +41,24 @@ def inventory_errors(cluster: Cluster) -> dict[str, list[str]]:
     return errors
 
 
+def subnet_errors(cluster: Cluster) -> dict[str, list[str]]:
+    """Return the cluster's subnet when another cluster's overlaps it."""
+    other = cluster.overlapping_subnet()
+    if other is None:
+        return {}
+    return {"subnet": [f"subnet {cluster.subnet} overlaps cluster {other.name}"]}
+
+
+def check_subnet(cluster: Cluster) -> None:
+    """Raise ValidationError when another cluster's subnet overlaps this one's."""
+    errors = subnet_errors(cluster)
+    if errors:
+        raise ValidationError(errors)
+
+
 def request_errors(cluster: Cluster) -> dict[str, list[str]]:
     """Return what model validation does not cover: subnet overlaps, a missing binary."""
-    errors: dict[str, list[str]] = {}
-    other = cluster.overlapping_subnet()
-    if other is not None:
-        errors.setdefault("subnet", []).append(
-            f"subnet {cluster.subnet} overlaps cluster {other.name}"
-        )
+    errors = subnet_errors(cluster)
     binary = driver_for(cluster.provider).binary
     if shutil.which(binary) is None:
         errors.setdefault("provider", []).append(f"{binary} not found on PATH")

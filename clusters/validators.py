@@ -8,7 +8,7 @@ import re
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 MIN_PORT, MAX_PORT = 1024, 65535
 PORT_RANGE_MESSAGE = f"Ports must be between {MIN_PORT} and {MAX_PORT}."
 port_validators = [
@@ -25,7 +25,8 @@ def validate_dns_label(value: str) -> None:
             code="max_length",
             params={"length": len(value)},
         )
-    if not DNS_LABEL.match(value):
+    # fullmatch: with match, "$" also matches before a trailing newline.
+    if not DNS_LABEL.fullmatch(value):
         raise ValidationError(
             "Use lower-case letters, digits and dashes, starting and ending with "
             "a letter or digit (a DNS-1123 label), e.g. dev-1.",
@@ -34,7 +35,12 @@ def validate_dns_label(value: str) -> None:
 
 
 def validate_ipv4_cidr(value: str) -> None:
-    """Accept an IPv4 network in CIDR notation with no host bits set."""
+    """Accept an IPv4 network written as address/prefix-length, with no host bits set.
+
+    ipaddress also reads a netmask (10.0.0.0/255.0.0.0) and a bare address (a
+    /32); the provider is given the value as typed, so only the normal form is
+    accepted.
+    """
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
@@ -49,6 +55,18 @@ def validate_ipv4_cidr(value: str) -> None:
             "%(value)s is an IPv6 network; use an IPv4 CIDR such as 10.100.0.0/16.",
             code="invalid_cidr",
             params={"value": value},
+        )
+    if "/" not in value:
+        raise ValidationError(
+            "%(value)s has no prefix length; write a network such as %(value)s/16.",
+            code="invalid_cidr",
+            params={"value": value},
+        )
+    if str(network) != value:
+        raise ValidationError(
+            "%(value)s is not in CIDR notation; write it as %(network)s.",
+            code="invalid_cidr",
+            params={"value": value, "network": str(network)},
         )
 
 

@@ -616,6 +616,41 @@ def test_create_refuses_an_overlapping_subnet(alias: str, admin_client: Client) 
     }
 
 
+def test_patch_refuses_an_overlapping_subnet(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    make_cluster(name="qa")
+    response = admin_client.patch(
+        "/api/clusters/qa",
+        json.dumps({"cluster_subnet": "10.101.128.0/17"}),
+        content_type="application/json",
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "cluster_subnet"],
+                "msg": "subnet 10.101.128.0/17 overlaps cluster dev",
+            }
+        ]
+    }
+    assert Cluster.objects.get(name="qa").subnet == ""
+
+
+def test_create_refuses_a_name_ending_in_a_newline(alias: str, admin_client: Client) -> None:
+    response = created(admin_client, name="nl\n")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "name"],
+                "msg": "Use lower-case letters, digits and dashes, starting and ending with a "
+                "letter or digit (a DNS-1123 label), e.g. dev-1.",
+            }
+        ]
+    }
+    assert Cluster.objects.exists() is False
+
+
 def test_an_unknown_api_path_is_404_json_with_debug_on(client: Client, settings: Any) -> None:
     settings.DEBUG = True
     response = client.get("/api/clusters/dev/nothing")

@@ -110,6 +110,19 @@ def test_rejections_name_the_line_and_the_reason(alias: str, tmp_path: Path) -> 
     ]
 
 
+def test_a_subnet_overlapping_another_clusters_is_rejected(alias: str, tmp_path: Path) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    path = tmp_path / "environments.csv"
+    path.write_text("qa,k3d,30080,19005,true,true,18190,18503,10.101.4.0/24\n")
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_environments", str(path), stdout=StringIO(), stderr=err)
+    assert err.getvalue().splitlines() == [
+        f"{path}:1: rejected: subnet: subnet 10.101.4.0/24 overlaps cluster dev"
+    ]
+    assert Cluster.objects.filter(name="qa").exists() is False
+
+
 def test_a_missing_file_is_a_clear_error(alias: str, tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     with pytest.raises(CommandError, match=f"^Cannot read {missing}: No such file or directory.$"):

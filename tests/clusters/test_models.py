@@ -25,7 +25,9 @@ def test_dns_labels_are_accepted(alias: str, name: str) -> None:
     Cluster(**cluster_fields(name=name)).full_clean()
 
 
-@pytest.mark.parametrize("name", ["Dev", "-dev", "dev-", "dev_1", "dev.example", "dév"])
+@pytest.mark.parametrize(
+    "name", ["Dev", "-dev", "dev-", "dev_1", "dev.example", "dév", "nl\n", "\ndev"]
+)
 def test_names_that_are_not_dns_labels_are_refused(alias: str, name: str) -> None:
     assert errors_of(name=name) == {
         "name": [
@@ -77,6 +79,12 @@ def test_a_valid_subnet_is_accepted_for_k3d(alias: str) -> None:
             "(10.100.0.1/16 has host bits set).",
         ),
         ("fd00::/64", "fd00::/64 is an IPv6 network; use an IPv4 CIDR such as 10.100.0.0/16."),
+        ("10.2.0.0", "10.2.0.0 has no prefix length; write a network such as 10.2.0.0/16."),
+        (
+            "10.0.0.0/255.0.0.0",
+            "10.0.0.0/255.0.0.0 is not in CIDR notation; write it as 10.0.0.0/8.",
+        ),
+        ("10.0.0.0/08", "10.0.0.0/08 is not in CIDR notation; write it as 10.0.0.0/8."),
     ],
 )
 def test_invalid_subnets_are_refused(alias: str, subnet: str, message: str) -> None:

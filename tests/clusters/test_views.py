@@ -340,3 +340,16 @@ def test_the_edit_form_refuses_a_port_out_of_range_with_422(
         "http_port": ["Ports must be between 1024 and 65535."]
     }
     assert Cluster.objects.get().http_port == dev.http_port
+
+
+def test_the_edit_form_refuses_an_overlapping_subnet(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", subnet="10.101.0.0/16")
+    make_cluster(name="qa")
+    data = form_data(subnet="10.101.0.0/24")
+    del data["name"]
+    response = admin_client.post("/clusters/qa/edit/", data)
+    assert response.status_code == 422
+    assert response.context["form"].errors == {
+        "subnet": ["subnet 10.101.0.0/24 overlaps cluster dev"]
+    }
+    assert Cluster.objects.get(name="qa").subnet == ""

@@ -17,6 +17,7 @@ from django.db import DatabaseError, router, transaction
 from django.utils import timezone
 
 from clusters.drivers import Command
+from clusters.drivers.base import strip_escapes
 from clusters.models import (
     ActualState,
     Cluster,
@@ -58,10 +59,11 @@ class OutputBuffer:
             self._body = self._body[excess:]
 
     def text(self) -> str:
+        """Return the output as stored: without terminal escapes, which k3d prints in colour."""
         if self._head is None:
-            return self.header + self._body
+            return strip_escapes(self.header + self._body)
         marker = f"\n[... {self._omitted} characters of output omitted ...]\n"
-        return self.header + self._head + marker + self._body
+        return strip_escapes(self.header + self._head + marker + self._body)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -66,6 +67,21 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not (self.timed_out or self.interrupted or self.missing)
+
+
+# CSI (colours, cursor moves), OSC (window titles, links), two-character
+# escapes, then any other control character but tab and line breaks.
+TERMINAL_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[@-Z\\-_]"
+    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+)
+
+
+def strip_escapes(text: str) -> str:
+    """Return text without terminal escape sequences or control characters."""
+    return TERMINAL_ESCAPES.sub("", text)
 
 
 def not_found(binary: str) -> str:
@@ -131,7 +147,7 @@ def capture(argv: tuple[str, ...], timeout: float = LIST_TIMEOUT_SECONDS) -> str
 
 def last_line(text: str) -> str:
     """Return the last non-blank line of text, stripped."""
-    for line in reversed(text.splitlines()):
+    for line in reversed(strip_escapes(text).splitlines()):
         if line.strip():
             return line.strip()
     return ""

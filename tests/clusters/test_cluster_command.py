@@ -64,6 +64,13 @@ def test_show_prints_every_field(alias: str) -> None:
     assert f"created_at          {cluster.created_at.isoformat()}" in lines
 
 
+def test_show_prints_the_error_without_terminal_escapes(alias: str) -> None:
+    make_cluster(
+        name="dev", reconcile_error="k3d exited 1: \x1b[31mFATA\x1b[0m\x1b]0;pwned\x07 boom"
+    )
+    assert "reconcile_error     k3d exited 1: FATA boom" in run("show", "dev").splitlines()
+
+
 def test_show_json(alias: str) -> None:
     make_cluster(name="dev")
     assert json.loads(run("show", "dev", "--json"))["name"] == "dev"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters.drivers.base import Command, run
+from clusters.drivers.base import Command, last_line, run
 from tests.conftest import wait_for
 from tests.fakes import FakeTools
 
@@ -93,4 +93,10 @@ def test_a_stop_request_ends_the_command_and_its_children(
 def test_display_quotes_arguments_for_a_shell() -> None:
     assert Command(("docker", "ps", "--format", "{{.Names}} x")).display() == (
         "docker ps --format '{{.Names}} x'"
+    )
+
+
+def test_last_line_leaves_out_terminal_escapes() -> None:
+    assert last_line("ok\n\x1b[31mFATA\x1b[0m[0000] no docker\x1b]0;x\x07\n") == (
+        "FATA[0000] no docker"
     )

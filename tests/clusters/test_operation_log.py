@@ -126,3 +126,9 @@ def test_the_log_writer_saves_at_most_every_flush_interval(alias: str, settings:
     writer = LogWriter(outcome_for(cluster, log.uid), OutputBuffer("$ x\n"), on_error=print)
     writer.feed("first line\n")
     assert OperationLog.objects.get(pk=log.pk).log_output == ""
+
+
+def test_the_buffer_stores_output_without_terminal_escapes() -> None:
+    buffer = OutputBuffer("$ k3d cluster create dev\n")
+    buffer.append("\x1b[31mERRO\x1b[0m[0000] failed\x1b]0;pwned\x07\n\x9b2Jdone\r\n")
+    assert buffer.text() == "$ k3d cluster create dev\nERRO[0000] failed\ndone\r\n"

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clusters import lifecycle
+from clusters.drivers.base import strip_escapes
 from clusters.models import Cluster, DesiredState, Provider
 from clusters.serializers import cluster_to_dict
 from clusters.validators import one_line
@@ -71,7 +72,9 @@ class Command(BaseCommand):
             return
         width = max(len(key) for key in data)
         for key, value in data.items():
-            self.stdout.write(f"{key:<{width}}  {'' if value is None else value}")
+            # Rows written before escapes were removed on the way in may hold some.
+            text = "" if value is None else strip_escapes(str(value))
+            self.stdout.write(f"{key:<{width}}  {text}")
 
     def do_create(self, options: dict[str, Any]) -> None:
         try:

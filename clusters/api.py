@@ -19,7 +19,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
-from clusters import drivers, lifecycle
+from clusters import drivers, lifecycle, ratelimit
 from clusters.errors import json_error
 from clusters.middleware import CsrfViewMiddleware
 from clusters.models import (
@@ -106,9 +106,16 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
     """Return a refusal unless the request has a session or the API token."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        expected = settings.KINDLER_API_TOKEN
-        if expected and hmac.compare_digest(credentials.strip().encode(), expected.encode()):
+        seconds = ratelimit.retry_after(request)
+        if seconds:
+            return ratelimit.too_many_json(seconds)
+        expected, given = settings.KINDLER_API_TOKEN, credentials.strip()
+        # A token of another length is wrong without comparing it; the
+        # comparison itself stays constant-time.
+        same_length = bool(expected) and len(given) == len(expected)
+        if same_length and hmac.compare_digest(given.encode(), expected.encode()):
             return None
+        ratelimit.record_failure(request)
         return unauthorized("Invalid API token")
     if not request.user.is_authenticated:
         return unauthorized(

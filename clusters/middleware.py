@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, HttpResponseForbidden
 from django.middleware import csrf
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import patch_cache_control, patch_vary_headers
 
 
 class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
@@ -53,4 +53,18 @@ class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
                 samesite=settings.CSRF_COOKIE_SAMESITE,
             )
             patch_vary_headers(response, ("Cookie",))
+        return response
+
+
+class NoStoreMiddleware:
+    """Keep pages shown to a signed-in person out of browser and proxy caches."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            patch_cache_control(response, no_store=True, private=True)
         return response

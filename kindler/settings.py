@@ -49,6 +49,9 @@ MIDDLEWARE = [
     # Django's CSRF check, also under axios's names (see KINDLER_XSRF_* below).
     "clusters.middleware.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # 429 to a sign-in after too many failures (clusters/ratelimit.py).
+    "clusters.ratelimit.LoginThrottleMiddleware",
+    "clusters.middleware.NoStoreMiddleware",
     # Everything needs a login except views marked login_not_required
     # (/api/health, the login page; API views answer 401 JSON themselves).
     "django.contrib.auth.middleware.LoginRequiredMiddleware",

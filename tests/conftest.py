@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections
 
 from kindler.db.failover.monitor import State, monitor
@@ -47,6 +48,12 @@ def _healthy_monitor(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("django_db_setup")
         request.getfixturevalue("pg_server").ensure_running()
         wait_for_state(State.PRIMARY)
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_attempts() -> None:
+    """Start every test with no failed sign-ins or token guesses counted."""
+    cache.clear()
 
 
 @pytest.fixture(params=BOTH)

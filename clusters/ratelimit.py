@@ -1,0 +1,108 @@
+"""A limit on failed sign-ins and API token guesses, per client address and per account.
+
+After MAX_FAILURES failures within WINDOW_SECONDS from one address (or for one
+username), further attempts are answered 429 with Retry-After until the window
+that began with the first failure ends, even with the right password. Counts
+live in Django's cache; with the default per-process cache each worker process
+counts on its own, so the effective limit is MAX_FAILURES per worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.signals import user_login_failed
+from django.core.cache import cache
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+MAX_FAILURES = 10
+WINDOW_SECONDS = 300
+TOO_MANY = "Too many failed attempts; try again in {seconds} s."
+
+
+def _key(scope: str, value: str) -> str:
+    return f"kindler:failures:{scope}:{value}"
+
+
+def client_address(request: HttpRequest) -> str:
+    """Return the address the request came from (the proxy's, behind one)."""
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def _scopes(request: HttpRequest, username: str | None) -> list[str]:
+    keys = [_key("address", client_address(request))]
+    if username:
+        keys.append(_key("account", username.strip().lower()[:150]))
+    return keys
+
+
+def retry_after(request: HttpRequest, username: str | None = None) -> int:
+    """Return how many seconds until the request may try again; 0 when it may now."""
+    now = time.time()
+    wait = 0.0
+    for key in _scopes(request, username):
+        count, started = cache.get(key, (0, now))
+        if count >= limit():
+            wait = max(wait, started + window() - now)
+    return max(0, int(wait + 0.999))
+
+
+def record_failure(request: HttpRequest, username: str | None = None) -> None:
+    """Count one failed attempt against the request's address and the username."""
+    now = time.time()
+    for key in _scopes(request, username):
+        count, started = cache.get(key, (0, now))
+        if now - started >= window():
+            count, started = 0, now
+        cache.set(key, (count + 1, started), timeout=int(started + window() - now) + 1)
+
+
+def limit() -> int:
+    return int(getattr(settings, "KINDLER_MAX_FAILED_ATTEMPTS", MAX_FAILURES))
+
+
+def window() -> float:
+    return float(getattr(settings, "KINDLER_FAILED_ATTEMPTS_WINDOW", WINDOW_SECONDS))
+
+
+def too_many_json(seconds: int) -> JsonResponse:
+    """Return the API's 429 with Retry-After."""
+    response = JsonResponse({"detail": TOO_MANY.format(seconds=seconds)}, status=429)
+    response["Retry-After"] = str(seconds)
+    return response
+
+
+@receiver(user_login_failed)
+def count_failed_login(
+    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
+) -> None:
+    """Count a wrong password against the address and the account."""
+    if request is not None:
+        record_failure(request, credentials.get("username"))
+
+
+class LoginThrottleMiddleware:
+    """Answer 429 to a sign-in while its address or account has failed too often."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.method == "POST" and request.path in self._login_paths():
+            seconds = retry_after(request, request.POST.get("username"))
+            if seconds:
+                reason = TOO_MANY.format(seconds=seconds)
+                response: HttpResponse = render(request, "429.html", {"reason": reason}, status=429)
+                response["Retry-After"] = str(seconds)
+                return response
+        return self.get_response(request)
+
+    @staticmethod
+    def _login_paths() -> set[str]:
+        return {reverse(settings.LOGIN_URL), reverse("admin:login")}

@@ -1,0 +1,100 @@
+"""Failed sign-ins and API token guesses are limited per address and per account."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from tests.conftest import BOTH
+from tests.factories import make_superuser
+
+pytestmark = pytest.mark.django_db(databases=BOTH)
+TOKEN = "a-token-of-thirty-two-characters"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counts(settings: Any) -> Iterator[None]:
+    settings.KINDLER_API_TOKEN = TOKEN
+    settings.KINDLER_MAX_FAILED_ATTEMPTS = 10
+    settings.KINDLER_FAILED_ATTEMPTS_WINDOW = 300
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def sign_in(client: Client, password: str, username: str = "admin") -> Any:
+    return client.post("/accounts/login/", {"username": username, "password": password})
+
+
+def test_the_right_password_after_40_wrong_ones_is_refused_with_429(
+    alias: str, client: Client
+) -> None:
+    make_superuser()
+    for _ in range(40):
+        sign_in(client, "wrong")
+    response = sign_in(client, "password")
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 300
+    assert "Too many failed attempts; try again in" in response.text
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_right_password_works_again_once_the_window_has_passed(
+    alias: str, client: Client, settings: Any
+) -> None:
+    make_superuser()
+    settings.KINDLER_FAILED_ATTEMPTS_WINDOW = 0.5
+    for _ in range(10):
+        sign_in(client, "wrong")
+    assert sign_in(client, "password").status_code == 429
+    time.sleep(0.6)
+    assert sign_in(client, "password").status_code == 302
+
+
+def test_a_few_wrong_passwords_do_not_lock_anyone_out(alias: str, client: Client) -> None:
+    make_superuser()
+    for _ in range(9):
+        sign_in(client, "wrong")
+    assert sign_in(client, "password").status_code == 302
+
+
+def test_an_account_is_limited_whatever_address_tries_it(alias: str, client: Client) -> None:
+    make_superuser()
+    for number in range(10):
+        Client(REMOTE_ADDR=f"10.0.0.{number}").post(
+            "/accounts/login/", {"username": "admin", "password": "wrong"}
+        )
+    assert sign_in(client, "password").status_code == 429
+
+
+def test_token_guesses_are_limited_with_429_json(alias: str, client: Client) -> None:
+    for _ in range(10):
+        client.get("/api/clusters", headers={"Authorization": "Bearer " + "x" * 32})
+    response = client.get("/api/clusters", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 429
+    assert response.json()["detail"].startswith("Too many failed attempts; try again in ")
+    assert 0 < int(response["Retry-After"]) <= 300
+
+
+@pytest.mark.parametrize("token", ["short", TOKEN + "x", TOKEN[:-1]])
+def test_a_token_of_another_length_is_refused(alias: str, client: Client, token: str) -> None:
+    response = client.get("/api/clusters", headers={"Authorization": f"Bearer {token}"})
+    assert (response.status_code, response.json()) == (401, {"detail": "Invalid API token"})
+
+
+def test_signed_in_pages_are_not_stored_by_caches(alias: str, client: Client) -> None:
+    client.force_login(make_superuser())
+    response = client.get("/")
+    assert response["Cache-Control"] == "no-store, private"
+
+
+@pytest.mark.parametrize("path", ["/accounts/password_reset/", "/accounts/reset/MQ/set-password/"])
+def test_password_reset_pages_are_not_served_without_mail(
+    alias: str, client: Client, path: str
+) -> None:
+    assert client.get(path).status_code == 404

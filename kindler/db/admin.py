@@ -23,23 +23,26 @@ UNREACHABLE = (
 )
 
 
-@admin.register(Conflict)
-class ConflictAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "kind", "model", "created_at", "is_open", "resolution"]
-    list_filter = ["kind", "resolution"]
-    search_fields = ["name", "row_uid"]
-    actions = ["keep_remote", "apply_local"]
-    fields = ("uid", "kind", "model", "name", "row_uid", "instance_id", "seq", "sides")
-    readonly_fields = fields
+class PostgresOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Admin for a table kept in PostgreSQL only, whatever the active database."""
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Conflict]:
-        # Conflicts live in PostgreSQL only, whatever the active database.
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)
         if not postgres_configured():
             return queryset
         if current_alias() != POSTGRES:
             return queryset.using(POSTGRES).none()
         return queryset.using(POSTGRES)
+
+
+@admin.register(Conflict)
+class ConflictAdmin(PostgresOnlyAdmin):
+    list_display = ["name", "kind", "model", "created_at", "is_open", "resolution"]
+    list_filter = ["kind", "resolution"]
+    search_fields = ["name", "row_uid"]
+    actions = ["keep_remote", "apply_local"]
+    fields = ("uid", "kind", "model", "name", "row_uid", "instance_id", "seq", "sides")
+    readonly_fields = fields
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         if postgres_configured() and current_alias() != POSTGRES:
@@ -106,22 +109,13 @@ def _shown(value: Any) -> str:
 
 
 @admin.register(RestoredRow)
-class RestoredRowAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RestoredRowAdmin(PostgresOnlyAdmin):
     """Rows a SQLite file gave back to PostgreSQL (adopted or restored): read only."""
 
     list_display = ["name", "model", "why", "restored_at", "row_uid", "instance_id"]
     list_filter = ["why", "model"]
     search_fields = ["name", "row_uid"]
     readonly_fields = ["model", "row_uid", "name", "why", "instance_id", "restored_at"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[RestoredRow]:
-        # Kept in PostgreSQL only, like conflicts.
-        queryset = super().get_queryset(request)
-        if not postgres_configured():
-            return queryset
-        if current_alias() != POSTGRES:
-            return queryset.using(POSTGRES).none()
-        return queryset.using(POSTGRES)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -251,7 +251,8 @@ def _write_probe(probe: Probe) -> None:
     path = probe_path()
     spare = f"{path}.{os.getpid()}"
     with contextlib.suppress(OSError):
-        with open(spare, "w", encoding="utf-8") as handle:
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
         os.replace(spare, path)
 

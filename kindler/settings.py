@@ -214,6 +214,12 @@ KINDLER_RECOVERY_HOOKS: list[str] = ["kindler.db.sync.recovery.recover"]
 # many seconds (0 turns the mirror off), so a failover shows current data.
 KINDLER_MIRROR_INTERVAL = env.float("KINDLER_MIRROR_INTERVAL", default=5.0)
 
+# Failed logins and API token guesses allowed per client address or username
+# within the window (seconds) before answers are 429 with Retry-After. Counted
+# per process (Django's local-memory cache): N workers allow N times as many.
+KINDLER_MAX_FAILED_ATTEMPTS = env.int("KINDLER_MAX_FAILED_ATTEMPTS", default=10)
+KINDLER_FAILED_ATTEMPTS_WINDOW = env.float("KINDLER_FAILED_ATTEMPTS_WINDOW", default=300.0)
+
 # Bearer token accepted by the JSON API besides a logged-in session; empty
 # turns token access off.
 KINDLER_API_TOKEN = read_secret("KINDLER_API_TOKEN")

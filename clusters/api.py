@@ -15,13 +15,12 @@ from django.contrib.auth.decorators import login_not_required
 from django.core import signals
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import get_token
+from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
 from clusters import drivers, lifecycle, ratelimit
 from clusters.errors import json_error
-from clusters.middleware import CsrfViewMiddleware
 from clusters.models import (
     HOST_PORT_FIELDS,
     Cluster,

@@ -3,42 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase, HttpResponseForbidden
-from django.middleware import csrf
+from django.http import HttpRequest, HttpResponseBase
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
 
-class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
+class AxiosCsrfNamesMiddleware:
     """Hand out the CSRF secret in axios's cookie too, and accept it from axios's header.
 
     Single-page clients built on axios (the original Kindler web UI among
     them) read the token from the XSRF-TOKEN cookie and send it back as
     X-XSRF-TOKEN. Only the names differ: it is the same secret as the
-    csrftoken cookie, checked the same way, after the same Origin and
-    Referer checks.
+    csrftoken cookie, checked by Django's own CsrfViewMiddleware (which
+    stays in MIDDLEWARE, right after this one, so `check --deploy` still
+    sees it), after the same Origin and Referer checks.
     """
 
-    def process_view(
-        self,
-        request: HttpRequest,
-        callback: Callable[..., Any],
-        callback_args: Any,
-        callback_kwargs: Any,
-    ) -> HttpResponseForbidden | None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         meta = request.META
         axios_header = settings.KINDLER_XSRF_HEADER_NAME
         if settings.CSRF_HEADER_NAME not in meta and axios_header in meta:
             meta[settings.CSRF_HEADER_NAME] = meta[axios_header]
-        return super().process_view(request, callback, callback_args, callback_kwargs)
-
-    def process_response(
-        self, request: HttpRequest, response: HttpResponseBase
-    ) -> HttpResponseBase:
-        response = super().process_response(request, response)
-        secret = request.META.get("CSRF_COOKIE")
+        response = self.get_response(request)
+        secret = meta.get("CSRF_COOKIE")
         name = settings.KINDLER_XSRF_COOKIE_NAME
         if secret is not None and request.COOKIES.get(name) != secret:
             response.set_cookie(

@@ -47,7 +47,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Django's CSRF check, also under axios's names (see KINDLER_XSRF_* below).
-    "clusters.middleware.CsrfViewMiddleware",
+    "clusters.middleware.AxiosCsrfNamesMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # 429 to a sign-in after too many failures (clusters/ratelimit.py).
     "clusters.ratelimit.LoginThrottleMiddleware",

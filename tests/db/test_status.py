@@ -111,12 +111,13 @@ def test_dbstatus_prints_the_sync_lines() -> None:
     out = StringIO()
     call_command("dbstatus", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines[-5:] == [
+    assert lines[-6:] == [
         "Journal:         0 pending",
         "Open conflicts:  0",
         "Last replay:     never",
         "Last mirror:     never",
         "Mirror lag:      never mirrored",
+        "Recent runs:     none",
     ]
 
 

@@ -35,12 +35,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import Resolver404, resolve
 
 from kindler.db import POSTGRES, SQLITE
+from kindler.db.failover import state
 from kindler.db.failover.errors import (
     PostgreSQLUnavailable,
     describe_error,
@@ -140,6 +142,12 @@ class DatabaseFailoverMiddleware:
             alias: str | None = current_alias()
         except PostgreSQLUnavailable as exc:
             return self._without_database(request, str(exc))
+        writes = request.method not in SAFE_METHODS
+        if alias == SQLITE and follow_state and writes and state.promotion_pending():
+            # Step aside while the switch back takes SQLite's write lock;
+            # afterwards the write goes wherever the instance is then.
+            state.wait_for_promotion(float(settings.SQLITE_BUSY_TIMEOUT))
+            alias = current_alias()
         if alias == SQLITE and postgres_configured():
             # Fallen back: keep no idle connection that would hold one of
             # PostgreSQL's slots (it may be out of them).

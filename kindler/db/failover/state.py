@@ -34,6 +34,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -116,6 +117,26 @@ def state_path() -> Path:
 
 def lock_path() -> Path:
     return base_path().with_name(base_path().name + ".lock")
+
+
+def promoting_path() -> Path:
+    return base_path().with_name(base_path().name + ".promoting")
+
+
+def promotion_pending() -> bool:
+    """Return True while a switch back to PostgreSQL waits for SQLite's write lock."""
+    return os.path.exists(promoting_path())
+
+
+def wait_for_promotion(seconds: float) -> None:
+    """Wait (at most seconds) for a pending switch back to PostgreSQL to end.
+
+    Writers step aside this way: SQLite's busy handler is not fair, and a
+    steady stream of writers could otherwise keep the switch waiting.
+    """
+    deadline = time.monotonic() + seconds
+    while promotion_pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def read() -> Shared | None:
@@ -259,6 +280,13 @@ def promote(drain: Callable[[], None], cause: str) -> Transition | None:
     (PostgreSQL failed again meanwhile); the drained changes are in
     PostgreSQL either way, recorded so they are never applied twice.
     """
-    with transaction.atomic(using=SQLITE):
-        drain()
-        return switch({State.RECOVERING}, State.PRIMARY, cause)
+    marker = promoting_path()
+    with contextlib.suppress(OSError):
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        with transaction.atomic(using=SQLITE):
+            drain()
+            return switch({State.RECOVERING}, State.PRIMARY, cause)
+    finally:
+        with contextlib.suppress(OSError):
+            marker.unlink()

@@ -199,6 +199,25 @@ def test_promote_drains_inside_a_sqlite_transaction_before_the_switch(
 
 
 @on_both
+def test_writers_are_told_to_step_aside_only_while_a_promotion_runs(
+    recovering: Shared,
+) -> None:
+    during: list[bool] = []
+    state.promote(lambda: during.append(state.promotion_pending()), "recovery finished")
+    assert (during, state.promotion_pending()) == ([True], False)
+
+
+@on_both
+def test_a_failed_promotion_leaves_no_marker(recovering: Shared) -> None:
+    def drain() -> None:
+        raise RuntimeError("PostgreSQL went away")
+
+    with pytest.raises(RuntimeError):
+        state.promote(drain, "recovery finished")
+    assert state.promotion_pending() is False
+
+
+@on_both
 def test_promote_switches_recovering_to_primary(recovering: Shared) -> None:
     transition = state.promote(lambda: None, "recovery finished")
     shared = state.read()

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import Max
 from psycopg2.extras import execute_values
 
 from kindler.db import POSTGRES, SQLITE
@@ -110,8 +111,13 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
     with instance_lock(instance), outer:
         # Another process may have replayed meanwhile.
         report.total = journal.count()
+        # Only what is journaled now: writers keep adding entries while the
+        # instance recovers, and chasing them could go on for ever. What comes
+        # after is drained under SQLite's write lock (failover.state.promote).
+        upto = journal.aggregate(last=Max("id"))["last"] or 0
         last_seq, done = 0, 0
-        while entries := list(journal.filter(id__gt=last_seq).order_by("id")[:BATCH]):
+        pending = journal.filter(id__lte=upto).order_by("id")
+        while entries := list(pending.filter(id__gt=last_seq)[:BATCH]):
             last_seq = entries[-1].pk
             _apply_batch(instance, entries, report)
             if not dry_run:

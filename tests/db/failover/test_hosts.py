@@ -111,12 +111,13 @@ def names_on(server: Any) -> set[str]:
 def wait_for_health(kindler: LiveKindler, check: Callable[[dict[str, Any]], bool]) -> float:
     """Poll /api/health until check(database) holds; return when it did (monotonic)."""
     deadline = time.monotonic() + 60
+    body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status, body = kindler.health()
         if status == "200" and check(body["database"]):
             return time.monotonic()
         time.sleep(0.05)
-    raise AssertionError("Kindler's health never showed what was waited for")
+    raise AssertionError(f"Kindler's health never showed what was waited for: {body}")
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -252,9 +253,27 @@ def test_haproxy_accepts_the_config(config: Path) -> None:
     if haproxy is None:
         pytest.skip(HAPROXY_MISSING)
     result = subprocess.run(
-        [haproxy, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
+        [haproxy, "-c", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "HAPROXY_STATS_USER": "admin", "HAPROXY_STATS_PASSWORD": "pw"},
     )
     assert (result.returncode, result.stdout.strip().splitlines()[-1]) == (
         0,
         "Configuration file is valid",
     )
+
+
+@pytest.mark.parametrize("config", [HAPROXY_CFG, PATRONI_CFG])
+def test_haproxy_stats_page_needs_a_password(config: Path) -> None:
+    assert 'stats auth "${HAPROXY_STATS_USER}:${HAPROXY_STATS_PASSWORD}"' in haproxy_section(
+        "listen stats", config
+    )
+
+
+def test_compose_refuses_to_start_haproxy_without_a_stats_password(
+    services: dict[str, Any],
+) -> None:
+    environment = services["haproxy"]["environment"]
+    assert environment["HAPROXY_STATS_PASSWORD"].startswith("${HAPROXY_STATS_PASSWORD:?")

@@ -715,7 +715,7 @@ class Chaos:
         landed = None
         deadline = time.monotonic() + 60
         while landed is None and time.monotonic() < deadline:
-            database = health(self.web_port)
+            database = health(self.web_port, self.token)
             if (
                 database
                 and database["active"] == "postgres"

@@ -66,8 +66,9 @@ def wait_until(check: Callable[[], Any], timeout: float, message: str) -> None:
     raise RuntimeError(message)
 
 
-def health(port: int) -> dict[str, Any] | None:
-    status, body = request(port, "GET", "/api/health")
+def health(port: int, token: str | None = None) -> dict[str, Any] | None:
+    """Return /api/health's database part; with the API token it names hosts and errors."""
+    status, body = request(port, "GET", "/api/health", token)
     return body["database"] if status == "200" and isinstance(body, dict) else None
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -24,15 +28,56 @@ def health(request: HttpRequest) -> JsonResponse:
     load balancers and orchestrators take the instance out of rotation.
     """
     status = database_status()
+    database = status.as_json()
+    if not shows_details(request):
+        database = without_details(database)
     return JsonResponse(
         {
             "status": status.health,
             "service": "kindler",
             "version": __version__,
-            "database": status.as_json(),
+            "database": database,
         },
         status=503 if status.unavailable else 200,
     )
+
+
+def shows_details(request: HttpRequest) -> bool:
+    """Return True for a signed-in caller or one with the API token (not for the public)."""
+    if request.user.is_authenticated:
+        return True
+    token = str(settings.KINDLER_API_TOKEN)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given, token)
+
+
+# What the public sees instead of PostgreSQL's own words, which name hosts,
+# ports, users and databases.
+PUBLIC_CAUSES = {
+    "primary": "PostgreSQL takes writes",
+    "fallback": "PostgreSQL cannot take writes",
+    "recovering": "local changes are being carried back to PostgreSQL",
+    "unavailable": "no PostgreSQL takes writes",
+}
+
+
+def without_details(database: dict[str, Any]) -> dict[str, Any]:
+    """Return the health report without error texts and addresses, for anonymous callers."""
+    postgres = dict(database["postgres"])
+    if postgres.get("error"):
+        postgres["error"] = (
+            "PostgreSQL cannot take writes"
+            if postgres.get("reachable")
+            else "PostgreSQL cannot be reached"
+        )
+    postgres["host"] = None
+    postgres["hosts"] = [
+        {**host, "address": None, "error": None} for host in postgres.get("hosts", [])
+    ]
+    cause = database.get("state_cause")
+    if cause != "embedded":
+        cause = PUBLIC_CAUSES.get(str(database.get("state")), cause)
+    return {**database, "postgres": postgres, "state_cause": cause}
 
 
 @require_safe

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kindler import __version__
 from kindler.db.failover.monitor import State
 from tests.conftest import BOTH, wait_for_state
+from tests.factories import make_superuser
 from tests.faults import ReadOnlyServer
 from tests.pgserver import PostgresServer
 
@@ -46,6 +47,7 @@ def test_health_is_degraded_while_on_the_sqlite_fallback(
 ) -> None:
     pg.stop("immediate")
     wait_for_state(State.FALLBACK)
+    client.force_login(make_superuser())
     body = client.get("/api/health").json()
     assert (body["status"], body["database"]["active"], body["database"]["state"]) == (
         "degraded",
@@ -60,6 +62,31 @@ def test_health_is_degraded_while_on_the_sqlite_fallback(
         None,
     )
     assert body["database"]["postgres"]["error"].startswith("Connection refused")
+
+
+def test_the_public_health_names_no_host_user_or_error_text(
+    client: Client, pg: PostgresServer
+) -> None:
+    pg.stop("immediate")
+    wait_for_state(State.FALLBACK)
+    database = client.get("/api/health").json()["database"]
+    assert (
+        database["state"],
+        database["state_cause"],
+        database["postgres"]["error"],
+        database["postgres"]["host"],
+    ) == ("fallback", "PostgreSQL cannot take writes", "PostgreSQL cannot be reached", None)
+    assert "127.0.0.1" not in json.dumps(database)
+
+
+def test_the_api_token_shows_the_details(client: Client, pg: PostgresServer, settings: Any) -> None:
+    settings.KINDLER_API_TOKEN = "health-token"
+    pg.stop("immediate")
+    wait_for_state(State.FALLBACK)
+    database = client.get("/api/health", HTTP_AUTHORIZATION="Bearer health-token").json()[
+        "database"
+    ]
+    assert database["postgres"]["error"].startswith("Connection refused")
 
 
 def test_health_never_shows_a_secret(client: Client, pg: PostgresServer) -> None:
@@ -92,6 +119,7 @@ def test_health_says_why_it_fell_back(client: Client, pg: PostgresServer) -> Non
     fault.inject()
     try:
         wait_for_state(State.FALLBACK)
+        client.force_login(make_superuser())
         database = client.get("/api/health").json()["database"]
     finally:
         fault.recover()

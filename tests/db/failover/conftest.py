@@ -68,7 +68,8 @@ class LiveKindler:
         return request(self.port, method, path, self.token, body)
 
     def health(self) -> tuple[str, Any]:
-        return request(self.port, "GET", "/api/health")
+        # With the token: the public answer leaves out hosts and error texts.
+        return request(self.port, "GET", "/api/health", self.token)
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

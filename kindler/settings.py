@@ -156,8 +156,13 @@ if KINDLER_FALLBACK == "off" and "postgres" not in DATABASES:
 DATABASE_ROUTERS = ["kindler.db.failover.routers.FailoverRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Signed-cookie sessions need no table, so a login survives a database switch.
-SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+# Sessions are files beside the SQLite file: a logout deletes the session (a
+# signed cookie would stay valid until it expires), and no database holds
+# them, so a login survives a database switch. Every process of an instance
+# shares the folder; another instance keeps logins of its own.
+SESSION_ENGINE = "django.contrib.sessions.backends.file"
+SESSION_FILE_PATH = str(SQLITE_PATH.parent / f"{SQLITE_PATH.name}.sessions")
+Path(SESSION_FILE_PATH).mkdir(mode=0o700, parents=True, exist_ok=True)
 SESSION_COOKIE_HTTPONLY = True
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.pgserver import find_bindir  # noqa: E402
 
-BENCHMARKS = ("router", "api", "replay", "chaos", "reconcile")
+BENCHMARKS = ("router", "api", "replay", "adopt", "chaos", "reconcile")
 TIMEOUT = 45 * 60
 
 

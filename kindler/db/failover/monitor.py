@@ -45,7 +45,7 @@ from functools import cache
 
 import psycopg2
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import connections
 from django.db.migrations.loader import MigrationLoader
 from django.dispatch import Signal
 from django.utils.module_loading import import_string
@@ -532,12 +532,13 @@ class HealthMonitor:
             transition = state.promote(run_recovery_hooks, "recovery finished")
             if transition is not None:
                 self._log(transition)
-        except (DatabaseError, psycopg2.Error, StateFileError) as exc:
+        except Exception as exc:
+            # Any failure leaves the instance on SQLite; losing PostgreSQL
+            # again sends it back to fallback at once.
             logger.error("Recovery failed, staying on SQLite: %s", describe_error(exc))
             if is_postgres_outage(exc):
-                self._switch({State.RECOVERING}, State.FALLBACK, f"recovery failed: {exc}")
-        except Exception as exc:
-            logger.error("Recovery failed, staying on SQLite: %s", describe_error(exc))
+                cause = f"recovery failed: {describe_error(exc)}"
+                self._switch({State.RECOVERING}, State.FALLBACK, cause)
         finally:
             close_postgres_connection()
 

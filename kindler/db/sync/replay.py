@@ -87,11 +87,6 @@ class ReplayReport:
         return f"pushed {self.pushed}, skipped {self.skipped}, conflicts {self.conflicts}"
 
 
-def run_recovery_hook() -> None:
-    """Replay the journal before routing returns to PostgreSQL (KINDLER_RECOVERY_HOOKS)."""
-    replay()
-
-
 def replay(*, dry_run: bool = False, progress: Progress | None = None) -> ReplayReport:
     """Replay this instance's journal into PostgreSQL and report what happened."""
     with runs.recorded(runs.REPLAY, dry_run) as outcome:

@@ -74,3 +74,15 @@ def test_benchmarks_are_run_from_the_benchmarks_page_only() -> None:
         if re.search(r"\bbench/\w+\.py", block.text)
     }
     assert running == set()
+
+
+def test_the_secrets_example_points_to_pages_that_exist() -> None:
+    text = (ROOT / "config" / "secrets.env.example").read_text()
+    named = re.findall(r"\b((?:docs|compose|README\.d)/[\w./-]*\w)(?:#([\w-]+))?", text)
+    assert ("docs/configuration.md", "") in named
+    missing = [
+        f"{path}#{anchor}" if anchor else path
+        for path, anchor in named
+        if not (ROOT / path).exists() or (anchor and anchor not in anchors(ROOT / path))
+    ]
+    assert missing == []

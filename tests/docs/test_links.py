@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.browser.test_screenshots import PAGES
 from tests.docs.pages import DOCS, ROOT, anchors, blocks, links, pages
 
 # Pages written alongside these ones; they exist once every part of the docs has landed.
@@ -86,3 +87,19 @@ def test_the_secrets_example_points_to_pages_that_exist() -> None:
         if not (ROOT / path).exists() or (anchor and anchor not in anchors(ROOT / path))
     ]
     assert missing == []
+
+
+def test_every_screenshot_is_shown_on_a_page() -> None:
+    shown = {
+        (page.parent / target).resolve()
+        for page in pages()
+        for target in links(page)
+        if target.endswith(".png")
+    }
+    images = set((DOCS / "images").glob("*.png"))
+    assert images
+    assert images - shown == set()
+
+
+def test_the_committed_screenshots_are_the_ones_the_browser_test_takes() -> None:
+    assert {path.name for path in (DOCS / "images").glob("*.png")} == set(PAGES)

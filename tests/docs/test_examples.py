@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,16 @@ PAGES_WITH_EXAMPLES = [page for page in pages() if runnable(page)]
 def test_every_block_names_its_language() -> None:
     unnamed = [block.where for page in pages() for block in blocks(page) if not block.language]
     assert unnamed == []
+
+
+def test_no_example_runs_manage_py_with_a_bare_python() -> None:
+    bare = [
+        block.where
+        for page in pages()
+        for block in blocks(page)
+        if re.search(r"(?<![/\w])python3? manage\.py", block.text)
+    ]
+    assert bare == []
 
 
 def test_every_skipped_example_says_why() -> None:

@@ -233,7 +233,7 @@ KINDLER_API_TOKEN = read_secret("KINDLER_API_TOKEN")
 # KINDLER_ADMIN_PASSWORD_FILE that cannot be read stops every start.
 KINDLER_ADMIN_PASSWORD = read_secret("KINDLER_ADMIN_PASSWORD")
 
-# Production hardening (README.d/operations.md). KINDLER_TLS=true says people
+# Production hardening (docs/deployment.md). KINDLER_TLS=true says people
 # reach Kindler over HTTPS, directly or through a TLS-terminating proxy.
 KINDLER_TLS = env.bool("KINDLER_TLS", default=False)
 if env.bool("KINDLER_BEHIND_PROXY", default=False):

@@ -50,7 +50,7 @@ def test_a_first_run_generates_and_prints_a_password_once(
     output = run(monkeypatch)
     match = re.fullmatch(
         r"Created the admin account\. Log in as admin with password (\S+)\n"
-        r"This is shown only now; change it with: manage.py changepassword admin\n",
+        r"This is shown only now; change it with: scripts/manage changepassword admin\n",
         output,
     )
     assert match is not None

@@ -100,7 +100,7 @@ class Waiting:
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
         return (
             f"PostgreSQL holds no {self.rows[0][1]} yet: Kindler will carry the {listed} "
-            f"of {self.path} into it when it starts (or run `manage.py sync_db --push --all`)."
+            f"of {self.path} into it when it starts (or run `scripts/manage sync_db --push --all`)."
         )
 
 

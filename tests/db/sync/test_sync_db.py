@@ -224,7 +224,7 @@ def test_migrate_says_what_it_will_carry_into_a_postgres_without_clusters() -> N
     assert out.getvalue().splitlines()[-1] == (
         "PostgreSQL holds no clusters yet: Kindler will carry the 1 clusters, "
         f"0 operation logs and 0 accounts of {path} into it when it starts "
-        "(or run `manage.py sync_db --push --all`)."
+        "(or run `scripts/manage sync_db --push --all`)."
     )
 
 

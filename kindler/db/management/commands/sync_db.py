@@ -143,5 +143,5 @@ class Command(BaseCommand):
         if report.open_conflicts:
             self.stdout.write(
                 "Resolve them in the admin or with "
-                "`manage.py sync_db --resolve UID --keep local|remote`."
+                "`scripts/manage sync_db --resolve UID --keep local|remote`."
             )

@@ -36,3 +36,12 @@ def test_a_refused_command_keeps_its_exit_status(tmp_path: Path) -> None:
     shown = run(tmp_path, "cluster", "show", "missing")
     assert (shown.returncode, shown.stdout) == (1, "")
     assert shown.stderr.splitlines()[-1] == "CommandError: No cluster named missing."
+
+
+def test_a_command_before_the_first_migrate_says_to_migrate(tmp_path: Path) -> None:
+    listed = run(tmp_path, "cluster", "list")
+    assert (listed.returncode, listed.stdout) == (1, "")
+    assert listed.stderr.splitlines()[-1] == (
+        "The database is not set up yet (no such table: clusters_cluster): "
+        "run `scripts/manage migrate` first (scripts/run does it for you)."
+    )

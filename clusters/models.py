@@ -33,8 +33,8 @@ class Provider(models.TextChoices):
 
 
 class DesiredState(models.TextChoices):
-    PRESENT = "present", "present (running)"
-    STOPPED = "stopped", "present, stopped"
+    PRESENT = "present", "running"
+    STOPPED = "stopped", "stopped"
     ABSENT = "absent", "absent"
 
 
@@ -236,6 +236,8 @@ class OperationLog(SyncedModel):
     log_output = models.TextField(blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     exit_code = models.IntegerField(null=True, blank=True)
+    # What the post-operation hooks did (clusters/hooks.py); None when none ran.
+    hooks = models.JSONField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -252,3 +254,13 @@ class OperationLog(SyncedModel):
         if self.started_at is None or self.completed_at is None:
             return None
         return (self.completed_at - self.started_at).total_seconds()
+
+    @property
+    def hook_warning(self) -> str:
+        """Return the warning failed hooks put on this operation, or an empty string."""
+        failed = [entry for entry in self.hooks or [] if entry.get("status") != "ok"]
+        if not failed:
+            return ""
+        names = ", ".join(str(entry.get("hook")) for entry in failed)
+        noun = "Hook" if len(failed) == 1 else "Hooks"
+        return f"{noun} {names} did not succeed; the operation itself did."

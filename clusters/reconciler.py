@@ -38,7 +38,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.utils import timezone
 
-from clusters import preflight
+from clusters import hooks, preflight
 from clusters.drivers import Command, Driver, DriverError, driver_for
 from clusters.drivers.base import last_line, not_found, run
 from clusters.models import (
@@ -491,6 +491,9 @@ class Reconciler:
         outcome.completed_at = timezone.now()
         if result.ok:
             outcome.status = OperationStatus.SUCCESS
+            state, stop = TARGET_STATE[outcome.operation], self.stop.is_set
+            outcome.hooks = hooks.run_hooks(cluster, outcome.operation, state, writer.feed, stop)
+            outcome.output = buffer.text()
         elif result.missing:
             outcome.status, outcome.error = OperationStatus.FAILED, not_found(command.binary)
         elif result.timed_out:

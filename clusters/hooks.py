@@ -130,8 +130,8 @@ def run_hooks(
     actual_state: str,
     on_output: Callable[[str], None],
     should_stop: Callable[[], bool] | None = None,
-) -> list[dict[str, Any]] | None:
-    """Run every hook for a successful operation; return their results (None: no hooks dir)."""
+) -> str | None:
+    """Run every hook for a successful operation; return their results as JSON (None: none)."""
     directory = str(settings.KINDLER_HOOKS_DIR)
     if not directory or operation not in HOOKED_OPERATIONS:
         return None
@@ -139,7 +139,7 @@ def run_hooks(
         paths = hook_paths(Path(directory))
     except OSError as exc:
         on_output(f"# hooks: cannot read {directory}: {exc.strerror}\n")
-        return [asdict(HookResult(directory, "failed", None, 0.0))]
+        return json.dumps([asdict(HookResult(directory, "failed", None, 0.0))])
     document = cluster_document(cluster, actual_state)
     stdin = json.dumps(document, indent=2) + "\n"
     env = environment(document, operation)
@@ -148,7 +148,7 @@ def run_hooks(
         results.append(_run_one(path, stdin, env, on_output, should_stop))
         if results[-1]["status"] == "interrupted":
             break
-    return results
+    return json.dumps(results)
 
 
 def _run_one(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -236,8 +237,11 @@ class OperationLog(SyncedModel):
     log_output = models.TextField(blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     exit_code = models.IntegerField(null=True, blank=True)
-    # What the post-operation hooks did (clusters/hooks.py); None when none ran.
-    hooks = models.JSONField(null=True, blank=True)
+    # What the post-operation hooks did (clusters/hooks.py), as JSON text; NULL
+    # when none ran. Text, not a JSONField: the sync layer copies rows column
+    # by column as they are stored. No default: adding the column then needs
+    # no table rebuild on SQLite.
+    hooks = models.TextField(null=True, blank=True)  # noqa: DJ001
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -256,9 +260,20 @@ class OperationLog(SyncedModel):
         return (self.completed_at - self.started_at).total_seconds()
 
     @property
+    def hook_results(self) -> list[dict[str, Any]] | None:
+        """Return what each hook did, in the order they ran; None when none ran."""
+        if not self.hooks:
+            return None
+        try:
+            results = json.loads(self.hooks)
+        except ValueError:
+            return None
+        return [entry for entry in results if isinstance(entry, dict)]
+
+    @property
     def hook_warning(self) -> str:
         """Return the warning failed hooks put on this operation, or an empty string."""
-        failed = [entry for entry in self.hooks or [] if entry.get("status") != "ok"]
+        failed = [entry for entry in self.hook_results or [] if entry.get("status") != "ok"]
         if not failed:
             return ""
         names = ", ".join(str(entry.get("hook")) for entry in failed)

@@ -81,7 +81,7 @@ class Outcome:
     error: str = ""
     exit_code: int | None = None
     completed_at: datetime = field(default_factory=timezone.now)
-    hooks: list[dict[str, Any]] | None = None
+    hooks: str | None = None  # the hooks' results as JSON text
 
     @property
     def succeeded(self) -> bool:

@@ -45,8 +45,8 @@ def out(hooks_dir: Path, name: str) -> str:
 
 
 def results(log: OperationLog) -> list[dict[str, Any]]:
-    assert log.hooks is not None
-    return list(log.hooks)
+    assert log.hook_results is not None
+    return log.hook_results
 
 
 def create(name: str = "dev") -> tuple[Cluster, OperationLog]:
@@ -232,3 +232,20 @@ def test_claims_are_read_from_whole_lines_only() -> None:
         "portainer": {"state": "registered", "detail": "endpoint 3"},
         "haproxy": {"state": "unregistered", "detail": ""},
     }
+
+
+def test_hook_results_written_on_sqlite_reach_postgres_and_come_back_as_lists() -> None:
+    from kindler.db.failover.pinning import pinned_alias
+    from kindler.db.sync.mirror import mirror
+    from kindler.db.sync.replay import replay
+
+    stored = [{"hook": "10-a", "status": "ok", "exit_code": 0, "seconds": 0.1, "claims": {}}]
+    with pinned_alias("sqlite"):
+        local = make_cluster(name="dev")
+        OperationLog(cluster_name="dev", operation="create", hooks=json.dumps(stored)).save()
+    replay()
+    assert OperationLog.objects.using("postgres").get(cluster_name="dev").hook_results == stored
+    remote = OperationLog(cluster_name=local.name, operation="stop", hooks=json.dumps(stored))
+    remote.save(using="postgres")
+    mirror(full=True)
+    assert OperationLog.objects.using("sqlite").get(uid=remote.uid).hook_results == stored

@@ -91,6 +91,9 @@ PG_LOCK_TIMEOUT = env.float("PG_LOCK_TIMEOUT", default=2.0)
 # How long a write waits for SQLite's write lock before answering 503.
 SQLITE_BUSY_TIMEOUT = env.float("SQLITE_BUSY_TIMEOUT", default=3.0)
 KINDLER_HEALTH_INTERVAL = env.float("KINDLER_HEALTH_INTERVAL", default=1.0)
+# How often the health monitor keeps a sample (latency, journal length) for
+# the System page's charts; the last 1,500 are kept.
+KINDLER_SAMPLE_INTERVAL = env.float("KINDLER_SAMPLE_INTERVAL", default=60.0)
 
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.dummy"},

@@ -38,7 +38,18 @@ def state_segments(
         key=lambda entry: entry["at"],
     )
     current = str(events[0]["source"]) if events else str(snapshot.state)
-    segments, marks, since = [], [], start
+    since = start
+    if events:
+        # Before the first switch the instance was in its source state for
+        # seconds_in_source; earlier than that is not known.
+        known = events[0]["at"] - timedelta(seconds=float(events[0].get("seconds_in_source", 0)))
+        if known > start:
+            since = known
+    elif snapshot.since > start:
+        since = snapshot.since
+    segments, marks = [], []
+    if since > start:
+        segments.append(Segment(start, since, "state-unknown", "not recorded"))
     for event in events:
         segments.append(_segment(since, event["at"], current))
         when = timezone.localtime(event["at"]).strftime("%H:%M:%S")
@@ -86,7 +97,8 @@ def system_charts(
             pictures.append(Picture(title, caption, None))
             continue
         values = [value for _, value in points if value is not None]
-        caption = f"{len(values)} samples; latest {values[-1]:g}{' ' + unit if unit else ''}."
+        count = f"{len(values)} sample{'s' if len(values) != 1 else ''}"
+        caption = f"{count}; latest {values[-1]:g}{' ' + unit if unit else ''}."
         pictures.append(Picture(title, caption, line_chart(points, start, end, title, unit)))
     return pictures
 

@@ -94,7 +94,7 @@ def test_a_state_entered_within_the_day_starts_there() -> None:
 
 
 def test_the_system_charts_say_what_they_show() -> None:
-    samples = [
+    samples: list[dict[str, Any]] = [
         {"at": NOW - timedelta(minutes=2), "latency_ms": 2.5, "journal": 0},
         {"at": NOW - timedelta(minutes=1), "latency_ms": None, "journal": 4},
     ]

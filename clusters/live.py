@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
 from clusters.forms import ClusterFilterForm
@@ -85,6 +86,8 @@ def list_live(request: HttpRequest) -> HttpResponse:
         }
         for row in context["rows"]
     ]
+    # The table is drawn from the rows just rendered (templates escaped them).
+    context["rendered_rows"] = mark_safe("".join(row["html"] for row in rows))
     html = render_to_string("clusters/includes/cluster_rows.html", context, request=request)
     return JsonResponse({"token": context["list_token"], "rows": rows, "html": html})
 

@@ -95,6 +95,18 @@ def hook_paths(directory: Path) -> list[Path]:
     )
 
 
+def time_budget() -> float:
+    """Return the longest the hooks of one operation may take, in seconds."""
+    directory = str(settings.KINDLER_HOOKS_DIR)
+    if not directory:
+        return 0.0
+    try:
+        count = len(hook_paths(Path(directory)))
+    except OSError:
+        return 0.0
+    return count * float(settings.KINDLER_HOOK_TIMEOUT)
+
+
 def cluster_document(cluster: Cluster, actual_state: str) -> dict[str, Any]:
     """Return the cluster as the hooks see it, in the state the operation left it."""
     document = {name: getattr(cluster, name) for name in DOCUMENT_FIELDS}

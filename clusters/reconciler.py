@@ -536,7 +536,9 @@ class Reconciler:
 
     @staticmethod
     def _stale_after() -> timedelta:
-        return timedelta(seconds=operation_timeout() + STALE_GRACE_SECONDS)
+        # The hooks run while the operation is still claimed.
+        budget = operation_timeout() + hooks.time_budget() + STALE_GRACE_SECONDS
+        return timedelta(seconds=budget)
 
 
 def observe(provider: str) -> dict[str, Any] | str:

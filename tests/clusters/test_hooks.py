@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from clusters import lifecycle
-from clusters.hooks import claims_in, hook_paths
+from clusters.hooks import claims_in, hook_paths, time_budget
 from clusters.models import Cluster, OperationLog
 from clusters.reconciler import Reconciler
 from tests.conftest import BOTH
@@ -249,3 +249,13 @@ def test_hook_results_written_on_sqlite_reach_postgres_and_come_back_as_lists() 
     remote.save(using="postgres")
     mirror(full=True)
     assert OperationLog.objects.using("sqlite").get(uid=remote.uid).hook_results == stored
+
+
+def test_the_time_hooks_may_take_counts_each_hook_once(hooks_dir: Path, settings: Any) -> None:
+    settings.KINDLER_HOOK_TIMEOUT = 30.0
+    for name in ("10-a", "20-b"):
+        hook(hooks_dir, name, "true")
+    hook(hooks_dir, "README", "", executable=False)
+    assert time_budget() == 60.0
+    settings.KINDLER_HOOKS_DIR = ""
+    assert time_budget() == 0.0

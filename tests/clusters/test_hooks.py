@@ -13,10 +13,16 @@ from clusters.hooks import claims_in, hook_paths, time_budget
 from clusters.models import Cluster, OperationLog
 from clusters.reconciler import Reconciler
 from tests.conftest import BOTH
-from tests.factories import cluster_fields, make_cluster
+from tests.factories import cluster_fields, make_cluster, make_superuser
 from tests.fakes import FakeTools
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    """Override pytest-django's: an admin on whichever database is pinned."""
+    return make_superuser()
 
 
 @pytest.fixture
@@ -259,3 +265,15 @@ def test_the_time_hooks_may_take_counts_each_hook_once(hooks_dir: Path, settings
     assert time_budget() == 60.0
     settings.KINDLER_HOOKS_DIR = ""
     assert time_budget() == 0.0
+
+
+def test_the_api_lists_each_operation_s_hooks_and_warning(
+    alias: str, fakes: FakeTools, hooks_dir: Path, admin_client: Any
+) -> None:
+    hook(hooks_dir, "10-fails", "exit 4")
+    create()
+    [entry] = admin_client.get("/api/clusters/dev/operations").json()
+    assert [(h["hook"], h["status"], h["exit_code"]) for h in entry["hooks"]] == [
+        ("10-fails", "failed", 4)
+    ]
+    assert entry["warning"] == "Hook 10-fails did not succeed; the operation itself did."

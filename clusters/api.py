@@ -109,6 +109,12 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
         if seconds:
             return ratelimit.too_many_json(seconds)
         expected, given = settings.KINDLER_API_TOKEN, credentials.strip()
+        if not expected:
+            # Nothing to guess: say so rather than call the token wrong.
+            return unauthorized(
+                "API tokens are not enabled on this server (KINDLER_API_TOKEN is not set): "
+                "log in instead"
+            )
         # A token of another length is wrong without comparing it; the
         # comparison itself stays constant-time.
         same_length = bool(expected) and len(given) == len(expected)

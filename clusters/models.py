@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -33,8 +34,8 @@ class Provider(models.TextChoices):
 
 
 class DesiredState(models.TextChoices):
-    PRESENT = "present", "present (running)"
-    STOPPED = "stopped", "present, stopped"
+    PRESENT = "present", "running"
+    STOPPED = "stopped", "stopped"
     ABSENT = "absent", "absent"
 
 
@@ -236,6 +237,11 @@ class OperationLog(SyncedModel):
     log_output = models.TextField(blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     exit_code = models.IntegerField(null=True, blank=True)
+    # What the post-operation hooks did (clusters/hooks.py), as JSON text; NULL
+    # when none ran. Text, not a JSONField: the sync layer copies rows column
+    # by column as they are stored. No default: adding the column then needs
+    # no table rebuild on SQLite.
+    hooks = models.TextField(null=True, blank=True)  # noqa: DJ001
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -252,3 +258,24 @@ class OperationLog(SyncedModel):
         if self.started_at is None or self.completed_at is None:
             return None
         return (self.completed_at - self.started_at).total_seconds()
+
+    @property
+    def hook_results(self) -> list[dict[str, Any]] | None:
+        """Return what each hook did, in the order they ran; None when none ran."""
+        if not self.hooks:
+            return None
+        try:
+            results = json.loads(self.hooks)
+        except ValueError:
+            return None
+        return [entry for entry in results if isinstance(entry, dict)]
+
+    @property
+    def hook_warning(self) -> str:
+        """Return the warning failed hooks put on this operation, or an empty string."""
+        failed = [entry for entry in self.hook_results or [] if entry.get("status") != "ok"]
+        if not failed:
+            return ""
+        names = ", ".join(str(entry.get("hook")) for entry in failed)
+        noun = "Hook" if len(failed) == 1 else "Hooks"
+        return f"{noun} {names} did not succeed; the operation itself did."

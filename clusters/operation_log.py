@@ -81,6 +81,7 @@ class Outcome:
     error: str = ""
     exit_code: int | None = None
     completed_at: datetime = field(default_factory=timezone.now)
+    hooks: str | None = None  # the hooks' results as JSON text
 
     @property
     def succeeded(self) -> bool:
@@ -95,6 +96,7 @@ class Outcome:
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
+            "hooks": self.hooks,
         }
 
     def cluster_fields(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.utils import timezone
 
-from clusters import preflight
+from clusters import hooks, preflight
 from clusters.drivers import Command, Driver, DriverError, driver_for
 from clusters.drivers.base import last_line, not_found, run
 from clusters.models import (
@@ -491,6 +491,9 @@ class Reconciler:
         outcome.completed_at = timezone.now()
         if result.ok:
             outcome.status = OperationStatus.SUCCESS
+            state, stop = TARGET_STATE[outcome.operation], self.stop.is_set
+            outcome.hooks = hooks.run_hooks(cluster, outcome.operation, state, writer.feed, stop)
+            outcome.output = buffer.text()
         elif result.missing:
             outcome.status, outcome.error = OperationStatus.FAILED, not_found(command.binary)
         elif result.timed_out:
@@ -533,7 +536,9 @@ class Reconciler:
 
     @staticmethod
     def _stale_after() -> timedelta:
-        return timedelta(seconds=operation_timeout() + STALE_GRACE_SECONDS)
+        # The hooks run while the operation is still claimed.
+        budget = operation_timeout() + hooks.time_budget() + STALE_GRACE_SECONDS
+        return timedelta(seconds=budget)
 
 
 def observe(provider: str) -> dict[str, Any] | str:

@@ -50,4 +50,6 @@ def operation_to_dict(operation: OperationLog) -> dict[str, Any]:
         "completed_at": _iso(operation.completed_at),
         "duration_seconds": operation.duration_seconds,
         "created_at": _iso(operation.created_at),
+        "hooks": operation.hook_results,
+        "warning": operation.hook_warning or None,
     }

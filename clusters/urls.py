@@ -1,13 +1,15 @@
 from django.urls import path, re_path
 
-from clusters import api, metrics, views
+from clusters import api, live, metrics, views
 
 app_name = "clusters"
 
 urlpatterns = [
     path("", views.cluster_list, name="list"),
     path("new/", views.cluster_create, name="create"),
+    path("live/", live.list_live, name="list-live"),
     path("clusters/<str:name>/", views.cluster_detail, name="detail"),
+    path("clusters/<str:name>/live/", live.cluster_live, name="live"),
     path("clusters/<str:name>/edit/", views.cluster_edit, name="edit"),
     path("clusters/<str:name>/delete/", views.cluster_delete, name="delete"),
     path("clusters/<str:name>/start/", views.cluster_start, name="start"),

@@ -8,16 +8,14 @@ from uuid import UUID
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from clusters import lifecycle
-from clusters.forms import ClusterEditForm, ClusterFilterForm, ClusterForm, DeleteConfirmForm
-from clusters.models import ActualState, Cluster, DesiredState, OperationLog, free_host_ports
+from clusters import lifecycle, live
+from clusters.forms import ClusterEditForm, ClusterForm, DeleteConfirmForm
+from clusters.models import Cluster, DesiredState, OperationLog, free_host_ports
 
-CLUSTERS_PER_PAGE = 50
 OPERATIONS_PER_PAGE = 20
 _FORM_METHODS = require_http_methods(["GET", "HEAD", "POST"])
 
@@ -30,28 +28,7 @@ def form_status(request: HttpRequest) -> int:
 @require_safe
 def cluster_list(request: HttpRequest) -> HttpResponse:
     """List clusters, searchable and filterable, 50 a page, with a summary by state."""
-    filters = ClusterFilterForm(request.GET)
-    latest = OperationLog.objects.filter(cluster_name=OuterRef("name")).order_by(
-        "-created_at", "-id"
-    )
-    clusters = filters.filter(Cluster.objects.all()).annotate(
-        last_operation=Subquery(latest.values("operation")[:1]),
-        last_operation_status=Subquery(latest.values("status")[:1]),
-    )
-    page = Paginator(clusters, CLUSTERS_PER_PAGE).get_page(request.GET.get("page"))
-    counts = dict(Cluster.objects.order_by().values_list("actual_state").annotate(n=Count("id")))
-    summary = [(label, counts[value]) for value, label in ActualState.choices if counts.get(value)]
-    return render(
-        request,
-        "clusters/cluster_list.html",
-        {
-            "page": page,
-            "filters": filters,
-            "summary": summary,
-            "total": sum(counts.values()),
-            "filtered": any(filters.data.get(key) for key in ("q", "provider", "state")),
-        },
-    )
+    return render(request, "clusters/cluster_list.html", live.list_context(request))
 
 
 @require_safe
@@ -60,7 +37,9 @@ def cluster_detail(request: HttpRequest, name: str) -> HttpResponse:
     cluster = get_object_or_404(Cluster, name=name)
     operations = OperationLog.objects.filter(cluster_name=name)
     page = Paginator(operations, OPERATIONS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "clusters/cluster_detail.html", {"cluster": cluster, "page": page})
+    newest = list(page.object_list) if page.number == 1 else live.newest_operations(name)
+    context = {**live.live_context(name, cluster, newest), "page": page}
+    return render(request, "clusters/cluster_detail.html", context)
 
 
 @require_safe

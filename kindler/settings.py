@@ -91,6 +91,9 @@ PG_LOCK_TIMEOUT = env.float("PG_LOCK_TIMEOUT", default=2.0)
 # How long a write waits for SQLite's write lock before answering 503.
 SQLITE_BUSY_TIMEOUT = env.float("SQLITE_BUSY_TIMEOUT", default=3.0)
 KINDLER_HEALTH_INTERVAL = env.float("KINDLER_HEALTH_INTERVAL", default=1.0)
+# How often the health monitor keeps a sample (latency, journal length) for
+# the System page's charts; the last 1,500 are kept.
+KINDLER_SAMPLE_INTERVAL = env.float("KINDLER_SAMPLE_INTERVAL", default=60.0)
 
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.dummy"},
@@ -275,6 +278,10 @@ KINDLER_RECONCILE_BACKOFF = env.float("KINDLER_RECONCILE_BACKOFF", default=10.0)
 KINDLER_RECONCILE_BACKOFF_MAX = env.float("KINDLER_RECONCILE_BACKOFF_MAX", default=600.0)
 KINDLER_LOG_FLUSH_INTERVAL = env.float("KINDLER_LOG_FLUSH_INTERVAL", default=1.0)
 KINDLER_OBSERVE_INTERVAL = env.float("KINDLER_OBSERVE_INTERVAL", default=10.0)
+# Executables run after each successful create, delete, start and stop
+# (docs/hooks.md); empty runs none. Each hook gets KINDLER_HOOK_TIMEOUT seconds.
+KINDLER_HOOKS_DIR = env.str("KINDLER_HOOKS_DIR", default="")
+KINDLER_HOOK_TIMEOUT = env.float("KINDLER_HOOK_TIMEOUT", default=60.0)
 
 # The original Kindler web UI (axios) reads the CSRF token from an XSRF-TOKEN
 # cookie and sends it back in an X-XSRF-TOKEN header. Kindler sets that cookie

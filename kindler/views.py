@@ -12,8 +12,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from kindler import __version__
-from kindler.db import telemetry
+from kindler.db import samples, telemetry
 from kindler.db.failover.middleware import serves_without_database
+from kindler.db.pictures import system_charts
 from kindler.db.status import database_status
 from kindler.metrics import app_tables
 
@@ -88,5 +89,6 @@ def system(request: HttpRequest) -> HttpResponse:
         "status": status,
         **telemetry.report(status.failover),
         "tables": app_tables(),
+        "pictures": system_charts(status.failover, status.switches, samples.samples()),
     }
     return render(request, "db/system.html", context)

@@ -161,6 +161,7 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     poll_interval: float = 0.2,
     merge_stderr: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Result:
     """Run command in its own process group, passing output to on_output as it comes.
 
@@ -172,7 +173,7 @@ def run(
     command started outlives it. A binary missing from PATH is a Result, not
     an exception.
     """
-    path = shutil.which(command.binary)
+    path = shutil.which(command.binary, path=(env or os.environ).get("PATH"))
     if path is None:
         return Result(exit_code=None, output="", missing=True)
     process = subprocess.Popen(
@@ -181,6 +182,7 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         start_new_session=True,
+        env=env,
     )
     stdout = _Reader(process.stdout)
     stderr = _Reader(process.stderr) if not merge_stderr else None

@@ -20,7 +20,7 @@ class DatabaseConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at the top: these modules use models, which
         # cannot be imported before the app registry is ready.
-        from kindler.db import files, telemetry
+        from kindler.db import files, samples, telemetry
         from kindler.db.failover import middleware, monitor, state, timeouts
         from kindler.db.models import rows_updated
         from kindler.db.sync import accounts, journal, recovery, writethrough
@@ -38,6 +38,7 @@ class DatabaseConfig(AppConfig):
             telemetry.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )
         connection_created.connect(files.make_private, dispatch_uid="kindler.db.private_files")
+        monitor.probed.connect(samples.record_probe, dispatch_uid="kindler.db.record_sample")
         state.switched.connect(telemetry.record_switch, dispatch_uid="kindler.db.record_switch")
         state.host_moved.connect(
             telemetry.record_host_change, dispatch_uid="kindler.db.record_host_change"

@@ -67,6 +67,8 @@ SWITCH_HISTORY = 50
 # Sent by the leading process after each probe that found PostgreSQL usable
 # and the instance on it; the sync layer runs its mirror from here.
 ticked = Signal()
+# Sent with probe=Probe by the leading process after every probe, whatever it found.
+probed = Signal()
 
 
 class Role(StrEnum):
@@ -490,6 +492,7 @@ class HealthMonitor:
             probe = probe_postgres()
             self._probe = probe
             _write_probe(probe)
+            probed.send_robust(sender=HealthMonitor, probe=probe)
             shared = state.read()
             down = down_state()
             if shared is None:

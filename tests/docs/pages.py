@@ -109,11 +109,20 @@ def anchors(page: Path) -> set[str]:
 def settings_rows(page: Path) -> list[str]:
     """Return the names in the first column of every settings-like table row of a page.
 
-    A settings row starts with a backquoted upper-case name: | `PG_HOST` | ... |
+    A settings row starts with a backquoted upper-case name, | `PG_HOST` | ... |, in a table
+    whose first column is headed "Name". Tables headed otherwise ("Hook variable") list what
+    something other than Kindler reads, such as the example hooks.
     """
     names: list[str] = []
+    header = ""
     for line in prose(page).splitlines():
+        if not line.startswith("|"):
+            header = ""
+            continue
+        if not header:
+            header = line.strip("| ").split("|")[0].strip()
+            continue
         row = re.match(r"^\|\s*`(?P<name>[A-Z][A-Z0-9_]*)`\s*\|", line)
-        if row:
+        if row and header == "Name":
             names.append(row["name"])
     return names

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from clusters import lifecycle
+from clusters import lifecycle, placement, registry
 from clusters.forms import ClusterEditForm, ClusterFilterForm, ClusterForm, DeleteConfirmForm
 from clusters.models import ActualState, Cluster, DesiredState, OperationLog, free_host_ports
 
@@ -41,6 +41,8 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(clusters, CLUSTERS_PER_PAGE).get_page(request.GET.get("page"))
     counts = dict(Cluster.objects.order_by().values_list("actual_state").annotate(n=Count("id")))
     summary = [(label, counts[value]) for value, label in ActualState.choices if counts.get(value)]
+    live = registry.live_registrations()
+    hosts = set(Cluster.objects.order_by().values_list("host", flat=True).distinct())
     return render(
         request,
         "clusters/cluster_list.html",
@@ -50,6 +52,9 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
             "summary": summary,
             "total": sum(counts.values()),
             "filtered": any(filters.data.get(key) for key in ("q", "provider", "state")),
+            "waiting_hosts": sorted(hosts - {entry.host for entry in live}),
+            "no_providers": not any(entry.providers for entry in live),
+            "install_pages": registry.INSTALL_PAGES,
         },
     )
 
@@ -60,7 +65,8 @@ def cluster_detail(request: HttpRequest, name: str) -> HttpResponse:
     cluster = get_object_or_404(Cluster, name=name)
     operations = OperationLog.objects.filter(cluster_name=name)
     page = Paginator(operations, OPERATIONS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "clusters/cluster_detail.html", {"cluster": cluster, "page": page})
+    context = {"cluster": cluster, "page": page, "waiting": placement.waiting_message(cluster.host)}
+    return render(request, "clusters/cluster_detail.html", context)
 
 
 @require_safe
@@ -79,7 +85,8 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
         form = ClusterForm(request.POST)
     else:
         # Offer ports no cluster uses yet, so the first submit can succeed.
-        form = ClusterForm(initial=free_host_ports())
+        host = placement.suggested_host()
+        form = ClusterForm(initial={**free_host_ports(host), "host": host})
     if request.method == "POST" and form.is_valid():
         try:
             cluster, _ = lifecycle.request_create(**form.cleaned_data)
@@ -88,7 +95,13 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
             # name or port may have been taken since the form was checked.
             form.add_error(None, exc)
         else:
-            messages.success(request, f"Cluster {cluster.name} added; it will be created shortly.")
+            waiting = placement.waiting_message(cluster.host)
+            if waiting:
+                messages.warning(request, f"Cluster {cluster.name} added. {waiting}")
+            else:
+                messages.success(
+                    request, f"Cluster {cluster.name} added; it will be created shortly."
+                )
             return redirect("clusters:detail", name=cluster.name)
     return render(
         request,

@@ -309,11 +309,9 @@ def test_a_missing_binary_fails_the_operation(
     task = lifecycle.request_start(cluster)
     monkeypatch.setenv("PATH", str(tmp_path))
     report = reconcile()
-    assert (log_of(task).status, log_of(task).error_message) == ("failed", "k3d not found on PATH")
-    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == (
-        "failed",
-        "k3d not found on PATH",
-    )
+    missing = "k3d not found on PATH; install it: https://k3d.io/#installation"
+    assert (log_of(task).status, log_of(task).error_message) == ("failed", missing)
+    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == ("failed", missing)
     assert report.lines[0].startswith(f"start {cluster.name}: failed in ")
 
 
@@ -323,7 +321,9 @@ def test_a_create_without_the_binary_fails_in_preflight(
     _cluster, task = create()
     monkeypatch.setenv("PATH", str(tmp_path))
     reconcile()
-    assert log_of(task).error_message == "Preflight failed: provider: k3d not found on PATH"
+    assert log_of(task).error_message == (
+        "Preflight failed: provider: k3d not found on PATH; install it: https://k3d.io/#installation"
+    )
 
 
 def test_a_timeout_is_recorded(

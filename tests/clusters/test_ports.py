@@ -65,7 +65,7 @@ def claims(alias: str) -> list[tuple[int, str, str]]:
 def test_a_raw_insert_of_a_port_another_cluster_holds_is_refused(alias: str, field: str) -> None:
     make_cluster(name="porta", http_port=17021)
     with pytest.raises(IntegrityError):
-        insert_raw(alias, name="portb", **{field: 17021})
+        insert_raw(alias, name="portb", **{field: 17021, "host": Cluster().host})
     assert list(Cluster.objects.values_list("name", flat=True)) == ["porta"]
 
 
@@ -342,7 +342,7 @@ def test_the_migration_claims_existing_ports_and_skips_duplicates(
 
 
 def test_clusters_on_different_hosts_may_use_the_same_ports(alias: str) -> None:
-    ports = {"http_port": 17021, "https_port": 17022, "pf_port": 17023}
+    ports: dict[str, Any] = {"http_port": 17021, "https_port": 17022, "pf_port": 17023}
     make_cluster(name="porta", host="docker-1", **ports)
     make_cluster(name="portb", host="docker-2", **ports)
     insert_raw(alias, name="portc", host="docker-3", **ports)

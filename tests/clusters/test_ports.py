@@ -65,7 +65,7 @@ def claims(alias: str) -> list[tuple[int, str, str]]:
 def test_a_raw_insert_of_a_port_another_cluster_holds_is_refused(alias: str, field: str) -> None:
     make_cluster(name="porta", http_port=17021)
     with pytest.raises(IntegrityError):
-        insert_raw(alias, name="portb", **{field: 17021, "host": Cluster().host})
+        insert_raw(alias, False, name="portb", **{field: 17021})
     assert list(Cluster.objects.values_list("name", flat=True)) == ["porta"]
 
 

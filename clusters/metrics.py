@@ -55,6 +55,8 @@ class ReconcilersCollector(Collector):
         except DatabaseError as exc:
             logger.info("Metric kindler_reconcilers unavailable: %s", exc)
             return
+        if not live:
+            return
         hosts = GaugeMetricFamily(
             "kindler_reconcilers_live",
             "Reconcilers whose heartbeat is fresh, by Docker host.",

@@ -40,15 +40,15 @@ class Command(BaseCommand):
             return
         for line in status_lines(status):
             self.stdout.write(line)
+        for section in sections:
+            self.stdout.write(f"{section.title}:")
+            for line in section.lines:
+                self.stdout.write(f"  {line}")
         for line in telemetry.report_lines({**figures, "switches": status.switches_as_json()}):
             self.stdout.write(line)
         if status.sync is not None:
             for line in sync_lines(status.sync):
                 self.stdout.write(line)
-        for section in sections:
-            self.stdout.write(f"{section.title}:")
-            for line in section.lines:
-                self.stdout.write(f"  {line}")
 
 
 def status_lines(status: DatabaseStatus) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from clusters import placement
@@ -72,7 +73,10 @@ class ClusterForm(forms.ModelForm):
             self.fields["host"].show_hidden_initial = False
 
     def clean_host(self) -> str:
-        return placement.choose_host(self.cleaned_data.get("host") or None)
+        try:
+            return placement.choose_host(self.cleaned_data.get("host") or None)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["host"]) from None
 
 
 class ClusterEditForm(ClusterForm):

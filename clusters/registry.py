@@ -21,6 +21,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +40,8 @@ from kindler.sections import Section
 
 logger = logging.getLogger("kindler.reconciler")
 
+# What a pass's listing gives: provider -> clusters by name, or why it could not list.
+Observation = Mapping[str, Mapping[str, ClusterStatus] | str]
 LIVE_INTERVALS = 3
 # Rows of reconcilers gone this long are removed when another registers.
 FORGET_AFTER = timedelta(days=1)
@@ -101,7 +104,7 @@ def find_providers() -> dict[str, str]:
     return found
 
 
-def observation_data(observed: dict[str, dict[str, ClusterStatus] | str]) -> dict[str, Any]:
+def observation_data(observed: Observation) -> dict[str, Any]:
     """Return provider listings as the JSON a registration keeps."""
     data: dict[str, Any] = {}
     for provider, listing in observed.items():
@@ -153,7 +156,7 @@ class Heartbeat:
                 self._failed("heartbeat", exc)
                 return False
 
-    def record_observation(self, observed: dict[str, dict[str, ClusterStatus] | str]) -> None:
+    def record_observation(self, observed: Observation) -> None:
         """Keep what the providers listed just now, for the status API to answer from."""
         if not self.beat():
             return

@@ -82,6 +82,18 @@ def install_hint(provider: str) -> str:
     return f"install it: {INSTALL_PAGES.get(provider, provider)}"
 
 
+def first_run_advice() -> str | None:
+    """Return what to install when neither k3d nor kind is on this process's PATH."""
+    if any(shutil.which(driver_for(provider).binary) for provider in INSTALL_PAGES):
+        return None
+    pages = ", ".join(f"{provider}: {page}" for provider, page in INSTALL_PAGES.items())
+    return (
+        "Neither k3d nor kind is on PATH, so this machine's reconciler can create no "
+        f"cluster. Install Docker and one of them ({pages}), or run the reconciler on a "
+        "machine that has them."
+    )
+
+
 def provider_version(provider: str) -> str | None:
     """Return the version a provider's CLI reports, or None when it is not on PATH."""
     binary = driver_for(provider).binary

@@ -58,6 +58,25 @@ def test_a_provider_missing_from_path_is_left_out(
     assert registry.find_providers() == {"k3d": "v5.7.4"}
 
 
+def test_first_run_advice_names_both_install_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert registry.first_run_advice() == (
+        "Neither k3d nor kind is on PATH, so this machine's reconciler can create no cluster. "
+        "Install Docker and one of them (k3d: https://k3d.io/#installation, kind: "
+        "https://kind.sigs.k8s.io/docs/user/quick-start/#installation), or run the reconciler "
+        "on a machine that has them."
+    )
+
+
+def test_no_advice_when_a_provider_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_k3d_on_path(tmp_path, monkeypatch)
+    assert registry.first_run_advice() is None
+
+
 def test_a_heartbeat_registers_the_process(alias: str, settings: Any) -> None:
     settings.KINDLER_HOST_NAME = "docker-1"
     heartbeat = Heartbeat()

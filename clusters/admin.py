@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from clusters import lifecycle
 from clusters.forms import PORT_ERRORS, PORT_FIELDS
-from clusters.models import Cluster, DesiredState, OperationLog
+from clusters.models import Cluster, DesiredState, OperationLog, Registration
 
 
 @admin.register(Cluster)
@@ -26,6 +26,7 @@ class ClusterAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "provider",
+        "host",
         "http_port",
         "https_port",
         "pf_port",
@@ -35,7 +36,7 @@ class ClusterAdmin(admin.ModelAdmin):
         "actual_state",
         "updated_at",
     ]
-    list_filter = ["provider", "desired_state", "actual_state"]
+    list_filter = ["provider", "host", "desired_state", "actual_state"]
     search_fields = ["name"]
     readonly_fields = [
         "uid",
@@ -228,3 +229,18 @@ def date_hierarchy_error(query: QueryDict, field: str) -> str | None:
         except ValueError:
             return "The day is not in that month."
     return None
+
+
+@admin.register(Registration)
+class RegistrationAdmin(admin.ModelAdmin):
+    """The reconcilers that registered, read-only: each process writes its own row."""
+
+    list_display = ["host", "pid", "version", "providers", "started_at", "last_seen"]
+    list_filter = ["host"]
+    exclude = ["observed"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -244,3 +244,12 @@ def test_the_heartbeat_registers_again_on_sqlite_and_back_across_an_outage(
 
 def router_alias() -> str:
     return str(router.db_for_write(Registration))
+
+
+def test_the_admin_lists_registrations_read_only(alias: str, admin_client: Client) -> None:
+    entry = make_registration(host="docker-1")
+    listing = admin_client.get("/admin/clusters/registration/")
+    assert (listing.status_code, "docker-1" in listing.text) == (200, True)
+    assert admin_client.get("/admin/clusters/registration/add/").status_code == 403
+    change = admin_client.post(f"/admin/clusters/registration/{entry.pk}/change/", {"pid": 1})
+    assert (change.status_code, Registration.objects.get().pid) == (403, 4242)

@@ -55,20 +55,22 @@ def provider_refusal(host: str, provider: str) -> str | None:
     )
 
 
+UNPLACED = (
+    "This cluster has no Docker host yet (it was added before clusters had one): "
+    "the first reconciler that runs takes it."
+)
+
+
 def waiting_message(host: str) -> str | None:
     """Return what to do when no reconciler is live for host; None when one is."""
+    if not host:
+        return UNPLACED
     if registry.live_on(host):
         return None
     return (
         f"No reconciler is running for host {host}: nothing will happen until one starts "
         f"there (manage.py reconcile with KINDLER_HOST_NAME={host})."
     )
-
-
-def waiting_hosts(hosts: set[str]) -> list[str]:
-    """Return the hosts among hosts that have no live reconciler, sorted."""
-    live = {entry.host for entry in registry.live_registrations()}
-    return sorted(hosts - live)
 
 
 def suggested_host() -> str:

@@ -40,7 +40,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connections,
+    router,
+    transaction,
+)
 from django.utils import timezone
 
 from clusters import preflight
@@ -166,6 +173,7 @@ class Reconciler:
             # Inside the try: in PostgreSQL-only mode the router itself raises
             # while no PostgreSQL takes writes.
             alias = router.db_for_write(Cluster)
+            self._adopt_unplaced(alias)
             inventory = self._read_inventory(alias)
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)
@@ -223,6 +231,27 @@ class Reconciler:
         else:
             logger.error("Database error during reconcile: %s", message)
         return message
+
+    def _adopt_unplaced(self, alias: str) -> None:
+        """Place clusters that have no Docker host (made before placement) on this one.
+
+        Until placement existed one reconciler ran them all: the first that
+        runs now takes them. One whose ports another cluster here holds
+        stays unplaced, and is logged.
+        """
+        unplaced = Cluster.objects.using(alias).filter(host="")
+        for pk, name in unplaced.values_list("pk", "name"):
+            try:
+                with transaction.atomic(using=alias):
+                    unplaced.filter(pk=pk).update(host=self.host)
+            except IntegrityError:
+                logger.warning(
+                    "Cannot place %s on %s: another cluster there holds one of its ports",
+                    name,
+                    self.host,
+                )
+            else:
+                logger.info("Placed %s, which had no Docker host, on %s", name, self.host)
 
     def _read_inventory(self, alias: str) -> Inventory:
         logs = OperationLog.objects.using(alias)

@@ -52,7 +52,7 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
             "summary": summary,
             "total": sum(counts.values()),
             "filtered": any(filters.data.get(key) for key in ("q", "provider", "state")),
-            "waiting_hosts": sorted(hosts - {entry.host for entry in live}),
+            "waiting_hosts": sorted(hosts - {entry.host for entry in live} - {""}),
             "no_providers": not any(entry.providers for entry in live),
             "install_pages": registry.INSTALL_PAGES,
         },

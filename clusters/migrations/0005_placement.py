@@ -1,8 +1,10 @@
 """Reconciler registry and cluster placement per Docker host.
 
-Existing clusters are placed on KINDLER_DEFAULT_HOST, or else on the machine
-that runs this migration (KINDLER_HOST_NAME). Port claims become per host:
-the old triggers go, the claims are rebuilt with each cluster's host.
+Existing clusters are placed on KINDLER_DEFAULT_HOST when it is set; else
+they are left unplaced (host ""), and the first reconciler that runs adopts
+them: the machine that migrates (a web container, say) may not be the one
+with Docker. Port claims become per host: the old triggers go, the claims
+are rebuilt with each cluster's host.
 """
 
 from django.db import migrations, models
@@ -17,6 +19,17 @@ def drop_triggers(apps, schema_editor):
 
     portclaims.uninstall(schema_editor.connection)
     schema_editor.execute(f"DELETE FROM {portclaims.CLAIMS}", params=None)
+
+
+def place_existing(apps, schema_editor):
+    """Put the clusters that exist on KINDLER_DEFAULT_HOST, when it is set."""
+    from django.conf import settings
+
+    if settings.KINDLER_DEFAULT_HOST:
+        Cluster = apps.get_model("clusters", "Cluster")
+        Cluster.objects.using(schema_editor.connection.alias).update(
+            host=settings.KINDLER_DEFAULT_HOST
+        )
 
 
 def install_triggers(apps, schema_editor):
@@ -34,6 +47,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="cluster",
             name="host",
+            field=models.CharField(db_index=True, default="", max_length=253),
+            preserve_default=False,
+        ),
+        migrations.AlterField(
+            model_name="cluster",
+            name="host",
             field=models.CharField(
                 db_index=True,
                 default=clusters.models.default_host,
@@ -41,6 +60,7 @@ class Migration(migrations.Migration):
                 validators=[clusters.validators.validate_host_name],
             ),
         ),
+        migrations.RunPython(place_existing, migrations.RunPython.noop),
         migrations.AddField(
             model_name="portclaim",
             name="host",

@@ -294,3 +294,31 @@ def test_a_reconciler_acts_only_on_its_hosts_clusters(alias: str, fakes: FakeToo
     Reconciler(host="docker-2").run_once()
     assert sorted(fakes.clusters()) == ["mine", "theirs"]
     assert OperationLog.objects.get(uid=theirs_task.uid).status == "success"
+
+
+def test_the_first_reconciler_places_clusters_that_have_no_host(
+    alias: str, fakes: FakeTools
+) -> None:
+    make_cluster(name="old", host="docker-1", http_port=17021)
+    insert_unplaced(alias, name="older", http_port=17030)
+    insert_unplaced(alias, name="clashing", http_port=17021)
+    Reconciler(host="docker-1").run_once()
+    rows = Cluster.objects.order_by("name").values_list("name", "host")
+    assert list(rows) == [("clashing", ""), ("old", "docker-1"), ("older", "docker-1")]
+    assert sorted(fakes.clusters()) == ["old", "older"]
+
+
+def test_the_detail_page_of_an_unplaced_cluster_says_it_waits_for_a_reconciler(
+    alias: str, admin_client: Client
+) -> None:
+    insert_unplaced(alias, name="older")
+    response = admin_client.get("/clusters/older/")
+    assert response.context["waiting"] == placement.UNPLACED
+    assert admin_client.get("/").context["waiting_hosts"] == []
+
+
+def insert_unplaced(alias: str, **fields: Any) -> None:
+    """Save a cluster as the placement migration leaves the older ones: no host."""
+    cluster = Cluster(**cluster_fields(**fields))
+    cluster.host = ""
+    cluster.save(using=alias)

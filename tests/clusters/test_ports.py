@@ -397,3 +397,19 @@ def test_free_ports_are_counted_per_host(alias: str) -> None:
         "https_port": 18443,
         "pf_port": 19000,
     }
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_without_a_default_host_the_migration_leaves_clusters_unplaced(
+    alias: str, settings: Any
+) -> None:
+    settings.KINDLER_DEFAULT_HOST = ""
+    db = connections[alias]
+    after = latest(db)
+    MigrationExecutor(db).migrate([("clusters", "0004_roles")])
+    try:
+        insert_raw(alias, before_placement=True, name="porta")
+    finally:
+        MigrationExecutor(db).migrate(after)
+    assert list(Cluster.objects.values_list("name", "host")) == [("porta", "")]
+    assert set(PortClaim.objects.values_list("host", flat=True)) == {""}

@@ -12,6 +12,7 @@ from django.db import models, router
 from django.db.models import Q
 
 from clusters.validators import (
+    HOST_NAME,
     MAX_PORT,
     MIN_PORT,
     port_validators,
@@ -157,7 +158,9 @@ class Cluster(SyncedModel):
             if port in seen:
                 conflicts[field] = f"Port {port} is already used by this cluster's {seen[port]}."
             seen.setdefault(port, field)
-        if not seen:
+        # A host that is not a host name is the field validator's error;
+        # looking it up could hand the database a character it refuses.
+        if not seen or not HOST_NAME.fullmatch(self.host or ""):
             return conflicts
         using = using or self._state.db or router.db_for_read(Cluster, instance=self)
         match = Q()
@@ -180,7 +183,7 @@ class Cluster(SyncedModel):
 
     def overlapping_subnet(self) -> Cluster | None:
         """Return another cluster on the same Docker host whose subnet overlaps this one's."""
-        if not self.subnet:
+        if not self.subnet or not HOST_NAME.fullmatch(self.host or ""):
             return None
         mine = ipaddress.ip_network(self.subnet, strict=False)
         using = self._state.db or router.db_for_read(Cluster, instance=self)

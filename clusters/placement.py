@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from clusters import registry
 from clusters.drivers import driver_for
+from clusters.validators import validate_host_name
 
 
 def choose_host(requested: str | None = None) -> str:
@@ -20,6 +21,10 @@ def choose_host(requested: str | None = None) -> str:
     machine. Several candidates and no default: the request must name one.
     """
     if requested:
+        try:
+            validate_host_name(requested)
+        except ValidationError as exc:
+            raise ValidationError({"host": exc.error_list}) from None
         return requested
     if settings.KINDLER_DEFAULT_HOST:
         return str(settings.KINDLER_DEFAULT_HOST)

@@ -322,3 +322,12 @@ def insert_unplaced(alias: str, **fields: Any) -> None:
     cluster = Cluster(**cluster_fields(**fields))
     cluster.host = ""
     cluster.save(using=alias)
+
+
+@pytest.mark.parametrize("host", ["docker\x00-1", "d" * 254, "docker 1", "докер"])
+def test_a_host_the_database_could_refuse_is_422_before_any_query(
+    alias: str, admin_client: Client, host: str
+) -> None:
+    response = post_json(admin_client, {"name": "dev", "host": host})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "host"]]

@@ -8,13 +8,14 @@ import threading
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.utils import timezone
 
-from clusters import lifecycle, preflight
+from clusters import lifecycle, portclaims, preflight
 from clusters.models import Cluster, OperationLog, PortClaim, free_host_ports
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster, make_superuser
@@ -413,3 +414,56 @@ def test_without_a_default_host_the_migration_leaves_clusters_unplaced(
         MigrationExecutor(db).migrate(after)
     assert list(Cluster.objects.values_list("name", "host")) == [("porta", "")]
     assert set(PortClaim.objects.values_list("host", flat=True)) == {""}
+
+
+def cluster_triggers(alias: str) -> set[str]:
+    """Return the names of the triggers on clusters_cluster in alias."""
+    with connections[alias].cursor() as cursor:
+        if connections[alias].vendor == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = 'clusters_cluster'"
+            )
+        else:
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger "
+                "WHERE tgrelid = 'clusters_cluster'::regclass AND NOT tgisinternal"
+            )
+        return {name for (name,) in cursor.fetchall()}
+
+
+def test_the_claim_and_journal_triggers_exist_after_migrate(alias: str) -> None:
+    expected = {
+        "sqlite": {
+            "clusters_portclaim_insert",
+            "clusters_portclaim_update",
+            "clusters_portclaim_delete",
+            *(
+                f"kindler_{kind}_clusters_cluster_{op}"
+                for kind in ("journal", "guard")
+                for op in ("insert", "update", "delete")
+            ),
+        },
+        "postgres": {
+            "clusters_portclaim_insert",
+            "clusters_portclaim_update",
+            "clusters_portclaim_delete",
+            "kindler_track_clusters_cluster_insert",
+            "kindler_track_clusters_cluster_update",
+            "kindler_track_clusters_cluster_delete",
+            "kindler_stamp_clusters_cluster_insert",
+            "kindler_stamp_clusters_cluster_update",
+        },
+    }
+    assert cluster_triggers(alias) == expected[alias]
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_migrate_reinstalls_claim_triggers_a_table_rebuild_dropped(alias: str) -> None:
+    portclaims.uninstall(connections[alias])
+    assert "clusters_portclaim_insert" not in cluster_triggers(alias)
+    portclaims.on_post_migrate(apps.get_app_config("clusters"), using=alias)
+    assert {"clusters_portclaim_insert", "clusters_portclaim_update"} <= cluster_triggers(alias)
+    make_cluster(name="porta", http_port=17021)
+    with pytest.raises(IntegrityError):
+        insert_raw(alias, name="portb", http_port=17021)

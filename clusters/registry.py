@@ -169,17 +169,24 @@ class Heartbeat:
                 return False
 
     def record_observation(self, observed: Observation) -> None:
-        """Keep what the providers listed just now, for the status API to answer from."""
-        if not self.beat():
-            return
-        with self._lock:
-            try:
-                alias = router.db_for_write(Registration)
-                Registration.objects.using(alias).filter(key=self.key).update(
-                    observed=observation_data(observed), observed_at=timezone.now()
-                )
-            except DatabaseError as exc:
-                self._failed("observation", exc)
+        """Keep what the providers listed just now (a heartbeat too), for the status API."""
+        data = observation_data(observed)
+        for _attempt in range(2):
+            now = timezone.now()
+            with self._lock:
+                try:
+                    alias = router.db_for_write(Registration)
+                    written = (
+                        Registration.objects.using(alias)
+                        .filter(key=self.key)
+                        .update(last_seen=now, observed=data, observed_at=now)
+                    )
+                except DatabaseError as exc:
+                    self._failed("observation", exc)
+                    return
+            # Not registered where writes go now (first pass, or after a switch).
+            if written or not self.beat():
+                return
 
     def _failed(self, what: str, exc: DatabaseError) -> None:
         if report_outage(exc, "reconciler"):

@@ -179,13 +179,10 @@ def main() -> None:
                 registry = timed_registry(args.passes, mine)
             print(f"{alias:<9} idle pass, one host's clusters          {describe(idle)}")
             print(f"{alias:<9} listing pass (observation written)      {describe(listing)}")
-            print(
-                f"{alias:<9} one heartbeat                           {describe(registry['beat'])}"
-            )
-            print(
-                f"{alias:<9} one observation ({mine} clusters)       "
-                f"{describe(registry['observation'])}"
-            )
+            beat, observation = registry["beat"], registry["observation"]
+            label = f"observation of {mine} clusters (+ beat)"
+            print(f"{alias:<9} one heartbeat                           {describe(beat)}")
+            print(f"{alias:<9} {label:<39} {describe(observation)}")
     finally:
         from kindler.db.failover.monitor import monitor
 

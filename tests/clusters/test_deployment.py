@@ -134,6 +134,46 @@ def test_a_web_server_without_k3d_accepts_a_create_that_the_reconciler_runs(
     assert Cluster.objects.using("postgres").get(name="deployed").host == "docker-a"
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_health_lists_the_reconciler_on_sqlite_during_an_outage_and_after(
+    pg: PostgresServer,
+    kindler_env: dict[str, Any],
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    state = tmp_path / "docker-a"
+    start_reconciler(reconciler_env(kindler_env, "docker-a", state), tmp_path / "r.log", processes)
+    token, port = secrets.token_hex(16), free_port()
+    web_env = {
+        **kindler_env,
+        **FAST,
+        "PATH": without_providers(),
+        "KINDLER_API_TOKEN": token,
+        "KINDLER_BIND": f"127.0.0.1:{port}",
+        "KINDLER_WORKERS": "1",
+        "KINDLER_ACCESS_LOG": "/dev/null",
+    }
+    web = Kindler(web_env, port, tmp_path / "web.log")
+    web.start()
+
+    def reconcilers_on(alias: str) -> Any:
+        status, body = request(port, "GET", "/api/health", token)
+        if status != "200" or body["database"]["active"] != alias:
+            return None
+        return [entry["host"] for entry in body["reconcilers"]] or None
+
+    try:
+        assert wait_for(lambda: reconcilers_on("postgres"), seconds=30) == ["docker-a"]
+        pg.stop("immediate")
+        # Registered again on the instance's SQLite file within a heartbeat or two.
+        assert wait_for(lambda: reconcilers_on("sqlite"), seconds=60) == ["docker-a"]
+        pg.ensure_running()
+        assert wait_for(lambda: reconcilers_on("postgres"), seconds=90) == ["docker-a"]
+    finally:
+        web.stop()
+
+
 def migrate(env: dict[str, Any]) -> None:
     subprocess.run(
         [*MANAGE, "migrate", "--no-input", "-v", "0"],

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 
 from clusters import lifecycle
 from clusters.forms import PORT_ERRORS, PORT_FIELDS
-from clusters.models import Cluster, DesiredState, OperationLog
+from clusters.models import Cluster, DesiredState, OperationLog, Registration
 
 
 @admin.register(Cluster)
@@ -30,13 +30,14 @@ class ClusterAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "provider",
+        "host",
         "ports",
         "subnet",
         "desired",
         "actual",
         "state_changed",
     ]
-    list_filter = ["provider", "desired_state", "actual_state"]
+    list_filter = ["provider", "host", "desired_state", "actual_state"]
     search_fields = ["name"]
     readonly_fields = [
         "uid",
@@ -254,3 +255,18 @@ def date_hierarchy_error(query: QueryDict, field: str) -> str | None:
         except ValueError:
             return "The day is not in that month."
     return None
+
+
+@admin.register(Registration)
+class RegistrationAdmin(admin.ModelAdmin):
+    """The reconcilers that registered, read-only: each process writes its own row."""
+
+    list_display = ["host", "pid", "version", "providers", "started_at", "last_seen"]
+    list_filter = ["host"]
+    exclude = ["observed"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -19,7 +19,7 @@ from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
-from clusters import drivers, lifecycle, ratelimit
+from clusters import lifecycle, placement, ratelimit, registry
 from clusters.errors import json_error
 from clusters.models import (
     HOST_PORT_FIELDS,
@@ -42,6 +42,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CREATE_FIELDS: dict[str, tuple[str, type]] = {
     "name": ("name", str),
     "provider": ("provider", str),
+    "host": ("host", str),
     "node_port": ("node_port", int),
     "pf_port": ("pf_port", int),
     "http_port": ("http_port", int),
@@ -66,6 +67,7 @@ DEFAULTED_FIELDS = (
     "haproxy_route",
     "register_argocd",
 )
+HOST_FIXED = "A cluster stays on its Docker host: delete it and create it on the other host."
 # An operation keeps up to 200,000 characters of output: 200 of them is
 # already some 40 MB of JSON.
 DEFAULT_OPERATIONS_LIMIT, MAX_OPERATIONS_LIMIT = 50, 200
@@ -224,7 +226,7 @@ def config(request: HttpRequest) -> HttpResponse:
     highest port allowed.
     """
     defaults = {field: Cluster._meta.get_field(field).default for field in DEFAULTED_FIELDS}  # type: ignore[union-attr]
-    free = free_host_ports()
+    free = free_host_ports(placement.suggested_host())
     return JsonResponse(
         {
             "base_domain": settings.KINDLER_BASE_DOMAIN,
@@ -276,11 +278,14 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
         if any(error.code == "unique" for error in exc.error_dict.get("name", [])):
             return json_error(409, f"Cluster {name} already exists")
         raise Unprocessable(validation_errors(exc)) from None
-    return accepted(task, f"Cluster creation task created for {cluster.name}")
+    waiting = placement.waiting_message(cluster.host)
+    message = f"Cluster creation task created for {cluster.name}"
+    return accepted(task, f"{message}. {waiting}" if waiting else message)
 
 
 def request_create_on_free_ports(fields: dict[str, Any]) -> tuple[Cluster, OperationLog]:
-    """Ask for a cluster, giving each host port the body omits the lowest free one."""
+    """Ask for a cluster, giving each host port the body omits the lowest free one on its host."""
+    fields = {**fields, "host": placement.choose_host(fields.get("host"))}
     omitted = [field for field in HOST_PORT_FIELDS if field not in fields]
     for _ in range(FREE_PORT_ATTEMPTS - 1):
         try:
@@ -296,7 +301,7 @@ def with_free_ports(fields: dict[str, Any], omitted: list[str]) -> dict[str, Any
     """Return fields with the lowest free port for each omitted host port field."""
     if not omitted:
         return fields
-    free = free_host_ports()
+    free = free_host_ports(fields["host"])
     return {**fields, **{field: free[field] for field in omitted}}
 
 
@@ -310,6 +315,10 @@ def parse_body(body: Any, creating: bool = True) -> dict[str, Any]:
         if api_name == "name" and not creating:
             continue  # the name is the cluster's identity; it never changes
         value = body.get(api_name)
+        if api_name == "host" and not creating and value is not None:
+            # The cluster runs on its Docker host; another host cannot take it over.
+            errors.append({"loc": ["body", api_name], "msg": HOST_FIXED})
+            continue
         if value is None:
             if api_name == "name":
                 errors.append({"loc": ["body", api_name], "msg": "Field required"})
@@ -366,15 +375,19 @@ def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
 
 @api_view("GET")
 def cluster_status(request: HttpRequest, name: str) -> HttpResponse:
-    """Report what the provider says about a cluster."""
+    """Report what the cluster's reconciler last saw of it, and how long ago (no CLI runs here)."""
     found = get_cluster(name)
-    status = drivers.cluster_status(found)
+    seen = registry.last_observation(found.name, found.host, found.provider)
     return JsonResponse(
         {
-            "name": status.name,
-            "status": status.state,
-            "nodes_ready": status.nodes_ready,
-            "nodes_total": status.nodes_total,
+            "name": found.name,
+            "status": seen.state,
+            "nodes_ready": seen.nodes_ready,
+            "nodes_total": seen.nodes_total,
+            "host": found.host,
+            "observed_at": seen.observed_at.isoformat() if seen.observed_at else None,
+            "age_seconds": seen.age_seconds,
+            "observation_error": seen.error,
             # Kindler does not query Portainer or Argo CD; kept for old clients.
             "portainer_status": "unknown",
             "argocd_status": "unknown",

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, router, transaction
 
-from clusters import preflight
+from clusters import placement, preflight
 from clusters.models import Cluster, Operation, OperationLog, OperationStatus
 from clusters.validators import one_line, port_validators
 
@@ -29,13 +29,19 @@ COLUMNS = (
     "cluster_subnet",
 )
 HEADER = "# " + ",".join(COLUMNS)
+# The Docker host is a column of Kindler's own: written when asked for or
+# when clusters live on more than one host, so files for one host stay in
+# the original nine columns its scripts read by position.
+HOST_COLUMN = "host"
+HOST_FIXED = "a cluster stays on its Docker host: delete it and create it on the other host"
 PORT_COLUMNS = ("node_port", "pf_port", "http_port", "https_port")
 FLAG_COLUMNS = ("register_portainer", "haproxy_route")
 # Far above any real line (nine short values), small enough that a file with
 # no line breaks at all is never held in memory.
 MAX_LINE_LENGTH = 4096
-# No value of the format is longer than a cluster name.
+# No value of the format is longer than a cluster name, but for a host name.
 MAX_FIELD_LENGTH = 63
+MAX_HOST_LENGTH = 253
 # Room for a byte order mark and a CRLF around a line of the longest length.
 _READ_LIMIT = MAX_LINE_LENGTH + len(codecs.BOM_UTF8) + len(b"\r\n")
 _SKIP_CHUNK = 64 * 1024
@@ -119,10 +125,9 @@ def to_fields(columns: tuple[str, ...], values: list[str]) -> dict[str, Any]:
         raise RowError(f"expected {len(columns)} values ({','.join(columns)}), found {len(values)}")
     raw = {name: value.strip() for name, value in zip(columns, values, strict=True)}
     for name, value in raw.items():
-        if len(value) > MAX_FIELD_LENGTH:
-            raise RowError(
-                f"{name} has {len(value)} characters; values have at most {MAX_FIELD_LENGTH}"
-            )
+        limit = MAX_HOST_LENGTH if name == HOST_COLUMN else MAX_FIELD_LENGTH
+        if len(value) > limit:
+            raise RowError(f"{name} has {len(value)} characters; values have at most {limit}")
     fields: dict[str, Any] = {"name": raw.get("env", ""), "provider": raw.get("provider", "")}
     for name in PORT_COLUMNS:
         if name in raw:
@@ -133,6 +138,8 @@ def to_fields(columns: tuple[str, ...], values: list[str]) -> dict[str, Any]:
                 raise RowError(f"{name} must be true or false, not {raw[name]!r}")
             fields[name] = raw[name].lower() == "true"
     fields["subnet"] = raw.get("cluster_subnet", "")
+    if raw.get(HOST_COLUMN):
+        fields["host"] = raw[HOST_COLUMN]
     return fields
 
 
@@ -150,12 +157,15 @@ def _port(name: str, value: str) -> int:
     return port
 
 
-def render(clusters: Iterable[Any]) -> str:
-    """Return clusters as an environments.csv document."""
+def render(clusters: Iterable[Any], with_host: bool = False) -> str:
+    """Return clusters as an environments.csv document, with a host column when needed."""
+    clusters = list(clusters)
+    with_host = with_host or len({cluster.host for cluster in clusters}) > 1
     out = io.StringIO()
-    out.write(HEADER + "\n")
+    out.write(HEADER + (f",{HOST_COLUMN}" if with_host else "") + "\n")
     writer = csv.writer(out, lineterminator="\n")
     for cluster in clusters:
+        host = [cluster.host] if with_host else []
         writer.writerow(
             [
                 cluster.name,
@@ -167,6 +177,7 @@ def render(clusters: Iterable[Any]) -> str:
                 cluster.http_port,
                 cluster.https_port,
                 cluster.subnet,
+                *host,
             ]
         )
     return out.getvalue()
@@ -227,6 +238,10 @@ def _import_row(row: Row, source: str, using: str) -> str:
             found = Cluster.objects.using(using).filter(name=cluster.name).first()
             is_new = found is None
             cluster = found or cluster
+            if found is None and "host" not in row.fields:
+                cluster.host = placement.choose_host()
+            if found is not None and row.fields.get("host", found.host) != found.host:
+                raise ValidationError({"host": [HOST_FIXED]})
             changed = [
                 name for name, value in row.fields.items() if getattr(cluster, name) != value
             ]

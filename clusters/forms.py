@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
+from clusters import placement
 from clusters.models import ActualState, Cluster, Provider
 from clusters.validators import PORT_RANGE_MESSAGE
 
@@ -18,6 +20,7 @@ PORT_ERRORS = {"min_value": PORT_RANGE_MESSAGE, "max_value": PORT_RANGE_MESSAGE}
 CLUSTER_FIELDS = [
     "name",
     "provider",
+    "host",
     "http_port",
     "https_port",
     "pf_port",
@@ -37,6 +40,7 @@ class ClusterForm(forms.ModelForm):
         model = Cluster
         fields = CLUSTER_FIELDS
         labels = {
+            "host": "Docker host",
             "http_port": "HTTP port",
             "https_port": "HTTPS port",
             "pf_port": "Port-forward port",
@@ -59,14 +63,27 @@ class ClusterForm(forms.ModelForm):
             "name": "Lower-case letters, digits and dashes, e.g. dev-1.",
             "subnet": "k3d only, e.g. 10.101.0.0/16. Leave empty to let the provider choose.",
             "server_ip": "Optional.",
+            "host": "The Docker host whose reconciler runs it. Leave empty for the default.",
         }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "host" in self.fields:
+            self.fields["host"].required = False
+            self.fields["host"].show_hidden_initial = False
+
+    def clean_host(self) -> str:
+        try:
+            return placement.choose_host(self.cleaned_data.get("host") or None)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["host"]) from None
 
 
 class ClusterEditForm(ClusterForm):
-    """An existing cluster's settings; the name is its identity and stays."""
+    """An existing cluster's settings; the name and the Docker host stay."""
 
     class Meta(ClusterForm.Meta):
-        fields = [field for field in CLUSTER_FIELDS if field != "name"]
+        fields = [field for field in CLUSTER_FIELDS if field not in ("name", "host")]
 
 
 class DeleteConfirmForm(forms.Form):

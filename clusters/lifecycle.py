@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, router, transaction
 
-from clusters import preflight
+from clusters import placement, preflight
 from clusters.models import (
     Cluster,
     ClusterProtectedError,
@@ -20,7 +20,11 @@ from clusters.models import (
 
 
 def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
-    """Validate and save a new cluster that should exist, and queue its creation."""
+    """Validate and save a new cluster that should exist, and queue its creation.
+
+    A request that names no Docker host gets one (clusters.placement).
+    """
+    fields["host"] = placement.choose_host(fields.get("host"))
     cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
     # A fresh uuid4 cannot be taken: skip the query that would check it.
     cluster.full_clean(exclude=["uid"])

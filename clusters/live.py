@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
+from clusters import placement
 from clusters.forms import ClusterFilterForm
 from clusters.hooks import INTEGRATIONS
 from clusters.models import ActualState, Cluster, OperationLog, OperationStatus
@@ -170,6 +171,7 @@ def live_context(
         "timeline": operations_timeline(operations, name),
         "live_token": detail_token(cluster, operations),
         "busy": any(op.status in OPEN_STATUSES for op in operations),
+        "waiting": placement.waiting_message(cluster.host) if cluster else None,
     }
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from clusters import registry
 from clusters.api import api_view
 from clusters.models import OperationLog
 from kindler.db.failover.middleware import serves_without_database
@@ -43,6 +44,43 @@ class OperationsCollector(Collector):
         for operation, status, count in rows:
             family.add_metric([operation, status], float(count))
         yield family
+
+
+class ReconcilersCollector(Collector):
+    """Live reconcilers by host, and the providers each can run, read when scraped."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            live = registry.live_registrations()
+        except DatabaseError as exc:
+            logger.info("Metric kindler_reconcilers unavailable: %s", exc)
+            return
+        if not live:
+            return
+        hosts = GaugeMetricFamily(
+            "kindler_reconcilers_live",
+            "Reconcilers whose heartbeat is fresh, by Docker host.",
+            labels=["host"],
+        )
+        counts: dict[str, int] = {}
+        for entry in live:
+            counts[entry.host] = counts.get(entry.host, 0) + 1
+        for host, count in sorted(counts.items()):
+            hosts.add_metric([host], float(count))
+        yield hosts
+        providers = GaugeMetricFamily(
+            "kindler_reconciler_providers",
+            "Live reconcilers able to run each provider, by Docker host and provider version.",
+            labels=["host", "provider", "version"],
+        )
+        found: dict[tuple[str, str, str], int] = {}
+        for entry in live:
+            for provider, version in entry.providers.items():
+                key = (entry.host, provider, str(version))
+                found[key] = found.get(key, 0) + 1
+        for labels, count in sorted(found.items()):
+            providers.add_metric(list(labels), float(count))
+        yield providers
 
 
 # Answers during an outage in PostgreSQL-only mode too: that is when it is read.

@@ -7,15 +7,18 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, router
 from django.db.models import Q
 
 from clusters.validators import (
+    HOST_NAME,
     MAX_PORT,
     MIN_PORT,
     port_validators,
     validate_dns_label,
+    validate_host_name,
     validate_ipv4_cidr,
 )
 from kindler.db.models import SyncedModel, SyncedQuerySet
@@ -49,6 +52,15 @@ class ActualState(models.TextChoices):
     ABSENT = "absent", "absent"
 
 
+def default_host() -> str:
+    """Return the Docker host of a cluster nobody placed: KINDLER_DEFAULT_HOST, or this machine.
+
+    The model's default reads no database; requests pick among the hosts with
+    a live reconciler first (clusters.placement).
+    """
+    return str(settings.KINDLER_DEFAULT_HOST or settings.KINDLER_HOST_NAME)
+
+
 class ClusterQuerySet(SyncedQuerySet):
     def delete(self) -> tuple[int, dict[str, int]]:
         protected = sorted(self.filter(name__in=PROTECTED_CLUSTERS).values_list("name", flat=True))
@@ -66,6 +78,10 @@ class Cluster(SyncedModel):
         validators=[validate_dns_label],
     )
     provider = models.CharField(max_length=8, choices=Provider.choices, default=Provider.K3D)
+    # The Docker host whose reconciler creates and runs the cluster.
+    host = models.CharField(
+        max_length=253, default=default_host, validators=[validate_host_name], db_index=True
+    )
     node_port = models.PositiveIntegerField(default=30080, validators=port_validators)
     pf_port = models.PositiveIntegerField(default=19000, validators=port_validators)
     http_port = models.PositiveIntegerField(default=18080, validators=port_validators)
@@ -90,10 +106,12 @@ class Cluster(SyncedModel):
 
     objects: ClassVar[Any] = ClusterQuerySet.as_manager()
 
-    # A port may appear once across these columns of every row. The sync
-    # layer's replay reads this to turn a replayed change that would take a
-    # port another cluster holds into a conflict instead of a failed batch.
+    # A port may appear once across these columns of the rows on one Docker
+    # host. The sync layer's replay reads this to turn a replayed change that
+    # would take a port another cluster on the host holds into a conflict
+    # instead of a failed batch.
     exclusive_fields: ClassVar[tuple[str, ...]] = HOST_PORT_FIELDS
+    exclusive_scope: ClassVar[str | None] = "host"
 
     class Meta:
         ordering = ["name"]
@@ -141,13 +159,15 @@ class Cluster(SyncedModel):
             if port in seen:
                 conflicts[field] = f"Port {port} is already used by this cluster's {seen[port]}."
             seen.setdefault(port, field)
-        if not seen:
+        # A host that is not a host name is the field validator's error;
+        # looking it up could hand the database a character it refuses.
+        if not seen or not HOST_NAME.fullmatch(self.host or ""):
             return conflicts
         using = using or self._state.db or router.db_for_read(Cluster, instance=self)
         match = Q()
         for field in HOST_PORT_FIELDS:
             match |= Q(**{f"{field}__in": list(seen)})
-        others = Cluster.objects.using(using).filter(match).exclude(pk=self.pk)
+        others = Cluster.objects.using(using).filter(match, host=self.host).exclude(pk=self.pk)
         for other in others.only("name", *HOST_PORT_FIELDS):
             taken = {getattr(other, field) for field in HOST_PORT_FIELDS}
             for field, port in ports.items():
@@ -163,41 +183,47 @@ class Cluster(SyncedModel):
         return super().delete(*args, **kwargs)
 
     def overlapping_subnet(self) -> Cluster | None:
-        """Return another cluster whose subnet overlaps this one's, if any."""
-        if not self.subnet:
+        """Return another cluster on the same Docker host whose subnet overlaps this one's."""
+        if not self.subnet or not HOST_NAME.fullmatch(self.host or ""):
             return None
         mine = ipaddress.ip_network(self.subnet, strict=False)
         using = self._state.db or router.db_for_read(Cluster, instance=self)
-        for other in Cluster.objects.using(using).exclude(subnet="").exclude(pk=self.pk):
+        others = Cluster.objects.using(using).filter(host=self.host).exclude(subnet="")
+        for other in others.exclude(pk=self.pk):
             if mine.overlaps(ipaddress.ip_network(other.subnet, strict=False)):
                 return other
         return None
 
 
 class PortClaim(models.Model):
-    """A host port one cluster holds; the unique port is the guarantee under races.
+    """A port one cluster holds on its Docker host; unique per host under races.
 
-    Kept in step by triggers on the cluster table (migration 0003) in both
-    databases, so every writer is covered: concurrent requests, raw SQL and
-    replayed changes alike. Each database derives its own claims from its own
-    clusters, so the table is not synced.
+    Kept in step by triggers on the cluster table (clusters.portclaims) in
+    both databases, so every writer is covered: concurrent requests, raw SQL
+    and replayed changes alike. Each database derives its own claims from its
+    own clusters, so the table is not synced.
     """
 
-    port = models.PositiveIntegerField(unique=True)
+    host = models.CharField(max_length=253, default="")
+    port = models.PositiveIntegerField()
     cluster_uid = models.UUIDField(db_index=True)
     field = models.CharField(max_length=16)
 
     class Meta:
-        ordering = ["port"]
+        ordering = ["host", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "port"], name="clusters_portclaim_host_port")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.port} ({self.field} of {self.cluster_uid})"
+        return f"{self.host}:{self.port} ({self.field} of {self.cluster_uid})"
 
 
-def free_host_ports() -> dict[str, int]:
-    """Return, per host port field, the lowest free port from the field's default up."""
+def free_host_ports(host: str | None = None) -> dict[str, int]:
+    """Return, per host port field, the lowest port free on host from the field's default up."""
     used: set[int] = set()
-    for ports in Cluster.objects.values_list(*HOST_PORT_FIELDS):
+    clusters = Cluster.objects.filter(host=host or default_host())
+    for ports in clusters.values_list(*HOST_PORT_FIELDS):
         used.update(ports)
     suggestions: dict[str, int] = {}
     defaults = Cluster()
@@ -279,3 +305,31 @@ class OperationLog(SyncedModel):
         names = ", ".join(str(entry.get("hook")) for entry in failed)
         noun = "Hook" if len(failed) == 1 else "Hooks"
         return f"{noun} {names} did not succeed; the operation itself did."
+
+
+class Registration(models.Model):
+    """A running reconciler: where it runs, what it can run, when it was last heard from.
+
+    Not synced by the journal: a heartbeat is true only while it is fresh, and
+    each process writes its own where writes go now (PostgreSQL, or SQLite
+    during an outage). Carrying beats across databases would replay stale
+    liveness and make conflicts out of rows only one process ever writes.
+    """
+
+    key = models.UUIDField(unique=True)
+    host = models.CharField(max_length=253, db_index=True)
+    pid = models.PositiveIntegerField()
+    version = models.CharField(max_length=32)
+    # provider -> the version its CLI reported, for the providers found on PATH.
+    providers = models.JSONField(default=dict)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    # What the providers listed at observed_at: name -> [state, nodes ready, nodes total].
+    observed = models.JSONField(default=dict)
+    observed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "started_at"]
+
+    def __str__(self) -> str:
+        return f"reconciler {self.pid} on {self.host}"

@@ -8,6 +8,7 @@ import socket
 
 from django.core.exceptions import ValidationError
 
+from clusters import placement, registry
 from clusters.drivers import driver_for
 from clusters.models import HOST_PORT_FIELDS, Cluster
 from clusters.validators import one_line
@@ -32,12 +33,17 @@ def port_in_use(port: int) -> bool:
 
 
 def inventory_errors(cluster: Cluster) -> dict[str, list[str]]:
-    """Return conflicts with the inventory and a missing provider binary, by field."""
+    """Return conflicts with the inventory and a provider binary missing here, by field."""
     errors: dict[str, list[str]] = {}
     for field, message in cluster._host_port_conflicts().items():
         errors.setdefault(field, []).append(message)
-    for field, messages in request_errors(cluster).items():
+    for field, messages in subnet_errors(cluster).items():
         errors.setdefault(field, []).extend(messages)
+    binary = driver_for(cluster.provider).binary
+    if shutil.which(binary) is None:
+        errors.setdefault("provider", []).append(
+            f"{binary} not found on PATH; {registry.install_hint(cluster.provider)}"
+        )
     return errors
 
 
@@ -57,16 +63,24 @@ def check_subnet(cluster: Cluster) -> None:
 
 
 def request_errors(cluster: Cluster) -> dict[str, list[str]]:
-    """Return what model validation does not cover: subnet overlaps, a missing binary."""
+    """Return what model validation does not cover: subnet overlaps, a provider the host lacks.
+
+    The provider is checked against the registry, never this process's PATH:
+    the reconciler of the cluster's host runs it.
+    """
     errors = subnet_errors(cluster)
-    binary = driver_for(cluster.provider).binary
-    if shutil.which(binary) is None:
-        errors.setdefault("provider", []).append(f"{binary} not found on PATH")
+    refusal = placement.provider_refusal(cluster.host, cluster.provider)
+    if refusal is not None:
+        errors.setdefault("provider", []).append(refusal)
     return errors
 
 
 def host_port_errors(cluster: Cluster) -> dict[str, list[str]]:
-    """Return the cluster's host ports that another process on this host listens on."""
+    """Return the cluster's host ports that another process on this host listens on.
+
+    Run by the reconciler, on the Docker host where k3d and kind publish the
+    ports, just before it creates the cluster.
+    """
     errors: dict[str, list[str]] = {}
     for field in HOST_PORT_FIELDS:
         port = getattr(cluster, field)

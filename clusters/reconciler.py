@@ -20,6 +20,11 @@ Outages. Every database error is caught. A lost PostgreSQL is reported to
 the health monitor, which routes the next write to SQLite; the operation's
 output and outcome are then written there (matched by uid), and an outcome
 that cannot be written anywhere is kept in memory and retried each pass.
+
+Placement. A reconciler acts only on the clusters of its Docker host
+(KINDLER_HOST_NAME); requests about clusters of other hosts are left to
+their reconcilers. With a Heartbeat it registers itself and keeps each fresh
+listing of its providers in its registration, which the status API reads.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connections,
+    router,
+    transaction,
+)
 from django.utils import timezone
 
 from clusters import hooks, preflight
@@ -57,6 +69,7 @@ from clusters.operation_log import (
     header,
     write_outcome,
 )
+from clusters.registry import Heartbeat, install_hint
 from kindler.db.failover.errors import describe_error, is_postgres_outage, is_switched_back
 from kindler.db.failover.monitor import report_outage
 
@@ -112,6 +125,8 @@ class Inventory:
     pending: dict[str, list[dict[str, Any]]]
     busy: set[str]
     last_log_id: int
+    # Clusters of other Docker hosts: their requests are not orphans.
+    elsewhere: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -124,10 +139,19 @@ class PassReport:
 class Reconciler:
     """Compare desired and actual state of every cluster and act on the difference."""
 
-    def __init__(self, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        stop: threading.Event | None = None,
+        host: str | None = None,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self.stop = stop or threading.Event()
+        self.host = host or (heartbeat.host if heartbeat else str(settings.KINDLER_HOST_NAME))
+        self.heartbeat = heartbeat
         self.unwritten: list[Outcome] = []
         self._observed: tuple[float, dict[str, dict[str, Any] | str]] | None = None
+        # The last listing failure logged per provider: a missing binary is logged once.
+        self._listing_errors: dict[str, str] = {}
 
     def run_forever(self, interval: float, on_pass: Callable[[PassReport], None]) -> None:
         """Run passes every interval seconds until the stop event is set."""
@@ -149,6 +173,7 @@ class Reconciler:
             # Inside the try: in PostgreSQL-only mode the router itself raises
             # while no PostgreSQL takes writes.
             alias = router.db_for_write(Cluster)
+            self._adopt_unplaced(alias)
             inventory = self._read_inventory(alias)
         except DatabaseError as exc:
             report.database_error = self.database_error(exc)
@@ -192,6 +217,8 @@ class Reconciler:
             return cached[1], False
         observed = self._observe(providers)
         self._observed = (time.monotonic(), observed)
+        if self.heartbeat is not None:
+            self.heartbeat.record_observation(observed)
         return observed, True
 
     def database_error(self, exc: DatabaseError) -> str:
@@ -204,6 +231,27 @@ class Reconciler:
         else:
             logger.error("Database error during reconcile: %s", message)
         return message
+
+    def _adopt_unplaced(self, alias: str) -> None:
+        """Place clusters that have no Docker host (made before placement) on this one.
+
+        Until placement existed one reconciler ran them all: the first that
+        runs now takes them. One whose ports another cluster here holds
+        stays unplaced, and is logged.
+        """
+        unplaced = Cluster.objects.using(alias).filter(host="")
+        for pk, name in unplaced.values_list("pk", "name"):
+            try:
+                with transaction.atomic(using=alias):
+                    unplaced.filter(pk=pk).update(host=self.host)
+            except IntegrityError:
+                logger.warning(
+                    "Cannot place %s on %s: another cluster there holds one of its ports",
+                    name,
+                    self.host,
+                )
+            else:
+                logger.info("Placed %s, which had no Docker host, on %s", name, self.host)
 
     def _read_inventory(self, alias: str) -> Inventory:
         logs = OperationLog.objects.using(alias)
@@ -219,8 +267,10 @@ class Reconciler:
                 pending.setdefault(entry["cluster_name"], []).append(dict(entry))
             elif entry["started_at"] is None or entry["started_at"] > stale_before:
                 busy.add(entry["cluster_name"])
+        everywhere = Cluster.objects.using(alias)
+        elsewhere = set(everywhere.exclude(host=self.host).values_list("name", flat=True))
         clusters = list(
-            Cluster.objects.using(alias).values(
+            everywhere.filter(host=self.host).values(
                 "id",
                 "uid",
                 "version",
@@ -231,14 +281,24 @@ class Reconciler:
                 "reconcile_error",
             )
         )
-        return Inventory(clusters, pending, busy, last_log_id)
+        return Inventory(clusters, pending, busy, last_log_id, elsewhere)
 
     def _observe(self, providers: set[str]) -> dict[str, dict[str, Any] | str]:
         """Ask every provider (in parallel) what it runs; a failure becomes its message."""
         if not providers:
             return {}
         with ThreadPoolExecutor(max_workers=len(providers)) as pool:
-            return dict(zip(sorted(providers), pool.map(observe, sorted(providers)), strict=True))
+            observed = dict(
+                zip(sorted(providers), pool.map(observe, sorted(providers)), strict=True)
+            )
+        for provider, listing in observed.items():
+            error = listing if isinstance(listing, str) else ""
+            if error and self._listing_errors.get(provider) != error:
+                logger.warning("Cannot list %s clusters: %s", provider, error)
+            elif not error and self._listing_errors.get(provider):
+                logger.info("%s lists its clusters again", provider)
+            self._listing_errors[provider] = error
+        return observed
 
     def _plan(
         self, inventory: Inventory, observed: dict[str, dict[str, Any] | str]
@@ -335,7 +395,7 @@ class Reconciler:
                 )
 
     def _close_orphans(self, alias: str, inventory: Inventory) -> None:
-        names = {row["name"] for row in inventory.clusters}
+        names = {row["name"] for row in inventory.clusters} | inventory.elsewhere
         orphans = [
             pk
             for name, entries in inventory.pending.items()
@@ -495,7 +555,8 @@ class Reconciler:
             outcome.hooks = hooks.run_hooks(cluster, outcome.operation, state, writer.feed, stop)
             outcome.output = buffer.text()
         elif result.missing:
-            outcome.status, outcome.error = OperationStatus.FAILED, not_found(command.binary)
+            outcome.status = OperationStatus.FAILED
+            outcome.error = f"{not_found(command.binary)}; {install_hint(cluster.provider)}"
         elif result.timed_out:
             outcome.status = OperationStatus.TIMEOUT
             outcome.error = (
@@ -546,7 +607,6 @@ def observe(provider: str) -> dict[str, Any] | str:
     try:
         return dict(driver_for(provider).list_clusters())
     except (DriverError, ValueError) as exc:
-        logger.warning("Cannot list %s clusters: %s", provider, exc)
         return str(exc)
 
 

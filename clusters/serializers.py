@@ -17,6 +17,7 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     return {
         "name": cluster.name,
         "provider": cluster.provider,
+        "host": cluster.host,
         "node_port": cluster.node_port,
         "pf_port": cluster.pf_port,
         "http_port": cluster.http_port,

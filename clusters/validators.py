@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+MAX_HOST_NAME = 253
 MIN_PORT, MAX_PORT = 1024, 65535
 PORT_RANGE_MESSAGE = f"Ports must be between {MIN_PORT} and {MAX_PORT}."
 port_validators = [
@@ -31,6 +33,17 @@ def validate_dns_label(value: str) -> None:
             "Use lower-case letters, digits and dashes, starting and ending with "
             "a letter or digit (a DNS-1123 label), e.g. dev-1.",
             code="invalid_name",
+        )
+
+
+def validate_host_name(value: str) -> None:
+    """Accept a Docker host's name: letters, digits, dots, dashes and underscores."""
+    if len(value) > MAX_HOST_NAME or not HOST_NAME.fullmatch(value):
+        raise ValidationError(
+            "A host name is up to %(max)d letters, digits, dots, dashes and underscores, "
+            "starting and ending with a letter or digit, e.g. docker-1.",
+            code="invalid_host",
+            params={"max": MAX_HOST_NAME},
         )
 
 

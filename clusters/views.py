@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from clusters import lifecycle, live
+from clusters import lifecycle, live, placement, registry
 from clusters.forms import ClusterEditForm, ClusterForm, DeleteConfirmForm
 from clusters.models import Cluster, DesiredState, OperationLog, free_host_ports
 
@@ -28,7 +28,15 @@ def form_status(request: HttpRequest) -> int:
 @require_safe
 def cluster_list(request: HttpRequest) -> HttpResponse:
     """List clusters, searchable and filterable, 50 a page, with a summary by state."""
-    return render(request, "clusters/cluster_list.html", live.list_context(request))
+    live_hosts = registry.live_registrations()
+    hosts = set(Cluster.objects.order_by().values_list("host", flat=True).distinct())
+    context = {
+        **live.list_context(request),
+        "waiting_hosts": sorted(hosts - {entry.host for entry in live_hosts} - {""}),
+        "no_providers": not any(entry.providers for entry in live_hosts),
+        "install_pages": registry.INSTALL_PAGES,
+    }
+    return render(request, "clusters/cluster_list.html", context)
 
 
 @require_safe
@@ -38,7 +46,10 @@ def cluster_detail(request: HttpRequest, name: str) -> HttpResponse:
     operations = OperationLog.objects.filter(cluster_name=name)
     page = Paginator(operations, OPERATIONS_PER_PAGE).get_page(request.GET.get("page"))
     newest = list(page.object_list) if page.number == 1 else live.newest_operations(name)
-    context = {**live.live_context(name, cluster, newest), "page": page}
+    context = {
+        **live.live_context(name, cluster, newest),
+        "page": page,
+    }
     return render(request, "clusters/cluster_detail.html", context)
 
 
@@ -58,7 +69,8 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
         form = ClusterForm(request.POST)
     else:
         # Offer ports no cluster uses yet, so the first submit can succeed.
-        form = ClusterForm(initial=free_host_ports())
+        host = placement.suggested_host()
+        form = ClusterForm(initial={**free_host_ports(host), "host": host})
     if request.method == "POST" and form.is_valid():
         try:
             cluster, _ = lifecycle.request_create(**form.cleaned_data)
@@ -67,7 +79,13 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
             # name or port may have been taken since the form was checked.
             form.add_error(None, exc)
         else:
-            messages.success(request, f"Cluster {cluster.name} added; it will be created shortly.")
+            waiting = placement.waiting_message(cluster.host)
+            if waiting:
+                messages.warning(request, f"Cluster {cluster.name} added. {waiting}")
+            else:
+                messages.success(
+                    request, f"Cluster {cluster.name} added; it will be created shortly."
+                )
             return redirect("clusters:detail", name=cluster.name)
     return render(
         request,

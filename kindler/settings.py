@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,14 @@ KINDLER_OBSERVE_INTERVAL = env.float("KINDLER_OBSERVE_INTERVAL", default=10.0)
 # (docs/hooks.md); empty runs none. Each hook gets KINDLER_HOOK_TIMEOUT seconds.
 KINDLER_HOOKS_DIR = env.str("KINDLER_HOOKS_DIR", default="")
 KINDLER_HOOK_TIMEOUT = env.float("KINDLER_HOOK_TIMEOUT", default=60.0)
+
+# Placement (docs/placement.md): the Docker host this process's reconciler
+# acts for, the host a cluster gets when a request names none and several
+# have a live reconciler, and how often a reconciler says it is alive (one
+# silent for three intervals is no longer live).
+KINDLER_HOST_NAME = env.str("KINDLER_HOST_NAME", default="") or socket.gethostname()
+KINDLER_DEFAULT_HOST = env.str("KINDLER_DEFAULT_HOST", default="")
+KINDLER_HEARTBEAT_INTERVAL = env.float("KINDLER_HEARTBEAT_INTERVAL", default=5.0)
 
 # The original Kindler web UI (axios) reads the CSRF token from an XSRF-TOKEN
 # cookie and sends it back in an X-XSRF-TOKEN header. Kindler sets that cookie

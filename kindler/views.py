@@ -17,6 +17,7 @@ from kindler.db.failover.middleware import serves_without_database
 from kindler.db.pictures import system_charts
 from kindler.db.status import database_status
 from kindler.metrics import app_tables
+from kindler.sections import read_sections
 
 
 @serves_without_database
@@ -30,17 +31,18 @@ def health(request: HttpRequest) -> JsonResponse:
     """
     status = database_status()
     database = status.as_json()
-    if not shows_details(request):
+    details = shows_details(request)
+    if not details:
         database = without_details(database)
-    return JsonResponse(
-        {
-            "status": status.health,
-            "service": "kindler",
-            "version": __version__,
-            "database": database,
-        },
-        status=503 if status.unavailable else 200,
-    )
+    body: dict[str, Any] = {
+        "status": status.health,
+        "service": "kindler",
+        "version": __version__,
+        "database": database,
+    }
+    for section in read_sections():
+        body[section.key] = section.data if details else section.public
+    return JsonResponse(body, status=503 if status.unavailable else 200)
 
 
 def shows_details(request: HttpRequest) -> bool:
@@ -90,5 +92,6 @@ def system(request: HttpRequest) -> HttpResponse:
         **telemetry.report(status.failover),
         "tables": app_tables(),
         "pictures": system_charts(status.failover, status.switches, samples.samples()),
+        "sections": read_sections(),
     }
     return render(request, "db/system.html", context)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import uuid
+from datetime import timedelta
 from typing import Any
 
-from clusters.models import Cluster, OperationLog
+from clusters.models import Cluster, OperationLog, Registration
 
 _ports = itertools.count(20000, 3)
 _names = itertools.count(1)
@@ -63,3 +65,26 @@ def make_superuser(username: str = "admin", password: str = "password", **fields
         ]
     )
     return User.objects.get(username=username)
+
+
+def make_registration(
+    host: str | None = None,
+    providers: dict[str, str] | None = None,
+    seconds_ago: float = 0.0,
+    using: str | None = None,
+) -> Registration:
+    """Save and return a reconciler's registration, heard from seconds_ago."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    seen = timezone.now() - timedelta(seconds=seconds_ago)
+    rows = Registration.objects.using(using) if using else Registration.objects
+    return rows.create(
+        key=uuid.uuid4(),
+        host=host or settings.KINDLER_HOST_NAME,
+        pid=4242,
+        version="0.1.0",
+        providers={"k3d": "v5.7.4", "kind": "v0.24.0"} if providers is None else providers,
+        started_at=seen,
+        last_seen=seen,
+    )

@@ -221,6 +221,7 @@ def test_health_without_postgres(sqlite_only: dict[str, tuple[int, str]]) -> Non
                 },
                 "sync": None,
             },
+            "reconcilers": [],
         },
     )
 

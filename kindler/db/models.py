@@ -63,6 +63,9 @@ class SyncedModel(models.Model):
     # (a cluster's host ports): the sync turns a change that would take a
     # value another row holds into a conflict, never a second holder.
     exclusive_fields: ClassVar[tuple[str, ...]] = ()
+    # A column that partitions those values (a cluster's Docker host): rows
+    # with different values in it may hold the same exclusive value.
+    exclusive_scope: ClassVar[str | None] = None
 
     class Meta:
         abstract = True

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
-from clusters import api, drivers
-from clusters.models import Cluster, DesiredState, OperationLog
+from clusters import api, drivers, registry
+from clusters.models import Cluster, DesiredState, OperationLog, Registration
+from clusters.reconciler import Reconciler
+from clusters.registry import Heartbeat
 from tests.conftest import BOTH
-from tests.factories import make_cluster, make_operation, make_superuser
+from tests.factories import make_cluster, make_operation, make_registration, make_superuser
+from tests.fakes import FakeTools
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -26,6 +31,7 @@ TOKEN = "s3cret-token-for-tests"
 CLUSTER_KEYS = [
     "name",
     "provider",
+    "host",
     "node_port",
     "pf_port",
     "http_port",
@@ -69,6 +75,7 @@ def test_list_is_empty_without_clusters(alias: str, admin_client: Client) -> Non
 
 
 def test_create_returns_202_with_the_task_id(alias: str, admin_client: Client) -> None:
+    make_registration()
     response = created(admin_client, name="dev", provider="k3d")
     task = OperationLog.objects.get()
     assert response.status_code == 202
@@ -107,11 +114,13 @@ def test_create_stores_every_given_field(alias: str, admin_client: Client) -> No
         register_portainer=False,
         haproxy_route=False,
         register_argocd=False,
+        host="docker-2",
     )
     row = admin_client.get("/api/clusters/dev").json()
-    assert {key: row[key] for key in CLUSTER_KEYS[:10]} == {
+    assert {key: row[key] for key in CLUSTER_KEYS[:11]} == {
         "name": "dev",
         "provider": "kind",
+        "host": "docker-2",
         "node_port": 30081,
         "pf_port": 19001,
         "http_port": 18081,
@@ -301,26 +310,51 @@ def test_stop_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> Non
     assert (response.status_code, response.json()) == (404, {"detail": "Cluster nope not found"})
 
 
-def test_status_reports_what_the_driver_says(
-    alias: str, admin_client: Client, monkeypatch: pytest.MonkeyPatch
+def test_status_answers_from_the_reconcilers_last_observation(
+    alias: str, admin_client: Client, fakes: FakeTools
 ) -> None:
-    make_cluster(name="dev", reconcile_error="k3d exited 1")
-    monkeypatch.setattr(
-        drivers,
-        "cluster_status",
-        lambda cluster: drivers.ClusterStatus(cluster.name, "running", 1, 2),
-    )
+    cluster = make_cluster(name="dev", reconcile_error="k3d exited 1")
+    heartbeat = Heartbeat(providers={"k3d": "v5.7.4"})
+    heartbeat.record_observation({"k3d": {"dev": drivers.ClusterStatus("dev", "running", 1, 2)}})
+    observed_at = timezone.now() - timedelta(seconds=30)
+    Registration.objects.update(observed_at=observed_at)
     response = admin_client.get("/api/clusters/dev/status")
     assert response.status_code == 200
-    assert response.json() == {
+    body = response.json()
+    age = body.pop("age_seconds")
+    assert body == {
         "name": "dev",
         "status": "running",
         "nodes_ready": 1,
         "nodes_total": 2,
+        "host": cluster.host,
+        "observed_at": observed_at.isoformat(),
+        "observation_error": None,
         "portainer_status": "unknown",
         "argocd_status": "unknown",
         "error_message": "k3d exited 1",
     }
+    assert 30.0 <= age < 40.0
+    # The web worker ran no provider CLI to answer.
+    assert fakes.calls() == []
+
+
+def test_status_says_absent_for_a_cluster_the_provider_does_not_list(
+    alias: str, admin_client: Client
+) -> None:
+    make_cluster(name="dev")
+    Heartbeat(providers={"k3d": "v5.7.4"}).record_observation({"k3d": {}})
+    body = admin_client.get("/api/clusters/dev/status").json()
+    assert (body["status"], body["nodes_total"], body["observation_error"]) == ("absent", 0, None)
+
+
+def test_status_is_unknown_before_any_reconciler_observed(alias: str, admin_client: Client) -> None:
+    cluster = make_cluster(name="dev")
+    body = admin_client.get("/api/clusters/dev/status").json()
+    assert (body["status"], body["observed_at"], body["age_seconds"]) == ("unknown", None, None)
+    assert body["observation_error"] == (
+        f"No reconciler on {cluster.host} has observed its clusters yet."
+    )
 
 
 @pytest.mark.parametrize(
@@ -329,11 +363,12 @@ def test_status_reports_what_the_driver_says(
 def test_status_is_unknown_when_k3d_prints_what_it_never_does(
     alias: str, admin_client: Client, monkeypatch: pytest.MonkeyPatch, output: str
 ) -> None:
-    make_cluster(name="dev")
+    make_cluster(name="dev", desired_state="stopped", actual_state="stopped")
     monkeypatch.setattr("clusters.drivers.k3d.capture", lambda argv: output)
-    response = admin_client.get("/api/clusters/dev/status")
-    assert response.status_code == 200
-    assert (response.json()["status"], response.json()["nodes_total"]) == ("unknown", 0)
+    Reconciler(heartbeat=Heartbeat(providers={"k3d": "v5.7.4"})).run_once()
+    body = admin_client.get("/api/clusters/dev/status").json()
+    assert (body["status"], body["nodes_total"]) == ("unknown", 0)
+    assert body["observation_error"].startswith("k3d cluster list -o json printed ")
 
 
 def test_status_of_an_unknown_cluster_is_404(alias: str, admin_client: Client) -> None:
@@ -491,11 +526,11 @@ def test_a_wrong_method_is_405_json(admin_client: Client) -> None:
 
 
 def test_an_unexpected_error_is_500_json(admin_user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(cluster: Cluster) -> None:
+    def explode(*args: Any) -> None:
         raise RuntimeError("secret internals")
 
     make_cluster(name="dev")
-    monkeypatch.setattr(drivers, "cluster_status", explode)
+    monkeypatch.setattr(registry, "last_observation", explode)
     client = Client(raise_request_exception=False)
     client.force_login(admin_user)
     response = client.get("/api/clusters/dev/status")
@@ -589,9 +624,9 @@ def test_a_create_offered_ports_taken_meanwhile_is_offered_free_ones(
 ) -> None:
     offers = iter([{"http_port": 18080, "https_port": 18443, "pf_port": 19000}])
 
-    def taken_first(real: Any = api.free_host_ports) -> dict[str, int]:
+    def taken_first(host: str, real: Any = api.free_host_ports) -> dict[str, int]:
         # The first offer was computed before another request took its ports.
-        return next(offers, None) or real()
+        return next(offers, None) or real(host)
 
     make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
     monkeypatch.setattr(api, "free_host_ports", taken_first)

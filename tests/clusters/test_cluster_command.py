@@ -28,16 +28,20 @@ def test_list_says_so_when_there_are_no_clusters(alias: str) -> None:
 
 
 def test_list_prints_an_aligned_table(alias: str) -> None:
-    make_cluster(name="dev", provider="kind", http_port=18090, https_port=18453, pf_port=19001)
     make_cluster(
-        name="uat", http_port=18100, https_port=18463, pf_port=19002, subnet="10.101.0.0/16"
-    )
+        name="dev", provider="kind", host="docker-1", http_port=18090, https_port=18453,
+        pf_port=19001,
+    )  # fmt: skip
+    make_cluster(
+        name="uat", host="docker-22", http_port=18100, https_port=18463, pf_port=19002,
+        subnet="10.101.0.0/16",
+    )  # fmt: skip
     assert run("list") == (
-        "NAME  PROVIDER  HTTP_PORT  HTTPS_PORT  PF_PORT  NODE_PORT  CLUSTER_SUBNET  "
+        "NAME  PROVIDER  HOST       HTTP_PORT  HTTPS_PORT  PF_PORT  NODE_PORT  CLUSTER_SUBNET  "
         "DESIRED_STATE  ACTUAL_STATE\n"
-        "dev   kind      18090      18453       19001    30080      -               "
+        "dev   kind      docker-1   18090      18453       19001    30080      -               "
         "present        unknown\n"
-        "uat   k3d       18100      18463       19002    30080      10.101.0.0/16   "
+        "uat   k3d       docker-22  18100      18463       19002    30080      10.101.0.0/16   "
         "present        unknown\n"
     )
 
@@ -51,11 +55,14 @@ def test_list_json_is_the_api_representation(alias: str) -> None:
 
 
 def test_show_prints_every_field(alias: str) -> None:
-    cluster = make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
+    cluster = make_cluster(
+        name="dev", host="docker-1", http_port=18090, https_port=18453, pf_port=19001
+    )
     lines = run("show", "dev").splitlines()
-    assert lines[:6] == [
+    assert lines[:7] == [
         "name                dev",
         "provider            k3d",
+        "host                docker-1",
         "node_port           30080",
         "pf_port             19001",
         "http_port           18090",
@@ -93,8 +100,14 @@ def test_create_saves_the_cluster_and_queues_its_creation(alias: str) -> None:
         "18453",
         "--pf-port",
         "19001",
+        "--host",
+        "docker-1",
     )
-    assert out == "Cluster dev added; the reconciler will create it.\n"
+    assert out == (
+        "Cluster dev added on docker-1. No reconciler is running for host docker-1: nothing "
+        "will happen until one starts there (scripts/manage reconcile with KINDLER_HOST_NAME="
+        "docker-1).\n"
+    )
     cluster = Cluster.objects.get(name="dev")
     assert (cluster.provider, cluster.http_port, cluster.desired_state) == (
         "kind",

@@ -15,7 +15,7 @@ from django.test import Client
 
 from clusters.models import Cluster
 from tests.conftest import BOTH
-from tests.factories import make_cluster
+from tests.factories import make_cluster, make_registration
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -47,6 +47,7 @@ def test_list_clusters_200_is_an_array_with_devops(curl: Client, devops: Cluster
 
 
 def test_create_cluster_202_with_a_task_id(curl: Client, devops: Cluster) -> None:
+    make_registration()
     response = send(curl, "POST", "/api/clusters", {"name": "test-api-4242", "provider": "k3d"})
     assert response.status_code == 202
     body = response.json()

@@ -8,14 +8,15 @@ import threading
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.utils import timezone
 
-from clusters import lifecycle, preflight
-from clusters.models import Cluster, OperationLog, PortClaim
+from clusters import lifecycle, portclaims, preflight
+from clusters.models import Cluster, OperationLog, PortClaim, free_host_ports
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster, make_superuser
 
@@ -30,11 +31,13 @@ def admin_user(db: None) -> Any:
     return make_superuser()
 
 
-def insert_raw(alias: str, **overrides: Any) -> None:
+def insert_raw(alias: str, before_placement: bool = False, **overrides: Any) -> None:
     """Insert a cluster with plain SQL, as psql or a replay would: no model validation."""
     cluster = Cluster(**cluster_fields(**overrides))
     cluster.created_at = cluster.updated_at = timezone.now()
     fields = [field for field in Cluster._meta.concrete_fields if not field.primary_key]
+    if before_placement:
+        fields = [field for field in fields if field.name != "host"]
     db = connections[alias]
     columns = ", ".join(db.ops.quote_name(str(field.column)) for field in fields)
     values = [field.get_db_prep_save(getattr(cluster, field.attname), db) for field in fields]
@@ -63,7 +66,7 @@ def claims(alias: str) -> list[tuple[int, str, str]]:
 def test_a_raw_insert_of_a_port_another_cluster_holds_is_refused(alias: str, field: str) -> None:
     make_cluster(name="porta", http_port=17021)
     with pytest.raises(IntegrityError):
-        insert_raw(alias, name="portb", **{field: 17021})
+        insert_raw(alias, False, name="portb", **{field: 17021})
     assert list(Cluster.objects.values_list("name", flat=True)) == ["porta"]
 
 
@@ -308,16 +311,28 @@ def test_the_edit_form_that_loses_a_port_shows_the_holder(
     }
 
 
+def latest(db: Any) -> list[tuple[str, str]]:
+    """Return the last migration of every app: where the test databases are."""
+    return list(MigrationExecutor(db).loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(databases=BOTH, transaction=True)
-def test_the_migration_claims_existing_ports_and_skips_duplicates(alias: str) -> None:
+def test_the_migration_claims_existing_ports_and_skips_duplicates(
+    alias: str, settings: Any
+) -> None:
+    settings.KINDLER_DEFAULT_HOST = "docker-old"
     db = connections[alias]
-    before, after = [("clusters", "0002_desired_stopped")], [("clusters", "0003_portclaim")]
-    MigrationExecutor(db).migrate(before)
+    after = latest(db)
+    MigrationExecutor(db).migrate([("clusters", "0004_roles")])
     try:
-        insert_raw(alias, name="porta", http_port=17021, https_port=17022, pf_port=17023)
-        insert_raw(alias, name="portb", http_port=17024, https_port=17021, pf_port=17025)
+        ports = {"http_port": 17021, "https_port": 17022, "pf_port": 17023}
+        insert_raw(alias, before_placement=True, name="porta", **ports)
+        ports = {"http_port": 17024, "https_port": 17021, "pf_port": 17025}
+        insert_raw(alias, before_placement=True, name="portb", **ports)
     finally:
         MigrationExecutor(db).migrate(after)
+    assert set(Cluster.objects.values_list("host", flat=True)) == {"docker-old"}
+    assert set(PortClaim.objects.values_list("host", flat=True)) == {"docker-old"}
     assert claims(alias) == [
         (17021, "porta", "http_port"),
         (17022, "porta", "https_port"),
@@ -325,3 +340,130 @@ def test_the_migration_claims_existing_ports_and_skips_duplicates(alias: str) ->
         (17024, "portb", "http_port"),
         (17025, "portb", "pf_port"),
     ]
+
+
+def test_clusters_on_different_hosts_may_use_the_same_ports(alias: str) -> None:
+    ports: dict[str, Any] = {"http_port": 17021, "https_port": 17022, "pf_port": 17023}
+    make_cluster(name="porta", host="docker-1", **ports)
+    make_cluster(name="portb", host="docker-2", **ports)
+    insert_raw(alias, name="portc", host="docker-3", **ports)
+    rows = PortClaim.objects.filter(port=17021).values_list("host", flat=True)
+    assert sorted(rows) == ["docker-1", "docker-2", "docker-3"]
+
+
+def test_a_raw_insert_of_a_port_held_on_the_same_host_is_refused(alias: str) -> None:
+    make_cluster(name="porta", host="docker-1", http_port=17021)
+    make_cluster(name="portb", host="docker-2", http_port=17021)
+    with pytest.raises(IntegrityError):
+        insert_raw(alias, name="portc", host="docker-2", https_port=17021)
+
+
+def test_validation_names_only_a_holder_on_the_same_host(alias: str) -> None:
+    make_cluster(name="porta", host="docker-1", http_port=17021)
+    cluster = Cluster(**cluster_fields(name="portb", host="docker-2", http_port=17021))
+    cluster.full_clean()
+    clash = Cluster(**cluster_fields(name="portc", host="docker-1", http_port=17021))
+    with pytest.raises(ValidationError) as caught:
+        clash.full_clean()
+    assert caught.value.message_dict == {
+        "http_port": ["Port 17021 is already used by cluster porta."]
+    }
+
+
+def test_moving_a_cluster_to_another_host_moves_its_claims(alias: str) -> None:
+    make_cluster(name="porta", host="docker-1", http_port=17021)
+    Cluster.objects.filter(name="porta").update(host="docker-2")
+    hosts = set(PortClaim.objects.values_list("host", flat=True))
+    assert hosts == {"docker-2"}
+    make_cluster(name="portb", host="docker-1", http_port=17021)
+
+
+def test_subnets_overlap_only_on_one_host(alias: str) -> None:
+    make_cluster(name="porta", host="docker-1", subnet="10.101.0.0/16")
+    other_host = Cluster(**cluster_fields(name="portb", host="docker-2", subnet="10.101.0.0/16"))
+    assert other_host.overlapping_subnet() is None
+    same_host = Cluster(**cluster_fields(name="portc", host="docker-1", subnet="10.101.0.0/17"))
+    assert str(same_host.overlapping_subnet()) == "porta"
+
+
+def test_free_ports_are_counted_per_host(alias: str) -> None:
+    make_cluster(name="porta", host="docker-1", http_port=18080, https_port=18443, pf_port=19000)
+    assert free_host_ports("docker-1") == {
+        "http_port": 18081,
+        "https_port": 18444,
+        "pf_port": 19001,
+    }
+    assert free_host_ports("docker-2") == {
+        "http_port": 18080,
+        "https_port": 18443,
+        "pf_port": 19000,
+    }
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_without_a_default_host_the_migration_leaves_clusters_unplaced(
+    alias: str, settings: Any
+) -> None:
+    settings.KINDLER_DEFAULT_HOST = ""
+    db = connections[alias]
+    after = latest(db)
+    MigrationExecutor(db).migrate([("clusters", "0004_roles")])
+    try:
+        insert_raw(alias, before_placement=True, name="porta")
+    finally:
+        MigrationExecutor(db).migrate(after)
+    assert list(Cluster.objects.values_list("name", "host")) == [("porta", "")]
+    assert set(PortClaim.objects.values_list("host", flat=True)) == {""}
+
+
+def cluster_triggers(alias: str) -> set[str]:
+    """Return the names of the triggers on clusters_cluster in alias."""
+    with connections[alias].cursor() as cursor:
+        if connections[alias].vendor == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = 'clusters_cluster'"
+            )
+        else:
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger "
+                "WHERE tgrelid = 'clusters_cluster'::regclass AND NOT tgisinternal"
+            )
+        return {name for (name,) in cursor.fetchall()}
+
+
+def test_the_claim_and_journal_triggers_exist_after_migrate(alias: str) -> None:
+    expected = {
+        "sqlite": {
+            "clusters_portclaim_insert",
+            "clusters_portclaim_update",
+            "clusters_portclaim_delete",
+            *(
+                f"kindler_{kind}_clusters_cluster_{op}"
+                for kind in ("journal", "guard")
+                for op in ("insert", "update", "delete")
+            ),
+        },
+        "postgres": {
+            "clusters_portclaim_insert",
+            "clusters_portclaim_update",
+            "clusters_portclaim_delete",
+            "kindler_track_clusters_cluster_insert",
+            "kindler_track_clusters_cluster_update",
+            "kindler_track_clusters_cluster_delete",
+            "kindler_stamp_clusters_cluster_insert",
+            "kindler_stamp_clusters_cluster_update",
+        },
+    }
+    assert cluster_triggers(alias) == expected[alias]
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_migrate_reinstalls_claim_triggers_a_table_rebuild_dropped(alias: str) -> None:
+    portclaims.uninstall(connections[alias])
+    assert "clusters_portclaim_insert" not in cluster_triggers(alias)
+    portclaims.on_post_migrate(apps.get_app_config("clusters"), using=alias)
+    assert {"clusters_portclaim_insert", "clusters_portclaim_update"} <= cluster_triggers(alias)
+    make_cluster(name="porta", http_port=17021)
+    with pytest.raises(IntegrityError):
+        insert_raw(alias, name="portb", http_port=17021)

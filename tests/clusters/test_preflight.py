@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from clusters import lifecycle, preflight
 from clusters.models import Cluster
 from tests.conftest import BOTH
-from tests.factories import cluster_fields, make_cluster
+from tests.factories import cluster_fields, make_cluster, make_registration
 from tests.pgserver import free_port, free_ports
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
@@ -81,12 +81,36 @@ def test_a_port_another_cluster_uses_is_named(alias: str) -> None:
     }
 
 
-def test_a_missing_provider_binary_is_named(
+def test_a_provider_the_hosts_live_reconciler_lacks_is_named(alias: str) -> None:
+    make_registration(host="docker-1", providers={"k3d": "v5.7.4"})
+    cluster = Cluster(**cluster_fields(provider="kind", host="docker-1"))
+    assert errors(preflight.check_request, cluster) == {
+        "provider": [
+            "the reconciler on docker-1 has no kind on its PATH; install it: "
+            "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+        ]
+    }
+
+
+def test_the_request_check_never_reads_this_processs_path(
+    alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    make_registration(host="docker-1", providers={"kind": "v0.24.0"})
+    preflight.check_request(Cluster(**cluster_fields(provider="kind", host="docker-1")))
+
+
+def test_a_missing_binary_on_the_reconciler_is_named_with_its_install_page(
     alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     cluster = Cluster(**cluster_fields(provider="kind"))
-    assert errors(preflight.check_request, cluster) == {"provider": ["kind not found on PATH"]}
+    assert errors(preflight.check_create, cluster, exists=True) == {
+        "provider": [
+            "kind not found on PATH; install it: "
+            "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+        ]
+    }
 
 
 def test_request_create_refuses_an_overlapping_subnet(alias: str) -> None:
@@ -97,13 +121,26 @@ def test_request_create_refuses_an_overlapping_subnet(alias: str) -> None:
     assert not Cluster.objects.filter(name="qa").exists()
 
 
-def test_request_create_refuses_a_missing_binary(
+def test_request_create_refuses_a_provider_the_live_reconciler_lacks(alias: str) -> None:
+    make_registration(host="docker-1", providers={"kind": "v0.24.0"})
+    with pytest.raises(ValidationError) as caught:
+        lifecycle.request_create(**cluster_fields(name="qa", host="docker-1"))
+    assert caught.value.message_dict == {
+        "provider": [
+            "the reconciler on docker-1 has no k3d on its PATH; install it: "
+            "https://k3d.io/#installation"
+        ]
+    }
+    assert not Cluster.objects.filter(name="qa").exists()
+
+
+def test_request_create_accepts_any_provider_while_no_reconciler_is_live(
     alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ValidationError) as caught:
-        lifecycle.request_create(**cluster_fields(name="qa"))
-    assert caught.value.message_dict == {"provider": ["k3d not found on PATH"]}
+    make_registration(host="docker-1", providers={}, seconds_ago=3600)
+    cluster, _ = lifecycle.request_create(**cluster_fields(name="qa", host="docker-1"))
+    assert (cluster.host, cluster.provider) == ("docker-1", "k3d")
 
 
 def test_request_create_does_not_bind_test(alias: str, listening: int) -> None:

@@ -309,11 +309,9 @@ def test_a_missing_binary_fails_the_operation(
     task = lifecycle.request_start(cluster)
     monkeypatch.setenv("PATH", str(tmp_path))
     report = reconcile()
-    assert (log_of(task).status, log_of(task).error_message) == ("failed", "k3d not found on PATH")
-    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == (
-        "failed",
-        "k3d not found on PATH",
-    )
+    missing = "k3d not found on PATH; install it: https://k3d.io/#installation"
+    assert (log_of(task).status, log_of(task).error_message) == ("failed", missing)
+    assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == ("failed", missing)
     assert report.lines[0].startswith(f"start {cluster.name}: failed in ")
 
 
@@ -323,7 +321,9 @@ def test_a_create_without_the_binary_fails_in_preflight(
     _cluster, task = create()
     monkeypatch.setenv("PATH", str(tmp_path))
     reconcile()
-    assert log_of(task).error_message == "Preflight failed: provider: k3d not found on PATH"
+    assert log_of(task).error_message == (
+        "Preflight failed: provider: k3d not found on PATH; install it: https://k3d.io/#installation"
+    )
 
 
 def test_a_timeout_is_recorded(
@@ -671,3 +671,22 @@ def test_the_run_command_stops_the_reconciler_with_the_web_server(
     assert stdout.splitlines()[-1] == "Reconciler stopped."
     assert len(started) == 2
     assert [pid for pid in started if process_alive(pid)] == []
+
+
+def test_a_missing_binary_is_logged_once_not_every_pass(
+    alias: str,
+    fakes: FakeTools,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+) -> None:
+    settings.KINDLER_OBSERVE_INTERVAL = 0
+    make_cluster(desired_state="stopped", actual_state="stopped")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reconciler = Reconciler()
+    with caplog.at_level("WARNING", logger="kindler.reconciler"):
+        for _ in range(3):
+            reconciler.run_once()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "kindler.reconciler"]
+    assert warnings == ["Cannot list k3d clusters: k3d not found on PATH"]

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.messages import get_messages
 from django.test import Client
 
@@ -192,7 +193,12 @@ def test_the_create_form_offers_ports_no_cluster_uses(alias: str, admin_client: 
     make_cluster(name="devops", http_port=18080, https_port=18443, pf_port=19000)
     make_cluster(name="dev", http_port=18081, https_port=18444, pf_port=19001)
     initial = admin_client.get("/new/").context["form"].initial
-    assert initial == {"http_port": 18082, "https_port": 18445, "pf_port": 19002}
+    assert initial == {
+        "http_port": 18082,
+        "https_port": 18445,
+        "pf_port": 19002,
+        "host": settings.KINDLER_HOST_NAME,
+    }
 
 
 def test_an_empty_post_to_the_create_form_shows_what_is_missing(

@@ -86,10 +86,91 @@ def test_kindler_reads_config_secrets_env(services: dict[str, Any], name: str) -
     assert env_file.resolve() == (Path(settings.BASE_DIR) / "config" / "secrets.env").resolve()
 
 
-@pytest.mark.parametrize("name", ["web", "reconciler"])
-def test_kindler_reaches_postgres_through_haproxy(services: dict[str, Any], name: str) -> None:
-    environment = services[name]["environment"]
+def test_kindler_reaches_postgres_through_haproxy(services: dict[str, Any]) -> None:
+    environment = services["web"]["environment"]
     assert (environment["PG_HOST"], environment["PG_PORT"]) == ("haproxy", "5432")
+
+
+def test_the_reconciler_reaches_postgres_through_haproxys_published_port(
+    services: dict[str, Any],
+) -> None:
+    environment = services["reconciler"]["environment"]
+    published = f"127.0.0.1:{environment['PG_PORT']}:5432"
+    assert (environment["PG_HOST"], published in services["haproxy"]["ports"]) == (
+        "127.0.0.1",
+        True,
+    )
+
+
+def test_the_reconciler_drives_the_hosts_docker(services: dict[str, Any]) -> None:
+    reconciler = services["reconciler"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in reconciler["volumes"]
+    assert reconciler["network_mode"] == "host"
+    assert reconciler["group_add"] == ["${DOCKER_GID:-999}"]
+
+
+def test_the_web_service_has_no_docker_socket(services: dict[str, Any]) -> None:
+    assert [v for v in services["web"]["volumes"] if "docker.sock" in v] == []
+    assert "network_mode" not in services["web"]
+
+
+def test_web_and_reconciler_are_built_from_their_own_targets(services: dict[str, Any]) -> None:
+    targets = {name: services[name]["build"]["target"] for name in ("web", "reconciler")}
+    images = {services["web"]["image"], services["reconciler"]["image"]}
+    assert (targets, len(images)) == ({"web": "web", "reconciler": "reconciler"}, 2)
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Return the Dockerfile's instructions (continuation lines joined) by stage name."""
+    text = re.sub(r"\\\n", " ", (COMPOSE_DIR / "Dockerfile").read_text())
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split()[-1], [])
+        current.append(line)
+    return stages
+
+
+def test_the_web_image_downloads_no_provider_or_docker_cli() -> None:
+    web = " ".join(dockerfile_stages()["web"])
+    assert (re.search(r"\b(k3d|kind|docker)\b", web.lower()), "curl" in web) == (None, False)
+
+
+DOWNLOADS = ("DOCKER", "K3D", "KIND")
+
+
+@pytest.mark.parametrize("tool", DOWNLOADS)
+def test_the_reconciler_image_pins_each_download_and_checks_its_sha256(tool: str) -> None:
+    stage = dockerfile_stages()["reconciler"]
+    args = dict(
+        line.removeprefix("ARG ").split("=", 1) for line in stage if line.startswith("ARG ")
+    )
+    run = " ".join(line for line in stage if line.startswith("RUN "))
+    version, checksum = args[f"{tool}_VERSION"], args[f"{tool}_SHA256"]
+    [(url, target)] = [
+        (url, target)
+        for target, url in re.findall(r'curl [^;]*-o (\S+)\s+"([^"]+)"', run)
+        if f"${{{tool}_VERSION}}" in url
+    ]
+    check = f'echo "${{{tool}_SHA256}}  {target}" | sha256sum -c -'
+    assert (
+        bool(re.fullmatch(r"v?\d+\.\d+\.\d+", version)),
+        bool(re.fullmatch(r"[0-9a-f]{64}", checksum)),
+        url.startswith("https://"),
+        check in run,
+        run.index(check) > run.index(target),
+    ) == (True, True, True, True, True)
+
+
+def test_every_reconciler_download_is_checked() -> None:
+    run = " ".join(line for line in dockerfile_stages()["reconciler"] if line.startswith("RUN "))
+    downloads = re.findall(r"curl [^;]*-o (\S+)", run)
+    checked = re.findall(r'echo "\$\{\w+_SHA256\}  (\S+)" \| sha256sum -c -', run)
+    assert sorted(downloads) == sorted(checked) == ["docker.tgz", "k3d", "kind"]
 
 
 def test_haproxy_listens_where_kindler_connects(services: dict[str, Any]) -> None:
@@ -105,7 +186,7 @@ def test_haproxy_forwards_to_the_postgres_service(services: dict[str, Any]) -> N
 @pytest.mark.parametrize("name", ["web", "reconciler"])
 def test_kindler_keeps_its_sqlite_file_on_a_volume(services: dict[str, Any], name: str) -> None:
     sqlite_dir = str(Path(services[name]["environment"]["SQLITE_PATH"]).parent)
-    assert named_volumes(services[name]) == {"sqlite-data": sqlite_dir}
+    assert named_volumes(services[name])["sqlite-data"] == sqlite_dir
 
 
 def test_postgres_keeps_its_data_on_a_volume(services: dict[str, Any]) -> None:
@@ -117,7 +198,7 @@ def test_every_named_volume_is_declared(compose: dict[str, Any]) -> None:
         name
         for service in compose["services"].values()
         for name in named_volumes(service)
-        if not name.startswith(".")
+        if not name.startswith((".", "/"))
     }
     assert used == set(compose["volumes"])
 

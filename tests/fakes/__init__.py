@@ -60,4 +60,8 @@ class FakeTools:
 
 
 def is_listing(argv: list[str]) -> bool:
-    return argv[1:3] in (["cluster", "list"], ["get", "clusters"]) or argv[1:2] == ["ps"]
+    """Return True for a call that only reads: a listing, or a version check."""
+    return argv[1:3] in (["cluster", "list"], ["get", "clusters"]) or argv[1:2] in (
+        ["ps"],
+        ["version"],
+    )

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clusters import lifecycle
+from clusters import lifecycle, placement
 from clusters.drivers.base import strip_escapes
 from clusters.models import Cluster, DesiredState, Provider
 from clusters.serializers import cluster_to_dict
@@ -17,6 +17,7 @@ from clusters.validators import one_line
 LIST_COLUMNS = (
     "name",
     "provider",
+    "host",
     "http_port",
     "https_port",
     "pf_port",
@@ -42,6 +43,11 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Add a cluster that should exist.")
         create.add_argument("name")
         create.add_argument("--provider", choices=Provider.values, default=Provider.K3D)
+        create.add_argument(
+            "--host",
+            default=None,
+            help="The Docker host whose reconciler runs it (default: see docs/placement.md).",
+        )
         # No argparse defaults: a port left out takes the model's default.
         for port in PORT_FIELDS:
             create.add_argument(f"--{port.replace('_', '-')}", type=int, dest=port)
@@ -81,12 +87,19 @@ class Command(BaseCommand):
             cluster, _ = lifecycle.request_create(
                 name=options["name"],
                 provider=options["provider"],
+                host=options["host"],
                 subnet=options["subnet"],
                 **{port: options[port] for port in PORT_FIELDS if options[port] is not None},
             )
         except ValidationError as exc:
             raise CommandError(one_line(exc)) from None
-        self.stdout.write(f"Cluster {cluster.name} added; the reconciler will create it.")
+        waiting = placement.waiting_message(cluster.host)
+        if waiting:
+            self.stdout.write(f"Cluster {cluster.name} added on {cluster.host}. {waiting}")
+        else:
+            self.stdout.write(
+                f"Cluster {cluster.name} added on {cluster.host}; its reconciler will create it."
+            )
 
     def do_delete(self, options: dict[str, Any]) -> None:
         cluster = get_cluster(options["name"])

@@ -52,5 +52,6 @@ class Command(BaseCommand):
         # Printed once, on purpose: the only way in on a first run without configuration.
         self.stdout.write(
             f"Created the admin account. Log in as {GENERATED_USER} with password {password}\n"
-            f"This is shown only now; change it with: scripts/manage changepassword {GENERATED_USER}"
+            "This is shown only now; change it with: "
+            f"scripts/manage changepassword {GENERATED_USER}"
         )

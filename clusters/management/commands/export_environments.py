@@ -19,10 +19,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", nargs="?", type=Path, help="File to write (default stdout).")
+        parser.add_argument(
+            "--with-host",
+            action="store_true",
+            help="Write the host column even when every cluster is on one Docker host.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         clusters = Cluster.objects.exclude(desired_state=DesiredState.ABSENT).order_by("name")
-        text = render(clusters)
+        text = render(clusters, with_host=options["with_host"])
         path: Path | None = options["path"]
         if path is None:
             self.stdout.write(text, ending="")

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from clusters.reconciler import PassReport, Reconciler
+from clusters.registry import Heartbeat
 
 
 class Command(BaseCommand):
@@ -36,16 +37,23 @@ class Command(BaseCommand):
         previous = {
             sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        heartbeat = Heartbeat()
         try:
-            reconciler = Reconciler(stop)
+            reconciler = Reconciler(stop, heartbeat=heartbeat)
             if options["once"]:
+                heartbeat.beat()
                 self.show(reconciler.run_once())
             else:
-                self.stdout.write(f"Reconciling every {options['interval']:g} s (Ctrl-C to stop).")
+                heartbeat.start()
+                self.stdout.write(
+                    f"Reconciling the clusters of host {heartbeat.host} every "
+                    f"{options['interval']:g} s (Ctrl-C to stop)."
+                )
                 # Each action is logged (with a timestamp) by kindler.reconciler.
                 reconciler.run_forever(options["interval"], lambda report: None)
                 self.stdout.write("Reconciler stopped.")
         finally:
+            heartbeat.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

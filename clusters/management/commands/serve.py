@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from clusters.registry import first_run_advice
 from kindler.supervisor import run_together
 
 
@@ -35,9 +36,13 @@ class Command(BaseCommand):
                 str(settings.BASE_DIR / "config" / "gunicorn.conf.py"),
             ],
         ]
+        advice = None
         if not options["no_reconciler"]:
             commands.append([*manage, "reconcile"])
+            advice = first_run_advice()
         self.stdout.write("Starting Kindler (Ctrl-C to stop).")
+        if advice:
+            self.stdout.write(advice)
         status = run_together(commands)
         if status:
             raise CommandError(f"Kindler stopped: a process exited with status {status}.")

@@ -179,7 +179,7 @@ class Holders:
     def __init__(self, cursor: Any, table: Table, rows: list[dict[str, Any]]) -> None:
         self.table = table
         self.rows: dict[uuid.UUID, dict[str, Any]] = {}
-        self.held: dict[tuple[str, Any], uuid.UUID] = {}
+        self.held: dict[tuple[Any, ...], uuid.UUID] = {}
         for name in table.unique_names:
             values = sorted({row[name] for row in rows if row[name] is not None})
             if values:
@@ -196,11 +196,12 @@ class Holders:
             for values_row in cursor.fetchall():
                 self.add(table.from_db(values_row))
 
-    def _keys(self, row: dict[str, Any]) -> list[tuple[str, Any]]:
-        keys = [(name, row[name]) for name in self.table.unique_names if row[name] is not None]
-        # Exclusive values are one pool across their columns.
-        keys += [("", row[c]) for c in self.table.exclusive if row[c] is not None]
-        return keys
+    def _keys(self, row: dict[str, Any]) -> list[tuple[Any, ...]]:
+        keys: list[tuple[Any, ...]] = [
+            (name, row[name]) for name in self.table.unique_names if row[name] is not None
+        ]
+        # Exclusive values are one pool across their columns, per scope.
+        return keys + self.table.exclusive_keys(row)
 
     def add(self, row: dict[str, Any]) -> None:
         old = self.rows.get(row["uid"])

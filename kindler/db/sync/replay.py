@@ -158,7 +158,7 @@ class RemoteState:
     def __init__(self, cursor: Any, instance: uuid.UUID, entries: list[JournalEntry]) -> None:
         self.cursor = cursor
         self.rows: dict[tuple[str, uuid.UUID], dict[str, Any] | None] = {}
-        self.unique: dict[tuple[str, str, Any], uuid.UUID] = {}
+        self.unique: dict[tuple[Any, ...], uuid.UUID] = {}
         self.open: dict[tuple[str, uuid.UUID], tuple[int, int | None]] = {}
         self.original: set[tuple[str, uuid.UUID]] = set()
         self.dirty: dict[str, set[uuid.UUID]] = {}
@@ -254,15 +254,12 @@ class RemoteState:
                 del self.unique[(label, *key)]
 
 
-def _held_keys(table: Table, row: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Return the values row holds alone: its unique names, and its exclusive values.
-
-    Exclusive values share one key space (""): a port held as one column
-    clashes with the same port in another.
-    """
-    keys = [(name, row[name]) for name in table.unique_names if row[name] is not None]
-    keys += [("", row[column]) for column in table.exclusive if row[column] is not None]
-    return keys
+def _held_keys(table: Table, row: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Return the values row holds alone: its unique names, and its exclusive values."""
+    keys: list[tuple[Any, ...]] = [
+        (name, row[name]) for name in table.unique_names if row[name] is not None
+    ]
+    return keys + table.exclusive_keys(row)
 
 
 def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: ReplayReport) -> None:

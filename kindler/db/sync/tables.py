@@ -42,6 +42,20 @@ class Table:
         """Return the columns whose values one row at most may hold, across all of them."""
         return list(getattr(self.model, "exclusive_fields", ()))
 
+    @property
+    def scope(self) -> str | None:
+        """Return the column within whose values the exclusive ones are held once."""
+        return getattr(self.model, "exclusive_scope", None)
+
+    def exclusive_keys(self, row: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Return the exclusive values row holds, as keys that clash within one scope.
+
+        The values share one key space across their columns: a port held as
+        one column clashes with the same port in another.
+        """
+        scope = row.get(self.scope) if self.scope else None
+        return [("", scope, row[c]) for c in self.exclusive if row[c] is not None]
+
     def casts(self, connection: Any) -> str:
         """Return a VALUES template casting each column to its PostgreSQL type."""
         return "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in self.fields) + ")"

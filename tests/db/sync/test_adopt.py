@@ -284,3 +284,13 @@ def test_two_instances_adopting_at_once_merge_by_uid_and_keep_clashes(
     ]
     assert sorted(kind for kind, _ in conflicts()) == ["insert/insert", "insert/insert"]
     assert Cluster.objects.using("postgres").filter(pf_port=45000).count() == 1
+
+
+def test_a_port_postgres_holds_on_another_host_is_no_conflict() -> None:
+    embedded_cluster(name="mine", host="docker-1", http_port=45080, https_port=45443, pf_port=45000)
+    make_cluster(
+        using="postgres", name="theirs", host="docker-2", http_port=46080, https_port=45000,
+        pf_port=46000,
+    )  # fmt: skip
+    reconcile_identity()
+    assert (conflicts(), postgres_names()) == ([], ["mine", "theirs"])

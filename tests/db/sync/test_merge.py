@@ -31,11 +31,11 @@ def test_a_raw_update_bumps_the_version() -> None:
 
 def test_a_raw_insert_gets_a_uid_and_a_version() -> None:
     psql(
-        "INSERT INTO clusters_cluster (name, provider, node_port, pf_port, http_port, "
+        "INSERT INTO clusters_cluster (name, provider, host, node_port, pf_port, http_port, "
         "https_port, subnet, register_portainer, haproxy_route, register_argocd, "
         "desired_state, actual_state, reconcile_error, created_at, updated_at) VALUES "
-        "('raw', 'k3d', 30080, 29000, 29080, 29443, '', true, true, true, 'present', "
-        "'unknown', '', now(), now())"
+        "('raw', 'k3d', 'docker-1', 30080, 29000, 29080, 29443, '', true, true, true, "
+        "'present', 'unknown', '', now(), now())"
     )
     row = on_postgres("raw")
     assert (row.uid is not None, row.version) == (True, 1)
@@ -105,3 +105,28 @@ def test_a_port_clash_keeps_the_rest_of_the_batch() -> None:
     report = replay()
     assert (report.pushed, report.conflicts) == (1, 1)
     assert on_postgres("fine").http_port == 48080
+
+
+def test_an_insert_on_a_port_a_cluster_on_another_host_holds_is_applied() -> None:
+    with pinned_alias("sqlite"):
+        make_cluster(name="mine", host="docker-1", http_port=45080, https_port=45443, pf_port=45000)
+    make_cluster(
+        using="postgres", name="theirs", host="docker-2", http_port=46080, https_port=45080,
+        pf_port=46000,
+    )  # fmt: skip
+    report = replay()
+    assert (report.pushed, report.conflicts, conflicts()) == (1, 0, [])
+    assert (on_postgres("mine").host, on_postgres("mine").http_port) == ("docker-1", 45080)
+
+
+def test_an_update_moving_onto_a_port_held_on_another_host_is_applied() -> None:
+    cluster = shared_cluster(
+        name="mine", host="docker-1", http_port=45080, https_port=45443, pf_port=45000
+    )
+    make_cluster(
+        using="postgres", name="theirs", host="docker-2", http_port=47080, https_port=47443,
+        pf_port=47000,
+    )  # fmt: skip
+    local_change(cluster, pf_port=47080)
+    report = replay()
+    assert (report.conflicts, on_postgres("mine").pf_port) == (0, 47080)

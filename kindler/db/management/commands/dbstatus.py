@@ -12,6 +12,7 @@ from kindler.db.failover.monitor import monitor
 from kindler.db.models import SyncRun
 from kindler.db.status import DatabaseStatus, SyncStatus, database_status
 from kindler.db.sync import runs
+from kindler.sections import read_sections
 
 
 class Command(BaseCommand):
@@ -23,8 +24,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         status = database_status(monitor.check_now())
         figures = telemetry.report(status.failover)
+        sections = read_sections()
         if options["json"]:
             report = {
+                **{section.key: section.data for section in sections},
                 **status.as_json(),
                 **figures,
                 "switches": status.switches_as_json(),
@@ -37,6 +40,10 @@ class Command(BaseCommand):
             return
         for line in status_lines(status):
             self.stdout.write(line)
+        for section in sections:
+            self.stdout.write(f"{section.title}:")
+            for line in section.lines:
+                self.stdout.write(f"  {line}")
         for line in telemetry.report_lines({**figures, "switches": status.switches_as_json()}):
             self.stdout.write(line)
         if status.sync is not None:

@@ -49,7 +49,7 @@ class ClusterAdmin(admin.ModelAdmin):
     actions = ["mark_for_deletion"]
     list_per_page = 50
 
-    @admin.action(description="Mark selected clusters for deletion")
+    @admin.action(description="Mark selected clusters for deletion", permissions=["delete"])
     def mark_for_deletion(self, request: HttpRequest, queryset: QuerySet[Cluster]) -> None:
         """Set desired_state=absent (the reconciler deletes them); skip protected ones."""
         marked: list[str] = []

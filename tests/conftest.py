@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import connections
+from django.db.migrations.loader import MigrationLoader
 
 from kindler.db.failover.monitor import State, monitor
 from kindler.db.failover.pinning import pinned_alias
@@ -144,3 +148,20 @@ def fakes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     for knob in ("KINDLER_FAKE_FAIL", "KINDLER_FAKE_SLEEP", "KINDLER_FAKE_CHILD"):
         monkeypatch.delenv(knob, raising=False)
     return FakeTools(state)
+
+
+@pytest.fixture
+def roles(db: None) -> None:
+    """Have the Viewers and Operators groups on every database, as migration 0004 makes them.
+
+    A transactional test's flush empties auth_group; this runs the
+    migration's own data step again, on the historical models, when so.
+    """
+    migration = importlib.import_module("clusters.migrations.0004_roles")
+    for alias in (alias for alias in settings.DATABASES if alias != "default"):
+        if Group.objects.using(alias).filter(name__in=migration.ROLES).count() == len(
+            migration.ROLES
+        ):
+            continue
+        state = MigrationLoader(connections[alias]).project_state(("clusters", "0004_roles"))
+        migration.add_roles(state.apps, SimpleNamespace(connection=connections[alias]))

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 from clusters.environments import COLUMNS, import_lines
 from tests.conftest import BOTH
+from tests.factories import make_user
 
 TOKEN = "fuzz-token-for-tests"
 FUZZ = settings(
@@ -124,8 +124,9 @@ def test_api_raw_bytes_are_refused_as_json(api: Any, body: bytes) -> None:
 
 
 @pytest.fixture
-def person(client: Client) -> Client:
-    client.force_login(User.objects.create_user("fuzzer", password="x"))
+def person(client: Client, roles: None) -> Client:
+    """Sign in an operator: a person who may submit every form."""
+    client.force_login(make_user("fuzzer", "Operators"))
     return client
 
 

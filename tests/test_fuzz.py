@@ -517,3 +517,28 @@ def test_any_bytes_a_real_k3d_prints_are_a_status_or_unknown(
         response = token_client.get("/api/clusters/dev/status")
     assert response.status_code == 200, response.content
     assert response.json()["status"] in ("running", "stopped", "absent", "unknown")
+
+
+@FUZZ
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "cluster_subnet": any_text | st.none(),
+            "provider": any_text,
+            "http_port": huge_integers,
+            "node_port": huge_integers,
+            "register_argocd": json_values,
+        },
+    )
+)
+def test_api_any_change_is_saved_or_refused(token_client: Client, body: Any) -> None:
+    make_cluster_once()
+    before = inventory()
+    response = token_client.patch(
+        "/api/clusters/dev", json.dumps(body), content_type="application/json"
+    )
+    if response.status_code == 200:
+        return
+    assert response.status_code == 422, response.content
+    refused_without_writing(response, before)

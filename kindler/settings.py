@@ -166,6 +166,17 @@ SESSION_ENGINE = "django.contrib.sessions.backends.file"
 SESSION_FILE_PATH = str(SQLITE_PATH.parent / f"{SQLITE_PATH.name}.sessions")
 Path(SESSION_FILE_PATH).mkdir(mode=0o700, parents=True, exist_ok=True)
 SESSION_COOKIE_HTTPONLY = True
+# Failed sign-in and API token counts (clusters/ratelimit.py) are files beside
+# the SQLite file too: every worker process of an instance counts against one
+# limit. Only the throttle uses this cache; expired counts are removed when
+# read, and MAX_ENTRIES is high so that many guesses cannot cull live counts.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(SQLITE_PATH.parent / f"{SQLITE_PATH.name}.cache"),
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
+}
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 AUTH_PASSWORD_VALIDATORS = [

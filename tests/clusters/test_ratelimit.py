@@ -156,7 +156,7 @@ def test_failures_in_several_processes_at_once_are_all_counted(alias: str) -> No
 
 
 def test_the_counts_are_files_private_to_the_instance() -> None:
-    folder = Path(django_settings.CACHES["default"]["LOCATION"])
+    folder = Path(str(django_settings.CACHES["default"]["LOCATION"]))
     request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.11")
     ratelimit.record_failure(request)
     assert folder.parent == Path(django_settings.DATABASES["sqlite"]["NAME"]).parent

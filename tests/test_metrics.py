@@ -23,7 +23,7 @@ from tests.conftest import BOTH, wait_for
 from tests.factories import make_cluster, make_operation
 from tests.pgserver import free_port
 
-TOKEN = "metrics-token-for-tests"
+TOKEN = "metrics-token-for-tests-0123456789"
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
 

@@ -164,3 +164,33 @@ def test_the_counts_are_files_private_to_the_instance() -> None:
         stat.S_IMODE(folder.stat().st_mode),
         cache.get("kindler:failures:address:203.0.113.11")[0],
     ) == (0o700, 1)
+
+
+@pytest.mark.parametrize(("token", "refused"), [("x" * 31, True), ("x" * 32, False), ("", False)])
+def test_kindler_refuses_to_start_with_an_api_token_under_32_characters(
+    token: str, refused: bool, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kindler.settings",
+        "KINDLER_API_TOKEN": token,
+        "SQLITE_PATH": str(tmp_path / "kindler.db"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        cwd=Path(django_settings.BASE_DIR),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if refused:
+        assert (done.returncode, last) == (
+            1,
+            "django.core.exceptions.ImproperlyConfigured: KINDLER_API_TOKEN has 31 characters; "
+            "it needs at least 32. Make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    else:
+        assert (done.returncode, last) == (0, "")

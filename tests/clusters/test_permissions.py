@@ -272,3 +272,14 @@ def test_the_admin_lists_the_roles(alias: str) -> None:
         "Operators",
         "Viewers",
     ]
+
+
+def test_a_staff_viewer_sees_conflicts_without_the_actions_to_resolve_them(alias: str) -> None:
+    response = staff_in("Viewers").get("/admin/kindler_db/conflict/")
+    assert (response.status_code, response.context["action_form"]) == (200, None)
+
+
+def test_a_staff_operator_gets_the_actions_to_resolve_conflicts(alias: str) -> None:
+    response = staff_in("Operators").get("/admin/kindler_db/conflict/")
+    choices = [value for value, _ in response.context["action_form"].fields["action"].choices]
+    assert (response.status_code, choices) == (200, ["", "keep_remote", "apply_local"])

@@ -161,9 +161,11 @@ form_posts = st.fixed_dictionaries(
 def test_create_form_posts_redirect_or_show_the_errors(
     person: Client, data: dict[str, str]
 ) -> None:
+    before = inventory()
     response = person.post("/new/", data)
     assert response.status_code in (422, 302), response.status_code
     if response.status_code == 422:
+        assert inventory() == before
         form = response.context["form"]
         messages = [m for errors in form.errors.values() for m in errors]
         assert messages

@@ -76,7 +76,7 @@ class ClusterAdmin(admin.ModelAdmin):
         moment = timezone.localtime(cluster.last_reconciled_at or cluster.created_at)
         return f"{moment:%Y-%m-%d %H:%M}"
 
-    @admin.action(description="Mark selected clusters for deletion")
+    @admin.action(description="Mark selected clusters for deletion", permissions=["delete"])
     def mark_for_deletion(self, request: HttpRequest, queryset: QuerySet[Cluster]) -> None:
         """Set desired_state=absent (the reconciler deletes them); skip protected ones."""
         marked: list[str] = []

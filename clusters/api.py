@@ -19,7 +19,7 @@ from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
-from clusters import lifecycle, placement, ratelimit, registry
+from clusters import lifecycle, permissions, placement, ratelimit, registry
 from clusters.errors import json_error
 from clusters.models import (
     HOST_PORT_FIELDS,
@@ -121,6 +121,7 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
         # comparison itself stays constant-time.
         same_length = bool(expected) and len(given) == len(expected)
         if same_length and hmac.compare_digest(given.encode(), expected.encode()):
+            permissions.grant_token(request)
             return None
         ratelimit.record_failure(request)
         return unauthorized("Invalid API token")
@@ -246,6 +247,7 @@ def config(request: HttpRequest) -> HttpResponse:
 def clusters(request: HttpRequest) -> HttpResponse:
     """List every cluster, or ask for a new one to be created."""
     if request.method == "POST":
+        permissions.require(request, "create")
         return create_cluster(request)
     return JsonResponse([cluster_to_dict(cluster) for cluster in Cluster.objects.all()], safe=False)
 
@@ -351,7 +353,9 @@ def cluster(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse(cluster_to_dict(found))
     if request.method == "PATCH":
+        permissions.require(request, "edit")
         return update_cluster(request, found)
+    permissions.require(request, "delete")
     try:
         task = lifecycle.request_delete(found)
     except ClusterProtectedError as exc:
@@ -399,6 +403,7 @@ def cluster_status(request: HttpRequest, name: str) -> HttpResponse:
 @api_view("POST")
 def start_cluster(request: HttpRequest, name: str) -> HttpResponse:
     """Ask for a stopped cluster to run again."""
+    permissions.require(request, "start")
     found = get_running_candidate(name)
     return accepted(lifecycle.request_start(found), f"Cluster start task created for {name}")
 
@@ -406,6 +411,7 @@ def start_cluster(request: HttpRequest, name: str) -> HttpResponse:
 @api_view("POST")
 def stop_cluster(request: HttpRequest, name: str) -> HttpResponse:
     """Ask for a cluster to be stopped, keeping it."""
+    permissions.require(request, "stop")
     found = get_running_candidate(name)
     return accepted(lifecycle.request_stop(found), f"Cluster stop task created for {name}")
 

@@ -27,10 +27,10 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """Answer a refused request."""
+    """Answer a refused request, with the reason the code refusing gave, if any."""
     if is_api(request):
         return json_error(403, "Forbidden")
-    return render(request, "403.html", status=403)
+    return render(request, "403.html", {"reason": str(exception)}, status=403)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

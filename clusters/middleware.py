@@ -6,7 +6,12 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.shortcuts import render
 from django.utils.cache import patch_cache_control, patch_vary_headers
+
+from clusters.errors import is_api, json_error
+
+NUL_IN_URL = "The URL contains a NUL character (%00), which no name or value may hold."
 
 
 class AxiosCsrfNamesMiddleware:
@@ -59,3 +64,23 @@ class NoStoreMiddleware:
         if user is not None and user.is_authenticated:
             patch_cache_control(response, no_store=True, private=True)
         return response
+
+
+class NulCharacterMiddleware:
+    """Answer 400 to a URL with a NUL character in its path or query string.
+
+    PostgreSQL's text cannot hold one, so a name taken from such a URL would
+    fail the query itself instead of matching nothing; no name or value
+    Kindler keeps contains one.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        query = (text for key, values in request.GET.lists() for text in (key, *values))
+        if "\x00" in request.path or any("\x00" in text for text in query):
+            if is_api(request):
+                return json_error(400, NUL_IN_URL)
+            return render(request, "400.html", {"reason": NUL_IN_URL}, status=400)
+        return self.get_response(request)

@@ -115,6 +115,7 @@ class Cluster(SyncedModel):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("operate_cluster", "Can start and stop cluster")]
 
     def __str__(self) -> str:
         return self.name

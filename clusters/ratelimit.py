@@ -3,14 +3,20 @@
 After MAX_FAILURES failures within WINDOW_SECONDS from one address (or for one
 username), further attempts are answered 429 with Retry-After until the window
 that began with the first failure ends, even with the right password. Counts
-live in Django's cache; with the default per-process cache each worker process
-counts on its own, so the effective limit is MAX_FAILURES per worker.
+live in Django's default cache: files beside the SQLite file, shared by every
+worker process of an instance, so the limit holds for the instance as a whole.
+A count is read, changed and written back under an exclusive file lock, so
+failures that arrive at once in several processes are all counted.
 """
 
 from __future__ import annotations
 
+import fcntl
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +30,10 @@ from django.urls import reverse
 MAX_FAILURES = 10
 WINDOW_SECONDS = 300
 TOO_MANY = "Too many failed attempts; try again in {seconds} s."
+FILE_CACHE = "django.core.cache.backends.filebased.FileBasedCache"
+# Within one process the file lock is not enough: flock locks belong to the
+# open file, and each thread opens its own.
+_thread_lock = threading.Lock()
 
 
 def _key(scope: str, value: str) -> str:
@@ -55,12 +65,31 @@ def retry_after(request: HttpRequest, username: str | None = None) -> int:
 
 def record_failure(request: HttpRequest, username: str | None = None) -> None:
     """Count one failed attempt against the request's address and the username."""
-    now = time.time()
-    for key in _scopes(request, username):
-        count, started = cache.get(key, (0, now))
-        if now - started >= window():
-            count, started = 0, now
-        cache.set(key, (count + 1, started), timeout=int(started + window() - now) + 1)
+    with _counting():
+        now = time.time()
+        for key in _scopes(request, username):
+            count, started = cache.get(key, (0, now))
+            if now - started >= window():
+                count, started = 0, now
+            cache.set(key, (count + 1, started), timeout=int(started + window() - now) + 1)
+
+
+@contextmanager
+def _counting() -> Iterator[None]:
+    """Hold the instance's lock on the counts (a file in the cache folder, when file-based)."""
+    with _thread_lock:
+        backend = settings.CACHES["default"]
+        if backend["BACKEND"] != FILE_CACHE:
+            yield
+            return
+        folder = Path(str(backend["LOCATION"]))
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(folder / "counts.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def limit() -> int:

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from clusters import lifecycle, live, placement, registry
+from clusters import lifecycle, live, permissions, placement, registry
 from clusters.forms import ClusterEditForm, ClusterForm, DeleteConfirmForm
 from clusters.models import Cluster, DesiredState, OperationLog, free_host_ports
 
@@ -65,6 +65,7 @@ def operation_fragment(request: HttpRequest, name: str, uid: UUID) -> HttpRespon
 @_FORM_METHODS
 def cluster_create(request: HttpRequest) -> HttpResponse:
     """Add a cluster that should exist; the reconciler creates it."""
+    permissions.require(request, "create")
     if request.method == "POST":
         form = ClusterForm(request.POST)
     else:
@@ -98,6 +99,7 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
 @_FORM_METHODS
 def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
     """Change a cluster's ports, subnet and integrations."""
+    permissions.require(request, "edit")
     cluster = get_object_or_404(Cluster, name=name)
     form = ClusterEditForm(request.POST or None, instance=cluster)
     if request.method == "POST" and form.is_valid():
@@ -120,6 +122,7 @@ def cluster_edit(request: HttpRequest, name: str) -> HttpResponse:
 @_FORM_METHODS
 def cluster_delete(request: HttpRequest, name: str) -> HttpResponse:
     """Mark a cluster for deletion once its name has been typed to confirm."""
+    permissions.require(request, "delete")
     cluster = get_object_or_404(Cluster, name=name)
     template = "clusters/cluster_confirm_delete.html"
     if cluster.is_protected:
@@ -136,12 +139,14 @@ def cluster_delete(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def cluster_start(request: HttpRequest, name: str) -> HttpResponse:
     """Ask for a stopped cluster to run again."""
+    permissions.require(request, "start")
     return _change_state(request, name, lifecycle.request_start, "will be started")
 
 
 @require_POST
 def cluster_stop(request: HttpRequest, name: str) -> HttpResponse:
     """Ask for a cluster to be stopped, keeping it."""
+    permissions.require(request, "stop")
     return _change_state(request, name, lifecycle.request_stop, "will be stopped")
 
 

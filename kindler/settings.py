@@ -44,6 +44,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # 400 to a NUL character in the URL, which PostgreSQL cannot compare.
+    "clusters.middleware.NulCharacterMiddleware",
     "kindler.db.failover.middleware.DatabaseFailoverMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -168,6 +170,17 @@ SESSION_ENGINE = "django.contrib.sessions.backends.file"
 SESSION_FILE_PATH = str(SQLITE_PATH.parent / f"{SQLITE_PATH.name}.sessions")
 Path(SESSION_FILE_PATH).mkdir(mode=0o700, parents=True, exist_ok=True)
 SESSION_COOKIE_HTTPONLY = True
+# Failed sign-in and API token counts (clusters/ratelimit.py) are files beside
+# the SQLite file too: every worker process of an instance counts against one
+# limit. Only the throttle uses this cache; expired counts are removed when
+# read, and MAX_ENTRIES is high so that many guesses cannot cull live counts.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(SQLITE_PATH.parent / f"{SQLITE_PATH.name}.cache"),
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
+}
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -226,13 +239,21 @@ KINDLER_MIRROR_INTERVAL = env.float("KINDLER_MIRROR_INTERVAL", default=5.0)
 
 # Failed logins and API token guesses allowed per client address or username
 # within the window (seconds) before answers are 429 with Retry-After. Counted
-# per process (Django's local-memory cache): N workers allow N times as many.
+# for the instance as a whole (CACHES below: files shared by its processes).
 KINDLER_MAX_FAILED_ATTEMPTS = env.int("KINDLER_MAX_FAILED_ATTEMPTS", default=10)
 KINDLER_FAILED_ATTEMPTS_WINDOW = env.float("KINDLER_FAILED_ATTEMPTS_WINDOW", default=300.0)
 
 # Bearer token accepted by the JSON API besides a logged-in session; empty
 # turns token access off.
 KINDLER_API_TOKEN = read_secret("KINDLER_API_TOKEN")
+# A short token can be guessed despite the throttle: refuse to start with one.
+MIN_API_TOKEN_LENGTH = 32
+if 0 < len(KINDLER_API_TOKEN) < MIN_API_TOKEN_LENGTH:
+    raise ImproperlyConfigured(
+        f"KINDLER_API_TOKEN has {len(KINDLER_API_TOKEN)} characters; it needs at least "
+        f"{MIN_API_TOKEN_LENGTH}. Make one with: "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 # The first admin account (manage.py ensure_admin). Read here as well, so a
 # KINDLER_ADMIN_PASSWORD_FILE that cannot be read stops every start.
 KINDLER_ADMIN_PASSWORD = read_secret("KINDLER_ADMIN_PASSWORD")

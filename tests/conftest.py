@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import connections
+from django.db.migrations.loader import MigrationLoader
 
 from kindler.db.failover.monitor import State, monitor
 from kindler.db.failover.pinning import pinned_alias
@@ -19,12 +23,62 @@ from tests.fakes import FOLDER as FAKES_FOLDER
 from tests.fakes import FakeTools
 from tests.pgserver import PostgresServer
 
-BOTH = ["postgres", "sqlite"]
+# KINDLER_TEST_MODE=sqlite (tests/settings.py): no PostgreSQL at all, as in
+# the default setup. Tests that need PostgreSQL are then left out or skipped,
+# and say so.
+SQLITE_ONLY = os.environ.get("KINDLER_TEST_MODE", "").strip().lower() == "sqlite"
+BOTH = ["sqlite"] if SQLITE_ONLY else ["postgres", "sqlite"]
+NEEDS_POSTGRES = "needs PostgreSQL: KINDLER_TEST_MODE=sqlite runs with SQLite alone"
+# Failover, sync, chaos and multi-process tests are about PostgreSQL itself;
+# the browser and compose tests gain nothing from a second run.
+POSTGRES_ONLY_PATHS = (
+    "tests/db/failover",
+    "tests/db/sync",
+    "tests/db/test_telemetry.py",
+    "tests/test_chaos.py",
+    "tests/test_multiprocess.py",
+    "tests/browser",
+    "tests/compose",
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"postgres: {NEEDS_POSTGRES} (skipped then)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if SQLITE_ONLY:
+        left_out = ", ".join(POSTGRES_ONLY_PATHS)
+        return f"KINDLER_TEST_MODE=sqlite: SQLite alone, no PG_HOST; not collected: {left_out}"
+    return "KINDLER_TEST_MODE=postgres: PostgreSQL (throwaway server) and SQLite"
+
+
+def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
+    if not SQLITE_ONLY:
+        return None
+    relative = os.path.relpath(str(collection_path), ROOT)
+    if any(relative == path or relative.startswith(path + os.sep) for path in POSTGRES_ONLY_PATHS):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not SQLITE_ONLY:
+        return
+    skip = pytest.mark.skip(reason=NEEDS_POSTGRES)
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        uses_postgres = marker is not None and "postgres" in (marker.kwargs.get("databases") or [])
+        if uses_postgres or item.get_closest_marker("postgres") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """Start a throwaway PostgreSQL for the whole run."""
+    if SQLITE_ONLY:
+        pytest.skip(NEEDS_POSTGRES)
     server = PostgresServer()
     server.init()
     server.start()
@@ -34,9 +88,11 @@ def pg_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(pg_server: PostgresServer) -> None:
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
     """Point the postgres alias at the throwaway server before databases are made."""
-    settings.DATABASES["postgres"].update(HOST=pg_server.host, PORT=pg_server.port)
+    if not SQLITE_ONLY:
+        pg_server = request.getfixturevalue("pg_server")
+        settings.DATABASES["postgres"].update(HOST=pg_server.host, PORT=pg_server.port)
     monitor.reset()
 
 
@@ -99,8 +155,17 @@ def pg(pg_server: PostgresServer, transactional_db: None) -> Iterator[PostgresSe
 
 
 @pytest.fixture
-def kindler_env(pg_server: PostgresServer) -> dict[str, Any]:
+def kindler_env(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Environment for a Kindler subprocess that uses the test databases."""
+    if SQLITE_ONLY:
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "kindler.settings",
+            "SQLITE_PATH": str(settings.DATABASES["sqlite"]["NAME"]),
+            "KINDLER_HEALTH_INTERVAL": "0.2",
+            "KINDLER_MIRROR_INTERVAL": "0",
+        }
+    pg_server = request.getfixturevalue("pg_server")
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kindler.settings",
@@ -144,3 +209,20 @@ def fakes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     for knob in ("KINDLER_FAKE_FAIL", "KINDLER_FAKE_SLEEP", "KINDLER_FAKE_CHILD"):
         monkeypatch.delenv(knob, raising=False)
     return FakeTools(state)
+
+
+@pytest.fixture
+def roles(db: None) -> None:
+    """Have the Viewers and Operators groups on every database, as migration 0004 makes them.
+
+    A transactional test's flush empties auth_group; this runs the
+    migration's own data step again, on the historical models, when so.
+    """
+    migration = importlib.import_module("clusters.migrations.0004_roles")
+    for alias in (alias for alias in settings.DATABASES if alias != "default"):
+        if Group.objects.using(alias).filter(name__in=migration.ROLES).count() == len(
+            migration.ROLES
+        ):
+            continue
+        state = MigrationLoader(connections[alias]).project_state(("clusters", "0004_roles"))
+        migration.add_roles(state.apps, SimpleNamespace(connection=connections[alias]))

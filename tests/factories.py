@@ -88,3 +88,22 @@ def make_registration(
         started_at=seen,
         last_seen=seen,
     )
+
+
+def make_user(username: str, *groups: str, password: str = "password") -> Any:
+    """Save and return a user in the named groups (roles) on the routed database.
+
+    Rows are bulk-created, as make_superuser's are, so this works on SQLite too.
+    """
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import Group, User
+
+    User.objects.bulk_create([User(username=username, password=make_password(password))])
+    user = User.objects.get(username=username)
+    User.groups.through.objects.bulk_create(
+        [
+            User.groups.through(user=user, group=group)
+            for group in Group.objects.filter(name__in=groups)
+        ]
+    )
+    return user

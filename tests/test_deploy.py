@@ -69,6 +69,7 @@ def test_check_deploy_without_tls_names_exactly_the_tls_warnings(tmp_path: Path)
     assert found == TLS_WARNINGS
 
 
+@pytest.mark.postgres
 def test_pg_sslmode_reaches_libpq(tmp_path: Path, kindler_env: dict[str, Any]) -> None:
     env = {key: kindler_env[key] for key in kindler_env if key.startswith("PG_")}
     result = manage(
@@ -83,6 +84,7 @@ def test_pg_sslmode_reaches_libpq(tmp_path: Path, kindler_env: dict[str, Any]) -
     assert (result.returncode, result.stdout.strip()) == (0, "disable")
 
 
+@pytest.mark.postgres
 def test_pg_sslmode_require_refuses_a_server_without_tls(
     tmp_path: Path, kindler_env: dict[str, Any]
 ) -> None:

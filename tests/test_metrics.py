@@ -23,7 +23,7 @@ from tests.conftest import BOTH, wait_for
 from tests.factories import make_cluster, make_operation
 from tests.pgserver import free_port
 
-TOKEN = "metrics-token-for-tests"
+TOKEN = "metrics-token-for-tests-0123456789"
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
 
@@ -72,6 +72,7 @@ def test_a_logged_in_person_can_read_the_metrics(client: Client) -> None:
     assert client.get("/api/metrics").status_code == 200
 
 
+@pytest.mark.postgres
 def test_the_active_alias_is_reported(scrape: Any) -> None:
     figures = scrape()
     assert (
@@ -91,6 +92,7 @@ def test_requests_are_counted_by_method_and_code(client: Client) -> None:
     assert REGISTRY.get_sample_value("kindler_http_requests_total", labels) == before + 1
 
 
+@pytest.mark.postgres
 def test_query_timings_are_reported_per_alias(scrape: Any) -> None:
     figures = scrape()
     assert figures[("kindler_db_query_duration_seconds_count", (("alias", "postgres"),))] > 0
@@ -105,14 +107,17 @@ def test_operations_are_reported_by_result(scrape: Any) -> None:
     assert figures[key] == 2.0
 
 
+@pytest.mark.postgres
 def test_the_journal_length_is_reported(scrape: Any) -> None:
     assert scrape()[("kindler_journal_entries", ())] == 0.0
 
 
+@pytest.mark.postgres
 def test_open_conflicts_are_reported(scrape: Any) -> None:
     assert scrape()[("kindler_conflicts_open", ())] == 0.0
 
 
+@pytest.mark.postgres
 def test_the_postgres_probe_is_reported(scrape: Any) -> None:
     assert scrape()[("kindler_postgres_up", ())] == 1.0
 

@@ -20,10 +20,14 @@ SCRAM_ROLE = "kindler_scram"
 SCRAM_PASSWORD = "scram-password-from-a-file"
 
 
+# Long enough for every secret: an API token under 32 characters stops the start.
+SECRET = "s3cret-value-of-thirty-two-chars"
+
+
 @pytest.fixture
 def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "secret"
-    path.write_text("s3cret-value\n")
+    path.write_text(SECRET + "\n")
     return path
 
 
@@ -36,7 +40,7 @@ def test_nothing_set_reads_as_empty() -> None:
 
 
 def test_the_file_is_read_without_its_trailing_newline(secret_file: Path) -> None:
-    assert read_secret("PG_PASSWORD", {"PG_PASSWORD_FILE": str(secret_file)}) == "s3cret-value"
+    assert read_secret("PG_PASSWORD", {"PG_PASSWORD_FILE": str(secret_file)}) == SECRET
 
 
 def test_windows_line_endings_are_stripped_too(tmp_path: Path) -> None:
@@ -121,7 +125,7 @@ def test_every_secret_setting_reads_its_file(
         "SQLITE_PATH": str(tmp_path / "kindler.db"),
     }
     result = run_kindler(env, f"from django.conf import settings; print(settings.{setting})")
-    assert (result.returncode, result.stdout) == (0, "s3cret-value\n")
+    assert (result.returncode, result.stdout) == (0, SECRET + "\n")
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
+from django.conf import settings
+from django.contrib.sessions.backends.file import SessionStore
+from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from kindler.db.failover.monitor import State
 from kindler.db.sync.mirror import mirror
@@ -43,3 +50,20 @@ def test_a_session_survives_a_switch_to_sqlite(pg: PostgresServer) -> None:
     pg.stop("immediate")
     wait_for_state(State.FALLBACK)
     assert with_cookie(cookie).get("/").status_code == 200
+
+
+def session_files() -> list[str]:
+    folder = Path(settings.SESSION_FILE_PATH)
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("sessionid"))
+
+
+def test_clearsessions_removes_expired_session_files_only() -> None:
+    for name in session_files():
+        (Path(settings.SESSION_FILE_PATH) / name).unlink()
+    expired, current = SessionStore(), SessionStore()
+    expired.set_expiry(timezone.now() - timedelta(seconds=1))
+    expired.create()
+    current.create()
+    assert len(session_files()) == 2
+    call_command("clearsessions")
+    assert session_files() == [f"sessionid{current.session_key}"]

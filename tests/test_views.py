@@ -27,6 +27,7 @@ def test_the_system_page_needs_a_login(client: Client) -> None:
     assert (response.status_code, response["Location"]) == (302, "/accounts/login/?next=/system/")
 
 
+@pytest.mark.postgres
 def test_the_system_page_names_the_active_database(person: Client) -> None:
     response = person.get("/system/")
     assert response.context["status"].active == "postgres"
@@ -38,6 +39,7 @@ def test_the_system_page_shows_the_state_and_its_cause(person: Client) -> None:
     assert re.search(rf"<dd>primary since [^<]+: {cause}</dd>", response.text)
 
 
+@pytest.mark.postgres
 def test_the_system_page_shows_query_statistics_per_alias(person: Client) -> None:
     response = person.get("/system/")
     aliases = [q["alias"] for q in response.context["queries"]]
@@ -68,6 +70,7 @@ def test_the_system_page_counts_operations_by_result(person: Client) -> None:
     )
 
 
+@pytest.mark.postgres
 def test_the_system_page_shows_the_sync_figures(person: Client) -> None:
     response = person.get("/system/")
     assert "<dt>Last replay</dt><dd>never" in response.text

@@ -81,11 +81,11 @@ class ConflictAdmin(PostgresOnlyAdmin):
             rows,
         )
 
-    @admin.action(description="Keep PostgreSQL's")
+    @admin.action(description="Keep PostgreSQL's", permissions=["change"])
     def keep_remote(self, request: HttpRequest, queryset: QuerySet[Conflict]) -> None:
         self._resolve(request, queryset, Resolution.REMOTE)
 
-    @admin.action(description="Apply local")
+    @admin.action(description="Apply local", permissions=["change"])
     def apply_local(self, request: HttpRequest, queryset: QuerySet[Conflict]) -> None:
         self._resolve(request, queryset, Resolution.LOCAL)
 

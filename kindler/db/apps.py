@@ -7,7 +7,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.core.signals import got_request_exception
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_delete, post_migrate, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save, pre_migrate
 
 from kindler.db.failover.pinning import sqlite_fallback_enabled
 
@@ -32,6 +32,7 @@ class DatabaseConfig(AppConfig):
         connection_created.connect(
             journal.register_functions, dispatch_uid="kindler.db.journal_functions"
         )
+        pre_migrate.connect(journal.on_pre_migrate, dispatch_uid="kindler.db.journal_triggers_off")
         post_migrate.connect(journal.on_post_migrate, dispatch_uid="kindler.db.journal_triggers")
         accounts.connect()
         connection_created.connect(

@@ -64,6 +64,7 @@ def test_nothing_is_generated_when_an_account_exists(monkeypatch: pytest.MonkeyP
     assert list(User.objects.values_list("username", flat=True)) == ["someone"]
 
 
+@pytest.mark.postgres
 def test_no_account_is_created_while_accounts_are_read_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -78,6 +78,7 @@ def test_import_export_import_round_trips_unchanged(alias: str, tmp_path: Path) 
     assert snapshot() == before
 
 
+@pytest.mark.postgres
 def test_an_export_imported_into_an_empty_inventory_exports_the_same(tmp_path: Path) -> None:
     target = tmp_path / "exported.csv"
     with pinned_alias("postgres"):

@@ -78,3 +78,32 @@ def test_the_axios_cookie_follows_the_csrf_cookie_settings(alias: str, settings:
     login_page(client)
     cookie = client.cookies["XSRF-TOKEN"]
     assert (cookie["secure"], cookie["samesite"], cookie["httponly"]) == (True, "Strict", "")
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    """Override pytest-django's: an admin on whichever database is pinned."""
+    return make_superuser()
+
+
+NUL_IN_URL = "The URL contains a NUL character (%00), which no name or value may hold."
+
+
+def test_a_nul_in_an_api_path_is_400(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/api/clusters/dev%00")
+    assert (response.status_code, response.json()) == (400, {"detail": NUL_IN_URL})
+
+
+def test_a_nul_in_a_page_path_is_400_with_the_reason(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/clusters/dev%00/")
+    assert response.status_code == 400
+    assert f"<p>{NUL_IN_URL}</p>" in response.text
+
+
+def test_a_nul_in_an_admin_search_is_400(alias: str, admin_client: Client) -> None:
+    response = admin_client.get("/admin/clusters/cluster/?q=dev%00")
+    assert response.status_code == 400
+
+
+def test_a_nul_in_a_query_parameter_name_is_400(alias: str, admin_client: Client) -> None:
+    assert admin_client.get("/?q%00=dev").status_code == 400

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.cache import cache
-from django.test import Client
+from django.test import Client, RequestFactory
 
+from clusters import ratelimit
 from tests.conftest import BOTH
 from tests.factories import make_superuser
 
@@ -98,3 +105,92 @@ def test_password_reset_pages_are_not_served_without_mail(
     alias: str, client: Client, path: str
 ) -> None:
     assert client.get(path).status_code == 404
+
+
+# A worker process of the same instance: same settings, same SQLite file.
+RECORD_FAILURES = """
+import sys
+import django
+django.setup()
+from django.test import RequestFactory
+from clusters import ratelimit
+request = RequestFactory().get("/", REMOTE_ADDR=sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    ratelimit.record_failure(request, "admin")
+"""
+
+
+def fail_in_processes(address: str, processes: int, failures: int) -> None:
+    """Record failures from address in separate processes, all at once."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECORD_FAILURES, address, str(failures)],
+            env=env,
+            cwd=Path(django_settings.BASE_DIR),
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    for process in running:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+
+
+@pytest.mark.slow
+def test_failures_in_another_worker_process_count_here(alias: str, client: Client) -> None:
+    make_superuser()
+    fail_in_processes("203.0.113.9", processes=1, failures=10)
+    response = Client(REMOTE_ADDR="203.0.113.9").post(
+        "/accounts/login/", {"username": "someone", "password": "password"}
+    )
+    assert response.status_code == 429
+    assert sign_in(client, "password").status_code == 429
+
+
+@pytest.mark.slow
+def test_failures_in_several_processes_at_once_are_all_counted(alias: str) -> None:
+    fail_in_processes("203.0.113.10", processes=4, failures=25)
+    count, _ = cache.get("kindler:failures:address:203.0.113.10")
+    assert count == 100
+
+
+def test_the_counts_are_files_private_to_the_instance() -> None:
+    folder = Path(str(django_settings.CACHES["default"]["LOCATION"]))
+    request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.11")
+    ratelimit.record_failure(request)
+    assert folder.parent == Path(django_settings.DATABASES["sqlite"]["NAME"]).parent
+    assert (
+        stat.S_IMODE(folder.stat().st_mode),
+        cache.get("kindler:failures:address:203.0.113.11")[0],
+    ) == (0o700, 1)
+
+
+@pytest.mark.parametrize(("token", "refused"), [("x" * 31, True), ("x" * 32, False), ("", False)])
+def test_kindler_refuses_to_start_with_an_api_token_under_32_characters(
+    token: str, refused: bool, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kindler.settings",
+        "KINDLER_API_TOKEN": token,
+        "SQLITE_PATH": str(tmp_path / "kindler.db"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        cwd=Path(django_settings.BASE_DIR),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if refused:
+        assert (done.returncode, last) == (
+            1,
+            "django.core.exceptions.ImproperlyConfigured: KINDLER_API_TOKEN has 31 characters; "
+            "it needs at least 32. Make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    else:
+        assert (done.returncode, last) == (0, "")

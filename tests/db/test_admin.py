@@ -35,11 +35,13 @@ def conflict() -> Conflict:
     return Conflict.objects.using("postgres").get()
 
 
+@pytest.mark.postgres
 def test_the_changelist_lists_open_conflicts(admin_client: Client, conflict: Conflict) -> None:
     response = admin_client.get("/admin/kindler_db/conflict/")
     assert [c.uid for c in response.context["cl"].result_list] == [conflict.uid]
 
 
+@pytest.mark.postgres
 def test_the_change_page_shows_the_fields_side_by_side(
     admin_client: Client, conflict: Conflict
 ) -> None:
@@ -51,6 +53,7 @@ def test_the_change_page_shows_the_fields_side_by_side(
     ) in html
 
 
+@pytest.mark.postgres
 def test_keep_postgres_resolves_without_touching_the_row(
     admin_client: Client, conflict: Conflict
 ) -> None:
@@ -62,6 +65,7 @@ def test_keep_postgres_resolves_without_touching_the_row(
     assert (on_postgres("dev").desired_state, on_postgres("dev").http_port) == ("absent", 28080)
 
 
+@pytest.mark.postgres
 def test_apply_local_writes_the_local_side(admin_client: Client, conflict: Conflict) -> None:
     admin_client.post(
         "/admin/kindler_db/conflict/",

@@ -26,6 +26,7 @@ def run(*args: str, **options: Any) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
+@pytest.mark.postgres
 def test_migrate_without_a_database_migrates_both_aliases() -> None:
     out, err = run("migrate", verbosity=1)
     assert (out.count("Database "), "Database postgres:" in out, "Database sqlite:" in out) == (
@@ -49,6 +50,7 @@ def test_migrate_with_database_migrates_only_that_alias() -> None:
     assert "No migrations to apply." in out
 
 
+@pytest.mark.postgres
 def test_createsuperuser_uses_the_active_database_without_naming_it() -> None:
     run("createsuperuser", interactive=False, username="root", email="root@example.com")
     assert list(User.objects.using("postgres").values_list("username", "is_superuser")) == [
@@ -56,6 +58,7 @@ def test_createsuperuser_uses_the_active_database_without_naming_it() -> None:
     ]
 
 
+@pytest.mark.postgres
 def test_dbstatus_reports_postgres_as_primary() -> None:
     out, _ = run("dbstatus")
     lines = out.splitlines()
@@ -72,6 +75,7 @@ def test_dbstatus_says_why_the_state_is_what_it_is() -> None:
     )
 
 
+@pytest.mark.postgres
 def test_dbstatus_lists_recent_sync_runs_not_only_the_last() -> None:
     make_cluster(using="postgres", name="dev")
     with writethrough.suppressed():

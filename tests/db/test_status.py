@@ -35,6 +35,7 @@ def sync() -> SyncStatus:
     return status
 
 
+@pytest.mark.postgres
 def test_pending_changes_and_the_oldest_are_reported() -> None:
     with pinned_alias("sqlite"):
         make_cluster()
@@ -43,11 +44,13 @@ def test_pending_changes_and_the_oldest_are_reported() -> None:
     assert (status.pending, status.oldest_pending is not None) == (2, True)
 
 
+@pytest.mark.postgres
 def test_open_conflicts_are_reported() -> None:
     make_conflict()
     assert sync().open_conflicts == 1
 
 
+@pytest.mark.postgres
 def test_the_last_replay_is_reported() -> None:
     with pinned_alias("sqlite"):
         make_cluster()
@@ -57,6 +60,7 @@ def test_the_last_replay_is_reported() -> None:
     assert (last.ok, last.result) == (True, "pushed 1, skipped 0, conflicts 0")
 
 
+@pytest.mark.postgres
 def test_the_last_mirror_and_its_lag_are_reported() -> None:
     mirror()
     status = sync()
@@ -65,6 +69,7 @@ def test_the_last_mirror_and_its_lag_are_reported() -> None:
     assert (status.last_mirror.ok, status.mirror_lag_seconds >= 0) == (True, True)
 
 
+@pytest.mark.postgres
 def test_nothing_is_reported_before_any_run() -> None:
     assert database_status().as_json()["sync"] == {
         "journal": {"pending": 0, "oldest": None},
@@ -75,6 +80,7 @@ def test_nothing_is_reported_before_any_run() -> None:
     }
 
 
+@pytest.mark.postgres
 def test_a_failed_replay_is_the_replay_failure() -> None:
     runs.record(runs.REPLAY, ok=False, result="failed: disk full", duration_ms=1.0)
     assert sync().replay_failure == "failed: disk full"
@@ -87,6 +93,7 @@ def test_open_conflicts_are_unknown_while_postgres_is_away(pg: PostgresServer) -
     assert sync().open_conflicts is None
 
 
+@pytest.mark.postgres
 def test_the_state_and_its_cause_come_from_the_monitor() -> None:
     snapshot = monitor.snapshot()
     status = database_status(snapshot)
@@ -99,14 +106,16 @@ def test_the_json_says_why_the_state_is_what_it_is() -> None:
 
 
 def test_without_postgres_there_is_nothing_to_sync(settings) -> None:
-    postgres = settings.DATABASES.pop("postgres")
+    postgres = settings.DATABASES.pop("postgres", None)
     try:
         status = database_status()
     finally:
-        settings.DATABASES["postgres"] = postgres
+        if postgres is not None:
+            settings.DATABASES["postgres"] = postgres
     assert (status.active, status.degraded, status.sync) == ("sqlite", False, None)
 
 
+@pytest.mark.postgres
 def test_dbstatus_prints_the_sync_lines() -> None:
     out = StringIO()
     call_command("dbstatus", stdout=out)
@@ -121,6 +130,7 @@ def test_dbstatus_prints_the_sync_lines() -> None:
     ]
 
 
+@pytest.mark.postgres
 def test_the_health_endpoint_has_the_sync_report(client: Client) -> None:
     with pinned_alias("sqlite"):
         make_cluster()
@@ -128,6 +138,7 @@ def test_the_health_endpoint_has_the_sync_report(client: Client) -> None:
     assert body["database"]["sync"]["journal"]["pending"] == 1
 
 
+@pytest.mark.postgres
 def test_the_banner_shows_pending_changes(client: Client) -> None:
     client.force_login(make_superuser())
     with pinned_alias("sqlite"):
@@ -136,6 +147,7 @@ def test_the_banner_shows_pending_changes(client: Client) -> None:
     assert "1 change made during the outage waiting to be synced." in html
 
 
+@pytest.mark.postgres
 def test_the_banner_shows_open_conflicts(client: Client) -> None:
     client.force_login(make_superuser())
     make_conflict()
@@ -145,9 +157,10 @@ def test_the_banner_shows_open_conflicts(client: Client) -> None:
 
 def test_no_banner_without_postgres(client: Client, settings) -> None:
     client.force_login(make_superuser())
-    postgres = settings.DATABASES.pop("postgres")
+    postgres = settings.DATABASES.pop("postgres", None)
     try:
         html = client.get("/").content.decode()
     finally:
-        settings.DATABASES["postgres"] = postgres
+        if postgres is not None:
+            settings.DATABASES["postgres"] = postgres
     assert 'id="database-banner"' not in html

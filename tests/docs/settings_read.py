@@ -9,6 +9,8 @@ from pathlib import Path
 from tests.docs.pages import ROOT
 
 PYTHON_FOLDERS = ("kindler", "clusters", "config")
+# The test settings read the development settings that pick how the suite runs.
+PYTHON_FILES = ("tests/settings.py",)
 SHELL_FOLDERS = ("scripts",)
 COMPOSE_FOLDER = "compose"
 ENV_METHODS = {"str", "bool", "int", "float", "list", "json", "dict", "tuple", "path", "url"}
@@ -21,7 +23,8 @@ ASSIGNED = re.compile(r"(?:^|[\s;(])(?:local\s+|export\s+)?(?P<name>[A-Z][A-Z0-9
 
 
 def python_files() -> list[Path]:
-    return sorted(path for folder in PYTHON_FOLDERS for path in (ROOT / folder).rglob("*.py"))
+    found = [path for folder in PYTHON_FOLDERS for path in (ROOT / folder).rglob("*.py")]
+    return sorted([*found, *(ROOT / name for name in PYTHON_FILES)])
 
 
 def constants(tree: ast.Module) -> dict[str, str]:

@@ -31,7 +31,10 @@ PORT_FIELDS = ("http_port", "https_port", "pf_port", "node_port")
 
 
 class Command(BaseCommand):
-    help = "List, show, create and delete clusters in the inventory."
+    help = (
+        "List, show, create and delete clusters in the inventory. Acts as an operator: "
+        "whoever may run manage.py may change every cluster."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -17,9 +17,9 @@ GENERATED_USER = "admin"
 
 class Command(BaseCommand):
     help = (
-        "Create the admin account from KINDLER_ADMIN_USER and KINDLER_ADMIN_PASSWORD, or, "
-        "when no account exists and those are unset, create 'admin' with a generated "
-        "password and print it once."
+        "Create the admin account, a superuser, from KINDLER_ADMIN_USER and "
+        "KINDLER_ADMIN_PASSWORD, or, when no account exists and those are unset, create "
+        "'admin' with a generated password and print it once."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -25,6 +25,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0, stdout=self.stdout)
         call_command("ensure_admin", stdout=self.stdout)
+        # Session files outlive their expiry until swept; a start sweeps them.
+        call_command("clearsessions")
         call_command("collectstatic", interactive=False, verbosity=0)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = [

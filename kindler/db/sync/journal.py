@@ -246,13 +246,60 @@ def install_triggers(using: str) -> None:
             cursor.execute(sql)
 
 
+def drop_sqlite_triggers() -> None:
+    """Drop SQLite's journal and guard triggers; on_post_migrate makes them again.
+
+    SQLite refuses to drop or rename a column that a trigger reads, and the
+    journal triggers read every column: without this, a migration that removes
+    a synced column (any backward migrate past one that added it) fails.
+    """
+    names = [
+        f"kindler_{kind}_{model._meta.db_table}_{op}"
+        for model in synced_models()
+        for kind in ("journal", "guard")
+        for op in ("insert", "update", "delete")
+    ]
+    with transaction.atomic(using=SQLITE), connections[SQLITE].cursor() as cursor:
+        for name in names:
+            cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def on_pre_migrate(sender: Any, using: str = SQLITE, **kwargs: Any) -> None:
+    """Take SQLite's triggers off before migrate changes the tables they read.
+
+    Kindler's own processes stop while migrate runs (scripts/run and serve
+    migrate before they start them), so nothing writes unjournaled meanwhile.
+    """
+    if sender.label == "kindler_db" and using == SQLITE:
+        drop_sqlite_triggers()
+
+
 def on_post_migrate(sender: Any, using: str = SQLITE, **kwargs: Any) -> None:
     """Keep the triggers in step with the models after every migrate or flush."""
     if sender.label != "kindler_db" or using not in (SQLITE, POSTGRES):
         return
-    tables = connections[using].introspection.table_names()
-    if JOURNAL_TABLE in tables and all(m._meta.db_table in tables for m in synced_models()):
-        install_triggers(using)
+    connection = connections[using]
+    tables = connection.introspection.table_names()
+    if JOURNAL_TABLE not in tables or any(m._meta.db_table not in tables for m in synced_models()):
+        return
+    if using == SQLITE and not columns_match(connection):
+        # Migrated back to an older schema: the triggers this code would make
+        # read columns it lacks. The code of that older release makes its own.
+        return
+    install_triggers(using)
+
+
+def columns_match(connection: Any) -> bool:
+    """Return True when every synced table has every column its model declares."""
+    with connection.cursor() as cursor:
+        for model in synced_models():
+            table = model._meta.db_table
+            present = {
+                c.name for c in connection.introspection.get_table_description(cursor, table)
+            }
+            if {str(f.column) for f in model._meta.concrete_fields} - present:
+                return False
+    return True
 
 
 def instance_id() -> uuid.UUID:

@@ -14,6 +14,12 @@ from kindler.db.sync.accounts import AccountsReadOnly
 
 
 class Command(createsuperuser.Command):
+    help = (
+        "Create a superuser (every permission, whatever the groups) on the active database. "
+        "For least privilege, add people in the admin and put them in the Viewers or "
+        "Operators group."
+    )
+
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.set_defaults(database=None)

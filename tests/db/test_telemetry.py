@@ -202,7 +202,7 @@ def test_report_lines_show_queries_connections_and_switches() -> None:
 def test_dbstatus_prints_the_query_statistics(history_file: Path) -> None:
     out = StringIO()
     call_command("dbstatus", stdout=out)
-    assert out.getvalue().splitlines()[3] == "Queries (this process, slow above 200 ms):"
+    assert "Queries (this process, slow above 200 ms):" in out.getvalue().splitlines()
 
 
 @pytest.mark.django_db(databases=BOTH)

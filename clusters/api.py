@@ -350,8 +350,9 @@ def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
     for field, value in fields.items():
         setattr(found, field, value)
     try:
-        # Name and uid cannot change here, so their uniqueness needs no query.
-        found.full_clean(exclude=["name", "uid"])
+        # No lookups: the name cannot change here, and a host port another
+        # cluster holds is refused by the port claims when the row is saved.
+        found.full_clean(exclude=["name", "uid"], validate_unique=False)
         lifecycle.request_update(found)
     except ValidationError as exc:
         raise Unprocessable(validation_errors(exc)) from None

@@ -22,10 +22,23 @@ from clusters.models import (
 def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     """Validate and save a new cluster that should exist, and queue its creation."""
     cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
-    # A fresh uuid4 cannot be taken: skip the query that would check it.
-    cluster.full_clean(exclude=["uid"])
-    # Subnet overlaps and a missing provider binary, beside the field they concern.
-    preflight.check_request(cluster)
+    # No lookups on the way to the save: a taken name or host port is
+    # refused by the name's unique index and the port claims, and reported as
+    # validation (see _refusals_as_validation). Only a request refused anyway
+    # looks them up, so that one answer names every problem.
+    try:
+        cluster.full_clean(exclude=["uid"], validate_unique=False)
+    except ValidationError as exc:
+        errors = exc.update_error_dict({})
+        _clashes(cluster, exclude={"uid", *errors}).update_error_dict(errors)
+        raise ValidationError(errors) from None
+    try:
+        # Subnet overlaps and a missing provider binary, beside the field they concern.
+        preflight.check_request(cluster)
+    except ValidationError as exc:
+        # A clash with another cluster is the answer first, as it was before preflight.
+        clashes = _clashes(cluster, exclude={"uid"})
+        raise (clashes if clashes.error_dict else exc) from None
     using = router.db_for_write(Cluster)
     with _refusals_as_validation(cluster, using):
         cluster.save(using=using)
@@ -42,6 +55,15 @@ def request_update(cluster: Cluster) -> None:
     using = router.db_for_write(Cluster, instance=cluster)
     with _refusals_as_validation(cluster, using):
         cluster.save(using=using)
+
+
+def _clashes(cluster: Cluster, exclude: set[str]) -> ValidationError:
+    """Return the cluster's clashes with others (name, host ports); empty if none."""
+    try:
+        cluster.validate_unique(exclude=exclude)
+    except ValidationError as exc:
+        return exc
+    return ValidationError({})
 
 
 @contextmanager

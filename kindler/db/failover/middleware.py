@@ -148,6 +148,11 @@ class DatabaseFailoverMiddleware:
             # afterwards the write goes wherever the instance is then.
             state.wait_for_promotion(float(settings.SQLITE_BUSY_TIMEOUT))
             alias = current_alias()
+        # A connection kept from an earlier request is not checked first (no
+        # SELECT 1 per request: the monitor probes PostgreSQL off the request
+        # path); if the server dropped it meanwhile, the request runs again
+        # once on a fresh connection before anyone calls it an outage.
+        reused = alias == POSTGRES and _postgres_connection_open()
         if alias == SQLITE and postgres_configured():
             # Fallen back: keep no idle connection that would hold one of
             # PostgreSQL's slots (it may be out of them).
@@ -162,7 +167,7 @@ class DatabaseFailoverMiddleware:
             if error is None:
                 return response
             tried.append(alias)
-            retry = self._retry_alias(alias, error, at_commit, tried)
+            retry = self._retry_alias(alias, error, at_commit, tried, reused)
             if retry is None:
                 return self._answer(request, alias, error, at_commit)
             # The user may have been loaded in the failed attempt; load it again
@@ -229,10 +234,10 @@ class DatabaseFailoverMiddleware:
             raise SwitchedBackError("the instance is back on PostgreSQL")
 
     def _retry_alias(
-        self, alias: str, error: BaseException, at_commit: bool, tried: list[str]
+        self, alias: str, error: BaseException, at_commit: bool, tried: list[str], reused: bool
     ) -> str | None:
         if alias == POSTGRES and is_postgres_outage(error):
-            if not at_commit and tried.count(POSTGRES) == 1 and self._reconnected():
+            if not at_commit and tried.count(POSTGRES) == 1 and self._reconnected(reused):
                 return POSTGRES
             monitor.mark_down(f"request failed: {describe_error(error)}")
             if at_commit or SQLITE in tried or not sqlite_fallback_enabled():
@@ -247,13 +252,16 @@ class DatabaseFailoverMiddleware:
         return None
 
     @staticmethod
-    def _reconnected() -> bool:
-        """Open a fresh connection when several servers are listed; return whether one took it.
+    def _reconnected(reused: bool) -> bool:
+        """Open a fresh connection; return whether PostgreSQL took it.
 
-        Nothing of the failed attempt was committed, and libpq opens the new
-        connection on whichever listed server takes writes now.
+        Tried when the failed connection was kept from an earlier request (the
+        server may have dropped it while idle) or several servers are listed
+        (libpq opens the new connection on whichever takes writes now).
+        Nothing of the failed attempt was committed.
         """
-        if len(configured_hosts()) < 2 or monitor.active_alias() != POSTGRES:
+        several = len(configured_hosts()) > 1
+        if not (reused or several) or monitor.active_alias() != POSTGRES:
             return False
         close_postgres_connection()
         try:
@@ -288,6 +296,10 @@ class DatabaseFailoverMiddleware:
             message = sqlite_trouble(error) or _unavailable_message(error)
         logger.warning("Answered 503 on %s %s: %s", request.method, request.path, message)
         return unavailable(request, message)
+
+
+def _postgres_connection_open() -> bool:
+    return postgres_configured() and connections[POSTGRES].connection is not None
 
 
 def _unavailable_message(error: BaseException) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -60,6 +61,7 @@ from kindler.db.failover.pinning import (
     sqlite_fallback_enabled,
 )
 from kindler.db.failover.routers import current_alias
+from kindler.db.failover.writelock import writer_turn
 
 logger = logging.getLogger("kindler.db")
 
@@ -209,7 +211,7 @@ class DatabaseFailoverMiddleware:
                 return self.get_response(request)
             rolled_back = False
             try:
-                with transaction.atomic(using=alias):
+                with self._turn(alias), transaction.atomic(using=alias):
                     if alias == SQLITE and follow_state:
                         self._refuse_if_switched_back()
                     response = self.get_response(request)
@@ -225,6 +227,15 @@ class DatabaseFailoverMiddleware:
                     setattr(request, ERROR_ATTRIBUTE, exc)
                 return HttpResponse(status=503)
             return response
+
+    @staticmethod
+    def _turn(alias: str) -> AbstractContextManager[None]:
+        # The write below holds SQLite's write lock from its first statement
+        # (BEGIN IMMEDIATE) to its commit: take turns for it, not polls.
+        if alias != SQLITE:
+            return nullcontext()
+        connection = connections[SQLITE]
+        return writer_turn(connection, float(connection.settings_dict["OPTIONS"]["timeout"]))
 
     @staticmethod
     def _refuse_if_switched_back() -> None:

@@ -19,7 +19,7 @@ from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
-from clusters import drivers, lifecycle, ratelimit
+from clusters import drivers, lifecycle, queries, ratelimit
 from clusters.errors import json_error
 from clusters.models import (
     HOST_PORT_FIELDS,
@@ -197,10 +197,10 @@ def not_found(request: HttpRequest, path: str) -> HttpResponse:
 
 def get_cluster(name: str) -> Cluster:
     """Return the named cluster, or raise Http404 in the original API's words."""
-    try:
-        return Cluster.objects.get(name=name)
-    except Cluster.DoesNotExist:
-        raise Http404(f"Cluster {name} not found") from None
+    found = queries.cluster_named(name)
+    if found is None:
+        raise Http404(f"Cluster {name} not found")
+    return found
 
 
 def accepted(task: OperationLog, message: str) -> JsonResponse:
@@ -239,7 +239,8 @@ def clusters(request: HttpRequest) -> HttpResponse:
     """List every cluster, or ask for a new one to be created."""
     if request.method == "POST":
         return create_cluster(request)
-    return JsonResponse([cluster_to_dict(cluster) for cluster in Cluster.objects.all()], safe=False)
+    rows = [cluster_to_dict(cluster) for cluster in queries.all_clusters()]
+    return JsonResponse(rows, safe=False)
 
 
 def read_json(request: HttpRequest) -> Any:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.conf import settings
@@ -61,7 +61,7 @@ from kindler.db.failover.pinning import (
     sqlite_fallback_enabled,
 )
 from kindler.db.failover.routers import current_alias
-from kindler.db.failover.writelock import writer_turn
+from kindler.db.failover.writelock import write_transaction
 
 logger = logging.getLogger("kindler.db")
 
@@ -211,9 +211,7 @@ class DatabaseFailoverMiddleware:
                 return self.get_response(request)
             rolled_back = False
             try:
-                with self._turn(alias), transaction.atomic(using=alias):
-                    if alias == SQLITE and follow_state:
-                        self._refuse_if_switched_back()
+                with self._transaction(alias, follow_state):
                     response = self.get_response(request)
                     if response.status_code >= 500 or hasattr(request, ERROR_ATTRIBUTE):
                         transaction.set_rollback(True, using=alias)
@@ -228,14 +226,13 @@ class DatabaseFailoverMiddleware:
                 return HttpResponse(status=503)
             return response
 
-    @staticmethod
-    def _turn(alias: str) -> AbstractContextManager[None]:
-        # The write below holds SQLite's write lock from its first statement
-        # (BEGIN IMMEDIATE) to its commit: take turns for it, not polls.
+    def _transaction(self, alias: str, follow_state: bool) -> AbstractContextManager[None]:
         if alias != SQLITE:
-            return nullcontext()
-        connection = connections[SQLITE]
-        return writer_turn(connection, float(connection.settings_dict["OPTIONS"]["timeout"]))
+            return transaction.atomic(using=alias)
+        # SQLite's write lock is taken at the first write, not here, and
+        # writers take turns for it (kindler.db.failover.writelock).
+        check = self._refuse_if_switched_back if follow_state else _nothing
+        return write_transaction(connections[SQLITE], on_begin=check)
 
     @staticmethod
     def _refuse_if_switched_back() -> None:
@@ -307,6 +304,10 @@ class DatabaseFailoverMiddleware:
             message = sqlite_trouble(error) or _unavailable_message(error)
         logger.warning("Answered 503 on %s %s: %s", request.method, request.path, message)
         return unavailable(request, message)
+
+
+def _nothing() -> None:
+    """Check nothing when a write transaction begins (no state to follow)."""
 
 
 def _postgres_connection_open() -> bool:

@@ -1,4 +1,11 @@
-"""Let an instance's requests take turns writing to SQLite instead of polling for its lock.
+"""Hold SQLite's write lock only while writing, and take turns for it instead of polling.
+
+A request's changes run in one transaction (see the failover middleware),
+but on SQLite that transaction now begins (BEGIN IMMEDIATE, which takes
+the file's write lock) just before its first write, not when the request
+starts: parsing, authentication and validation no longer keep every other
+writer of the instance waiting. Reads before the first write see committed
+data, as they do on PostgreSQL, where reading takes no lock either.
 
 SQLite's own wait for a busy write lock sleeps in growing steps (up to
 100 ms at a time), so under concurrent writes a request can sleep long
@@ -21,12 +28,16 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
+
+from django.db import transaction
 
 from kindler.db.failover import state
 
+# Statements that neither write nor open a transaction of their own.
+READS = ("SELECT", "PRAGMA", "EXPLAIN")
 FIRST_POLL, LONGEST_POLL = 0.0002, 0.001
 # Below this, the wait is not worth two PRAGMA statements to shorten SQLite's.
 NOTICEABLE = 0.002
@@ -101,3 +112,50 @@ def _restore_busy_timeout(connection: Any) -> None:
     except Exception:
         # A connection left with a shorter wait is never reused.
         connection.close()
+
+
+@contextmanager
+def write_transaction(connection: Any, on_begin: Callable[[], None]) -> Iterator[None]:
+    """transaction.atomic on SQLite, with BEGIN IMMEDIATE put off until the first write.
+
+    on_begin runs right after BEGIN IMMEDIATE, holding the write lock. Inside
+    a transaction already open (a test's), the block is a plain savepoint.
+    """
+    alias = connection.alias
+    budget = float(connection.settings_dict["OPTIONS"].get("timeout", 5.0))
+    if connection.in_atomic_block:
+        with transaction.atomic(using=alias):
+            on_begin()
+            yield
+        return
+    with ExitStack() as turn:
+        begun = False
+
+        def begin_before_first_write(
+            execute: Any, sql: str, params: Any, many: bool, context: Any
+        ) -> Any:
+            nonlocal begun
+            if not begun and not sql.lstrip()[:8].upper().startswith(READS):
+                begun = True  # first: the turn's own PRAGMA passes through here
+                turn.enter_context(writer_turn(connection, budget))
+                with connection.cursor() as cursor:
+                    cursor.execute("BEGIN IMMEDIATE")
+                on_begin()
+            return execute(sql, params, many, context)
+
+        connection.ensure_connection()
+        # Django opens the transaction on entering atomic(); here the first
+        # write does (see above), so entering only marks the block.
+        connection._start_transaction_under_autocommit = _no_begin
+        try:
+            with (
+                connection.execute_wrapper(begin_before_first_write),
+                transaction.atomic(using=alias),
+            ):
+                yield
+        finally:
+            del connection._start_transaction_under_autocommit
+
+
+def _no_begin() -> None:
+    """Start no transaction yet: write_transaction begins it before the first write."""

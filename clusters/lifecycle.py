@@ -70,19 +70,37 @@ def _clashes(cluster: Cluster, exclude: set[str]) -> ValidationError:
 def _refusals_as_validation(cluster: Cluster, using: str) -> Iterator[None]:
     """Save in a savepoint; raise the database refusing it as model validation would.
 
-    Validation ran first, but another request may have taken the name or a
-    host port since; the unique name and the port claims (see PortClaim)
-    refuse the second writer. The savepoint keeps the caller's transaction
-    usable, so it can still answer.
+    Nothing is looked up before the save: the unique name and the port
+    claims (see PortClaim) refuse a clash, a taken name or port and another
+    writer's race alike. The savepoint keeps the caller's transaction usable,
+    so it can still look up who holds what, and answer.
     """
+    if not transaction.get_connection(using).in_atomic_block:
+        # No caller's transaction: this one is the unit, and a refusal rolls
+        # it back before the lookup.
+        try:
+            with transaction.atomic(using=using):
+                yield
+        except IntegrityError as exc:
+            raise _clash_or(exc, cluster, using) from None
+        return
+    # Released with the caller's transaction rather than by a statement of
+    # its own: one round trip less to PostgreSQL for every create and update.
+    savepoint = transaction.savepoint_create(using=using)
     try:
-        with transaction.atomic(using=using):
-            yield
-    except IntegrityError:
-        error = _clash(cluster, using)
-        if error is None:
-            raise
-        raise error from None
+        yield
+    except IntegrityError as exc:
+        # The failed save marked the transaction for rollback; back at the
+        # savepoint it is usable again (the flag first: it blocks every
+        # statement, the rollback to the savepoint included).
+        transaction.set_rollback(False, using=using)
+        transaction.savepoint_rollback(savepoint, using=using)
+        raise _clash_or(exc, cluster, using) from None
+
+
+def _clash_or(exc: IntegrityError, cluster: Cluster, using: str) -> Exception:
+    error = _clash(cluster, using)
+    return exc if error is None else error
 
 
 def _clash(cluster: Cluster, using: str) -> ValidationError | None:

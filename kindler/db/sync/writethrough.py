@@ -31,6 +31,7 @@ from django.db.models import Model
 
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.errors import describe_error
+from kindler.db.failover.writelock import writer_turn
 from kindler.db.models import JournalEntry, SyncedModel
 from kindler.db.sync.journal import journal_suppressed
 from kindler.db.sync.tables import table_for
@@ -108,6 +109,9 @@ def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
         # (about 2 ms) on every write to PostgreSQL.
         with (
             synchronous_normal(connection),
+            # Every worker copies its writes: take turns for SQLite's write
+            # lock rather than sleep in SQLite's own growing waits for it.
+            writer_turn(connection, float(connection.settings_dict["OPTIONS"]["timeout"])),
             transaction.atomic(using=SQLITE),
             journal_suppressed(),
         ):

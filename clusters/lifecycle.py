@@ -40,8 +40,12 @@ def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
         clashes = _clashes(cluster, exclude={"uid"})
         raise (clashes if clashes.error_dict else exc) from None
     using = router.db_for_write(Cluster)
+    # SAVEPOINT: to come back to if the database refuses the row.
     with _refusals_as_validation(cluster, using):
+        # INSERT the cluster (its triggers claim the host ports, or refuse).
         cluster.save(using=using)
+        # INSERT the operation: the task the caller is given, which the
+        # reconciler carries out and reports into.
         task = OperationLog.objects.using(using).create(
             cluster_name=cluster.name, operation=Operation.CREATE
         )
@@ -53,6 +57,7 @@ def request_update(cluster: Cluster) -> None:
     # The same subnet check a create runs: a change must not overlap either.
     preflight.check_subnet(cluster)
     using = router.db_for_write(Cluster, instance=cluster)
+    # SAVEPOINT, then one UPDATE (its triggers move the port claims, or refuse).
     with _refusals_as_validation(cluster, using):
         cluster.save(using=using)
 
@@ -125,7 +130,9 @@ def request_delete(cluster: Cluster) -> OperationLog:
     using = router.db_for_write(Cluster, instance=cluster)
     with transaction.atomic(using=using, savepoint=False):
         cluster.desired_state = DesiredState.ABSENT
+        # UPDATE desired_state: what the reconciler acts on (it deletes the row).
         cluster.save(using=using, update_fields=["desired_state", "updated_at"])
+        # INSERT the operation: the task the caller is given.
         return OperationLog.objects.using(using).create(
             cluster_name=cluster.name, operation=Operation.DELETE
         )

@@ -116,8 +116,8 @@ def run(name: str, short: bool) -> tuple[str, int, float]:
 
 
 def is_markdown(output: str) -> bool:
-    """Return True when a benchmark printed a Markdown table rather than plain text."""
-    return output.lstrip().startswith("| ")
+    """Return True when a benchmark printed Markdown tables rather than plain text."""
+    return output.lstrip().startswith("| ") or "\n|---" in output
 
 
 def table(rows: list[tuple[str, str]]) -> list[str]:

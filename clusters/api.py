@@ -19,7 +19,7 @@ from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
-from clusters import lifecycle, permissions, placement, ratelimit, registry
+from clusters import lifecycle, permissions, placement, queries, ratelimit, registry
 from clusters.errors import json_error
 from clusters.models import (
     HOST_PORT_FIELDS,
@@ -206,10 +206,10 @@ def not_found(request: HttpRequest, path: str) -> HttpResponse:
 
 def get_cluster(name: str) -> Cluster:
     """Return the named cluster, or raise Http404 in the original API's words."""
-    try:
-        return Cluster.objects.get(name=name)
-    except Cluster.DoesNotExist:
-        raise Http404(f"Cluster {name} not found") from None
+    found = queries.cluster_named(name)
+    if found is None:
+        raise Http404(f"Cluster {name} not found")
+    return found
 
 
 def accepted(task: OperationLog, message: str) -> JsonResponse:
@@ -249,7 +249,8 @@ def clusters(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         permissions.require(request, "create")
         return create_cluster(request)
-    return JsonResponse([cluster_to_dict(cluster) for cluster in Cluster.objects.all()], safe=False)
+    rows = [cluster_to_dict(cluster) for cluster in queries.all_clusters()]
+    return JsonResponse(rows, safe=False)
 
 
 def read_json(request: HttpRequest) -> Any:
@@ -272,15 +273,20 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
     """Record a new cluster; host ports the body omits are the lowest free ones."""
     fields = parse_body(read_json(request))
     name = fields["name"]
-    try:
-        cluster, task = request_create_on_free_ports(fields)
-    except ValidationError as exc:
-        # The model's unique check finds a taken name; no extra query first.
-        # A taken name is the answer whatever else clashes: the cluster exists.
-        if any(error.code == "unique" for error in exc.error_dict.get("name", [])):
-            return json_error(409, f"Cluster {name} already exists")
-        raise Unprocessable(validation_errors(exc)) from None
-    waiting = placement.waiting_message(cluster.host)
+    # Statements: one SELECT of the live reconcilers (the host, the provider
+    # check and the answer's wording all come from it; a second, of the hosts
+    # ever registered, only when none is live), then the cluster's and its
+    # operation log's INSERTs. Name and port clashes come back from the unique
+    # index and the port claims, not from lookups first.
+    with registry.one_reading():
+        try:
+            cluster, task = request_create_on_free_ports(fields)
+        except ValidationError as exc:
+            # A taken name is the answer whatever else clashes: the cluster exists.
+            if any(error.code == "unique" for error in exc.error_dict.get("name", [])):
+                return json_error(409, f"Cluster {name} already exists")
+            raise Unprocessable(validation_errors(exc)) from None
+        waiting = placement.waiting_message(cluster.host)
     message = f"Cluster creation task created for {cluster.name}"
     return accepted(task, f"{message}. {waiting}" if waiting else message)
 
@@ -369,8 +375,9 @@ def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
     for field, value in fields.items():
         setattr(found, field, value)
     try:
-        # Name and uid cannot change here, so their uniqueness needs no query.
-        found.full_clean(exclude=["name", "uid"])
+        # No lookups: the name cannot change here, and a host port another
+        # cluster holds is refused by the port claims when the row is saved.
+        found.full_clean(exclude=["name", "uid"], validate_unique=False)
         lifecycle.request_update(found)
     except ValidationError as exc:
         raise Unprocessable(validation_errors(exc)) from None

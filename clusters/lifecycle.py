@@ -26,13 +26,30 @@ def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     """
     fields["host"] = placement.choose_host(fields.get("host"))
     cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
-    # A fresh uuid4 cannot be taken: skip the query that would check it.
-    cluster.full_clean(exclude=["uid"])
-    # Subnet overlaps and a missing provider binary, beside the field they concern.
-    preflight.check_request(cluster)
+    # No lookups on the way to the save: a taken name or host port is
+    # refused by the name's unique index and the port claims, and reported as
+    # validation (see _refusals_as_validation). Only a request refused anyway
+    # looks them up, so that one answer names every problem.
+    try:
+        cluster.full_clean(exclude=["uid"], validate_unique=False)
+    except ValidationError as exc:
+        errors = exc.update_error_dict({})
+        _clashes(cluster, exclude={"uid", *errors}).update_error_dict(errors)
+        raise ValidationError(errors) from None
+    try:
+        # Subnet overlaps and a missing provider binary, beside the field they concern.
+        preflight.check_request(cluster)
+    except ValidationError as exc:
+        # A clash with another cluster is the answer first, as it was before preflight.
+        clashes = _clashes(cluster, exclude={"uid"})
+        raise (clashes if clashes.error_dict else exc) from None
     using = router.db_for_write(Cluster)
+    # SAVEPOINT: to come back to if the database refuses the row.
     with _refusals_as_validation(cluster, using):
+        # INSERT the cluster (its triggers claim the host ports, or refuse).
         cluster.save(using=using)
+        # INSERT the operation: the task the caller is given, which the
+        # reconciler carries out and reports into.
         task = OperationLog.objects.using(using).create(
             cluster_name=cluster.name, operation=Operation.CREATE
         )
@@ -44,27 +61,55 @@ def request_update(cluster: Cluster) -> None:
     # The same subnet check a create runs: a change must not overlap either.
     preflight.check_subnet(cluster)
     using = router.db_for_write(Cluster, instance=cluster)
+    # SAVEPOINT, then one UPDATE (its triggers move the port claims, or refuse).
     with _refusals_as_validation(cluster, using):
         cluster.save(using=using)
+
+
+def _clashes(cluster: Cluster, exclude: set[str]) -> ValidationError:
+    """Return the cluster's clashes with others (name, host ports); empty if none."""
+    try:
+        cluster.validate_unique(exclude=exclude)
+    except ValidationError as exc:
+        return exc
+    return ValidationError({})
 
 
 @contextmanager
 def _refusals_as_validation(cluster: Cluster, using: str) -> Iterator[None]:
     """Save in a savepoint; raise the database refusing it as model validation would.
 
-    Validation ran first, but another request may have taken the name or a
-    host port since; the unique name and the port claims (see PortClaim)
-    refuse the second writer. The savepoint keeps the caller's transaction
-    usable, so it can still answer.
+    Nothing is looked up before the save: the unique name and the port
+    claims (see PortClaim) refuse a clash, a taken name or port and another
+    writer's race alike. The savepoint keeps the caller's transaction usable,
+    so it can still look up who holds what, and answer.
     """
+    if not transaction.get_connection(using).in_atomic_block:
+        # No caller's transaction: this one is the unit, and a refusal rolls
+        # it back before the lookup.
+        try:
+            with transaction.atomic(using=using):
+                yield
+        except IntegrityError as exc:
+            raise _clash_or(exc, cluster, using) from None
+        return
+    # Released with the caller's transaction rather than by a statement of
+    # its own: one round trip less to PostgreSQL for every create and update.
+    savepoint = transaction.savepoint_create(using=using)
     try:
-        with transaction.atomic(using=using):
-            yield
-    except IntegrityError:
-        error = _clash(cluster, using)
-        if error is None:
-            raise
-        raise error from None
+        yield
+    except IntegrityError as exc:
+        # The failed save marked the transaction for rollback; back at the
+        # savepoint it is usable again (the flag first: it blocks every
+        # statement, the rollback to the savepoint included).
+        transaction.set_rollback(False, using=using)
+        transaction.savepoint_rollback(savepoint, using=using)
+        raise _clash_or(exc, cluster, using) from None
+
+
+def _clash_or(exc: IntegrityError, cluster: Cluster, using: str) -> Exception:
+    error = _clash(cluster, using)
+    return exc if error is None else error
 
 
 def _clash(cluster: Cluster, using: str) -> ValidationError | None:
@@ -89,7 +134,9 @@ def request_delete(cluster: Cluster) -> OperationLog:
     using = router.db_for_write(Cluster, instance=cluster)
     with transaction.atomic(using=using, savepoint=False):
         cluster.desired_state = DesiredState.ABSENT
+        # UPDATE desired_state: what the reconciler acts on (it deletes the row).
         cluster.save(using=using, update_fields=["desired_state", "updated_at"])
+        # INSERT the operation: the task the caller is given.
         return OperationLog.objects.using(using).create(
             cluster_name=cluster.name, operation=Operation.DELETE
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -143,6 +143,20 @@ class Cluster(SyncedModel):
             errors.setdefault("subnet", []).append(
                 f"A subnet can only be set for k3d clusters; {self.provider} assigns its own."
             )
+        if errors:
+            raise ValidationError(errors)
+
+    def validate_unique(self, exclude: Collection[str] | None = None) -> None:
+        """Check the unique columns, and that no other cluster holds these host ports.
+
+        Both need a query; a write that skips them (full_clean(validate_unique=False))
+        still cannot clash: the name's unique index and the port claims refuse it.
+        """
+        errors: dict[str, list[Any]] = {}
+        try:
+            super().validate_unique(exclude=exclude)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
         for field, message in self._host_port_conflicts().items():
             errors.setdefault(field, []).append(message)
         if errors:

@@ -21,7 +21,9 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,9 +64,37 @@ def live_since() -> datetime:
     return timezone.now() - timedelta(seconds=LIVE_INTERVALS * heartbeat_interval())
 
 
+# Within one_reading(), the live reconcilers as first read; None until then.
+_reading: ContextVar[list[Registration] | None] = ContextVar("registry_reading", default=None)
+_reading_open: ContextVar[bool] = ContextVar("registry_reading_open", default=False)
+
+
+@contextmanager
+def one_reading() -> Iterator[None]:
+    """Read the live reconcilers once for everything one request decides from them.
+
+    A create chooses the host, checks the provider and words its answer from
+    the same registry rows: one SELECT, not three. Heartbeats are seconds
+    apart, so the rows do not change meaningfully within a request.
+    """
+    opened = _reading_open.set(True)
+    cached = _reading.set(None)
+    try:
+        yield
+    finally:
+        _reading.reset(cached)
+        _reading_open.reset(opened)
+
+
 def live_registrations() -> list[Registration]:
     """Return the live reconcilers, by host, read where reads go now."""
-    return list(Registration.objects.filter(last_seen__gte=live_since()))
+    cached = _reading.get()
+    if cached is not None:
+        return cached
+    live = list(Registration.objects.filter(last_seen__gte=live_since()))
+    if _reading_open.get():
+        _reading.set(live)
+    return live
 
 
 def live_on(host: str) -> list[Registration]:

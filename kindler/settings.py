@@ -141,7 +141,10 @@ if env.str("PG_HOST", default=""):
         "USER": env.str("PG_USER", default="kindler"),
         "PASSWORD": read_secret("PG_PASSWORD"),
         "CONN_MAX_AGE": env.int("PG_CONN_MAX_AGE", default=60),
-        "CONN_HEALTH_CHECKS": True,
+        # No SELECT 1 before each request's first query: the monitor probes
+        # PostgreSQL off the request path, and the failover middleware runs a
+        # request again on a fresh connection when a kept one was dropped.
+        "CONN_HEALTH_CHECKS": False,
         "OPTIONS": {
             "connect_timeout": max(1, round(PG_CONNECT_TIMEOUT)),
             "sslmode": env.str("PG_SSLMODE", default="prefer"),

@@ -7,7 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from clusters import api, drivers, registry
@@ -912,3 +914,64 @@ def test_json_nested_5000_deep_is_400(alias: str, admin_client: Client) -> None:
     assert response.status_code == 400
     assert response.json() == {"detail": "Request body is JSON nested too deeply"}
     assert Cluster.objects.count() == 0
+
+
+def statements(alias: str, send: Any) -> tuple[int, list[str]]:
+    """Return the status send() got and the first word of each statement it ran on alias."""
+    with CaptureQueriesContext(connections[alias]) as queries:
+        response = send()
+    words = [q["sql"].split()[0].upper() for q in queries]
+    return response.status_code, [w for w in words if w not in ("SAVEPOINT", "RELEASE")]
+
+
+def test_a_create_reads_the_registry_once_and_looks_nothing_else_up(
+    alias: str, settings: Any
+) -> None:
+    make_registration()
+    settings.KINDLER_API_TOKEN = TOKEN
+    client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
+    body = {"name": "dev", "provider": "k3d", "http_port": 18090, "https_port": 18453}
+    assert statements(alias, lambda: created(client, **body, pf_port=19001)) == (
+        202,
+        ["SELECT", "INSERT", "INSERT"],
+    )
+
+
+def test_a_create_with_no_live_reconciler_also_reads_the_hosts_ever_registered(
+    alias: str, settings: Any
+) -> None:
+    settings.KINDLER_API_TOKEN = TOKEN
+    client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
+    body = {"name": "dev", "provider": "k3d", "http_port": 18090, "https_port": 18453}
+    assert statements(alias, lambda: created(client, **body, pf_port=19001)) == (
+        202,
+        ["SELECT", "SELECT", "INSERT", "INSERT"],
+    )
+
+
+def test_reads_of_the_api_run_one_query(alias: str, settings: Any) -> None:
+    make_cluster(name="dev")
+    settings.KINDLER_API_TOKEN = TOKEN
+    client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
+    assert [
+        statements(alias, lambda: client.get("/api/clusters")),
+        statements(alias, lambda: client.get("/api/clusters/dev")),
+    ] == [(200, ["SELECT"]), (200, ["SELECT"])]
+
+
+def test_an_update_onto_a_taken_port_is_422_naming_the_holder(alias: str, settings: Any) -> None:
+    make_cluster(name="dev", http_port=18090, https_port=18453, pf_port=19001)
+    make_cluster(name="uat", http_port=18091, https_port=18454, pf_port=19002)
+    settings.KINDLER_API_TOKEN = TOKEN
+    client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
+    response = client.patch(
+        "/api/clusters/uat", json.dumps({"http_port": 18090}), content_type="application/json"
+    )
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": [
+                {"loc": ["body", "http_port"], "msg": "Port 18090 is already used by cluster dev."}
+            ]
+        },
+    )

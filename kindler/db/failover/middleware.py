@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.conf import settings
@@ -60,6 +61,7 @@ from kindler.db.failover.pinning import (
     sqlite_fallback_enabled,
 )
 from kindler.db.failover.routers import current_alias
+from kindler.db.failover.writelock import write_transaction
 
 logger = logging.getLogger("kindler.db")
 
@@ -148,6 +150,11 @@ class DatabaseFailoverMiddleware:
             # afterwards the write goes wherever the instance is then.
             state.wait_for_promotion(float(settings.SQLITE_BUSY_TIMEOUT))
             alias = current_alias()
+        # A connection kept from an earlier request is not checked first (no
+        # SELECT 1 per request: the monitor probes PostgreSQL off the request
+        # path); if the server dropped it meanwhile, the request runs again
+        # once on a fresh connection before anyone calls it an outage.
+        reused = alias == POSTGRES and _postgres_connection_open()
         if alias == SQLITE and postgres_configured():
             # Fallen back: keep no idle connection that would hold one of
             # PostgreSQL's slots (it may be out of them).
@@ -162,7 +169,7 @@ class DatabaseFailoverMiddleware:
             if error is None:
                 return response
             tried.append(alias)
-            retry = self._retry_alias(alias, error, at_commit, tried)
+            retry = self._retry_alias(alias, error, at_commit, tried, reused)
             if retry is None:
                 return self._answer(request, alias, error, at_commit)
             # The user may have been loaded in the failed attempt; load it again
@@ -204,9 +211,7 @@ class DatabaseFailoverMiddleware:
                 return self.get_response(request)
             rolled_back = False
             try:
-                with transaction.atomic(using=alias):
-                    if alias == SQLITE and follow_state:
-                        self._refuse_if_switched_back()
+                with self._transaction(alias, follow_state):
                     response = self.get_response(request)
                     if response.status_code >= 500 or hasattr(request, ERROR_ATTRIBUTE):
                         transaction.set_rollback(True, using=alias)
@@ -221,6 +226,14 @@ class DatabaseFailoverMiddleware:
                 return HttpResponse(status=503)
             return response
 
+    def _transaction(self, alias: str, follow_state: bool) -> AbstractContextManager[None]:
+        if alias != SQLITE:
+            return transaction.atomic(using=alias)
+        # SQLite's write lock is taken at the first write, not here, and
+        # writers take turns for it (kindler.db.failover.writelock).
+        check = self._refuse_if_switched_back if follow_state else _nothing
+        return write_transaction(connections[SQLITE], on_begin=check)
+
     @staticmethod
     def _refuse_if_switched_back() -> None:
         # Inside the transaction SQLite's write lock is held, so the state
@@ -229,10 +242,10 @@ class DatabaseFailoverMiddleware:
             raise SwitchedBackError("the instance is back on PostgreSQL")
 
     def _retry_alias(
-        self, alias: str, error: BaseException, at_commit: bool, tried: list[str]
+        self, alias: str, error: BaseException, at_commit: bool, tried: list[str], reused: bool
     ) -> str | None:
         if alias == POSTGRES and is_postgres_outage(error):
-            if not at_commit and tried.count(POSTGRES) == 1 and self._reconnected():
+            if not at_commit and tried.count(POSTGRES) == 1 and self._reconnected(reused):
                 return POSTGRES
             monitor.mark_down(f"request failed: {describe_error(error)}")
             if at_commit or SQLITE in tried or not sqlite_fallback_enabled():
@@ -247,13 +260,16 @@ class DatabaseFailoverMiddleware:
         return None
 
     @staticmethod
-    def _reconnected() -> bool:
-        """Open a fresh connection when several servers are listed; return whether one took it.
+    def _reconnected(reused: bool) -> bool:
+        """Open a fresh connection; return whether PostgreSQL took it.
 
-        Nothing of the failed attempt was committed, and libpq opens the new
-        connection on whichever listed server takes writes now.
+        Tried when the failed connection was kept from an earlier request (the
+        server may have dropped it while idle) or several servers are listed
+        (libpq opens the new connection on whichever takes writes now).
+        Nothing of the failed attempt was committed.
         """
-        if len(configured_hosts()) < 2 or monitor.active_alias() != POSTGRES:
+        several = len(configured_hosts()) > 1
+        if not (reused or several) or monitor.active_alias() != POSTGRES:
             return False
         close_postgres_connection()
         try:
@@ -288,6 +304,14 @@ class DatabaseFailoverMiddleware:
             message = sqlite_trouble(error) or _unavailable_message(error)
         logger.warning("Answered 503 on %s %s: %s", request.method, request.path, message)
         return unavailable(request, message)
+
+
+def _nothing() -> None:
+    """Check nothing when a write transaction begins (no state to follow)."""
+
+
+def _postgres_connection_open() -> bool:
+    return postgres_configured() and connections[POSTGRES].connection is not None
 
 
 def _unavailable_message(error: BaseException) -> str:

@@ -33,6 +33,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Model
 
 from kindler.db import POSTGRES, SQLITE
+from kindler.db.failover.writelock import writer_turn
 from kindler.db.models import RestoredWhy
 from kindler.db.sync import identity, runs
 from kindler.db.sync.accounts import carry_accounts
@@ -109,7 +110,14 @@ def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> MirrorRepor
             mark = None  # PostgreSQL was recreated: its transaction ids restarted
         report.full = mark is None
         changes = None if mark is None else _changes(pg, mark)
-        with transaction.atomic(using=SQLITE), journal_suppressed():
+        lite = connections[SQLITE]
+        with (
+            # The workers' write-through copies wait for this block: in turn,
+            # woken when it ends, not sleeping in SQLite's own growing steps.
+            writer_turn(lite, float(lite.settings_dict["OPTIONS"]["timeout"])),
+            transaction.atomic(using=SQLITE),
+            journal_suppressed(),
+        ):
             for model in synced_models():
                 table = table_for(model._meta.label_lower)
                 wanted = None if changes is None else changes.get(table.model._meta.label_lower)

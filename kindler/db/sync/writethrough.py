@@ -31,8 +31,9 @@ from django.db.models import Model
 
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.errors import describe_error
-from kindler.db.models import SyncedModel
-from kindler.db.sync.journal import journal_suppressed, journaled_uids
+from kindler.db.failover.writelock import writer_turn
+from kindler.db.models import JournalEntry, SyncedModel
+from kindler.db.sync.journal import journal_suppressed
 from kindler.db.sync.tables import table_for
 
 logger = logging.getLogger("kindler.db")
@@ -100,17 +101,65 @@ class Batch:
 def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
     """Write these rows into SQLite as they were saved; log, never raise."""
 
+    connection = connections[SQLITE]
     try:
-        with transaction.atomic(using=SQLITE), journal_suppressed():
-            held = {label: journaled_uids(table_for(label).model) for label, _ in changes}
-            for (label, uid), change in changes.items():
+        # PostgreSQL holds the change durably already, and this copy only
+        # bridges the mirror interval: a commit that survives a crash of the
+        # process (not of the machine) is enough, and spares an fsync
+        # (about 2 ms) on every write to PostgreSQL.
+        with (
+            synchronous_normal(connection),
+            # Every worker copies its writes: take turns for SQLite's write
+            # lock rather than sleep in SQLite's own growing waits for it.
+            writer_turn(connection, float(connection.settings_dict["OPTIONS"]["timeout"])),
+            transaction.atomic(using=SQLITE),
+            journal_suppressed(),
+        ):
+            held = journaled(changes)
+            for key, change in changes.items():
                 # A row with journal entries keeps its local change.
-                if uid not in held[label]:
-                    _copy(label, uid, change)
+                if key not in held:
+                    _copy(*key, change)
     except Exception as exc:
         logger.warning(
             "Copying a change into SQLite failed, the mirror will: %s", describe_error(exc)
         )
+
+
+@contextmanager
+def synchronous_normal(connection: Any) -> Iterator[None]:
+    """Commit on SQLite without waiting for the disk, then restore the setting.
+
+    Outside the block every commit keeps synchronous=FULL: during an outage
+    SQLite holds the only copy of a write.
+    """
+    if connection.in_atomic_block:
+        # Inside a caller's transaction the setting cannot change; commit as it does.
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA synchronous=FULL")
+        except Exception:
+            # A connection that may still commit without syncing is never reused.
+            connection.close()
+            raise
+
+
+def journaled(changes: dict[tuple[str, str], Change]) -> set[tuple[str, str]]:
+    """Return the (label, uid) of these rows that have unreplayed journal entries.
+
+    One query for the whole batch; the journal is empty while PostgreSQL is
+    primary, so it answers at once.
+    """
+    labels = {label for label, _ in changes}
+    rows = JournalEntry.objects.using(SQLITE).filter(model__in=labels)
+    return {(label, uid.replace("-", "")) for label, uid in rows.values_list("model", "uid")}
 
 
 def _copy(label: str, uid: str, change: Change) -> None:
@@ -121,19 +170,24 @@ def _copy(label: str, uid: str, change: Change) -> None:
     if values is None:
         cursor.execute(f"DELETE FROM {table.name} WHERE uid = %s", [uid])
         return
-    wanted = [c for c in table.columns if change.columns is None or c in change.columns]
+    if change.columns is None:
+        # One statement: insert the row, or overwrite the copy SQLite has.
+        marks = ", ".join(["%s"] * len(table.columns))
+        assignments = ", ".join(f'"{c}" = excluded."{c}"' for c in table.columns)
+        cursor.execute(
+            f"INSERT INTO {table.name} ({table.quoted()}) VALUES ({marks}) "
+            f"ON CONFLICT (uid) DO UPDATE SET {assignments}",
+            list(values.values()),
+        )
+        return
+    # A partial save updates only its columns; a row SQLite does not have
+    # yet waits for the mirror.
+    wanted = [c for c in table.columns if c in change.columns]
     assignments = ", ".join(f'"{column}" = %s' for column in wanted)
     cursor.execute(
         f"UPDATE {table.name} SET {assignments} WHERE uid = %s",
         [*(values[column] for column in wanted), uid],
     )
-    # A partial save of a row SQLite does not have yet waits for the mirror.
-    if cursor.rowcount == 0 and change.columns is None:
-        marks = ", ".join(["%s"] * len(table.columns))
-        cursor.execute(
-            f"INSERT INTO {table.name} ({table.quoted()}) VALUES ({marks})",
-            list(values.values()),
-        )
 
 
 def remember_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:

@@ -56,3 +56,43 @@ def test_a_write_that_loses_its_connection_runs_again_on_postgres(listed: Postgr
         monitor.snapshot().state,
         list(Cluster.objects.using("postgres").values_list("name", flat=True)),
     ) == (201, "postgres", State.PRIMARY, ["dev"])
+
+
+@pytest.fixture
+def kept(pg: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> PostgresServer:
+    """One server; each thread's PostgreSQL connection kept between requests."""
+    monkeypatch.setitem(connections["postgres"].settings_dict, "CONN_MAX_AGE", 60)
+    return pg
+
+
+def drop_kept_connection(pg: PostgresServer) -> None:
+    """Terminate the backend of the connection kept from the last request, as a restart would."""
+    pid = connections["postgres"].connection.info.backend_pid
+    execute(pg, f"SELECT pg_terminate_backend({int(pid)})")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_kept_connection_the_server_dropped_is_replaced_not_failed_over(
+    kept: PostgresServer, method: str
+) -> None:
+    client: Any = Client(raise_request_exception=False)
+    assert client.get("/probe/count").json()["alias"] == "postgres"
+    drop_kept_connection(kept)
+    if method == "GET":
+        response = client.get("/probe/count")
+    else:
+        response = client.post("/probe/create", {"name": "dev"})
+    assert (response.status_code, response.json()["alias"], monitor.snapshot().state) == (
+        200 if method == "GET" else 201,
+        "postgres",
+        State.PRIMARY,
+    )
+
+
+def test_a_connection_opened_by_the_request_itself_is_not_tried_again(
+    kept: PostgresServer,
+) -> None:
+    """A fresh connection that fails is an outage: the request goes to SQLite at once."""
+    kept.stop()
+    response = Client(raise_request_exception=False).get("/probe/count")
+    assert (response.status_code, response.json()["alias"]) == (200, "sqlite")

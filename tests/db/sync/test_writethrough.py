@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from clusters.models import Cluster
+from kindler.db.models import JournalEntry
 from kindler.db.sync.journal import journal_suppressed
 from tests.conftest import BOTH
 from tests.factories import make_cluster
@@ -108,3 +110,35 @@ def test_a_queryset_update_copies_what_committed_even_if_postgres_dies_after(
         Cluster.objects.using("postgres").filter(name="dev").update(actual_state="stopped")
         transaction.on_commit(pg.kill, using="postgres")
     assert Cluster.objects.using("sqlite").get(name="dev").actual_state == "stopped"
+
+
+def sqlite_synchronous() -> int:
+    with connections["sqlite"].cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        return int(cursor.fetchone()[0])
+
+
+def test_the_copy_leaves_sqlite_committing_with_a_full_sync() -> None:
+    make_cluster(using="postgres", name="dev", http_port=18090)
+    assert (sqlite_rows(), sqlite_synchronous()) == ([("dev", 18090)], 2)
+
+
+def test_a_full_save_overwrites_a_stale_copy_in_one_statement() -> None:
+    cluster = make_cluster(using="postgres", name="dev", http_port=18090)
+    with journal_suppressed():
+        Cluster.objects.using("sqlite").filter(uid=cluster.uid).update(http_port=18077)
+    cluster.http_port = 18095
+    with CaptureQueriesContext(connections["sqlite"]) as queries:
+        cluster.save()
+    writes = [q["sql"].split()[0] for q in queries if "clusters_cluster" in q["sql"]]
+    assert (sqlite_rows(), writes) == ([("dev", 18095)], ["INSERT"])
+
+
+def test_a_row_with_journal_entries_keeps_its_local_change() -> None:
+    cluster = make_cluster(using="postgres", name="dev", http_port=18090)
+    JournalEntry.objects.using("sqlite").create(
+        model="clusters.cluster", uid=str(cluster.uid), op="update", created_at="now"
+    )
+    cluster.http_port = 18095
+    cluster.save()
+    assert sqlite_rows() == [("dev", 18090)]

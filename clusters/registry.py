@@ -35,6 +35,7 @@ from django.utils import timezone
 from clusters.drivers import ClusterStatus, driver_for
 from clusters.drivers.base import Command, run
 from clusters.models import Registration
+from clusters.validators import DNS_LABEL
 from kindler import __version__
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.monitor import report_outage
@@ -153,10 +154,14 @@ def observation_data(observed: Observation) -> dict[str, Any]:
         if isinstance(listing, str):
             data[provider] = {"error": listing}
         else:
+            # Only names a cluster can have: a provider may list others (made by
+            # hand, or garbled), and text JSON cannot hold (a lone surrogate)
+            # would make the whole observation unstorable.
             data[provider] = {
                 "clusters": {
                     name: [status.state, status.nodes_ready, status.nodes_total]
                     for name, status in listing.items()
+                    if DNS_LABEL.fullmatch(name)
                 }
             }
     return data

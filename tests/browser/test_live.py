@@ -17,7 +17,7 @@ from clusters.models import Cluster, OperationLog
 from clusters.reconciler import Reconciler
 from tests.browser.test_dashboard import add_cluster, log_in
 from tests.conftest import BOTH
-from tests.factories import make_cluster, make_superuser
+from tests.factories import make_cluster, make_registration, make_superuser
 from tests.fakes import FakeTools
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(databases=BOTH, transaction=True)]
@@ -55,6 +55,7 @@ def test_the_cluster_page_follows_a_create_and_a_stop_without_a_reload(
     browser: WebDriver, live_server: Any, fakes: FakeTools
 ) -> None:
     make_superuser()
+    make_registration()  # a live reconciler for this host: the create will happen
     log_in(browser, live_server.url)
     add_cluster(browser, live_server.url, "live")
     assert browser.find_element(By.CSS_SELECTOR, ".messages").text == (

@@ -17,6 +17,7 @@ from django.test import Client
 from django.utils import timezone
 
 from clusters import registry
+from clusters.drivers import ClusterStatus
 from clusters.models import Registration
 from clusters.registry import Heartbeat
 from kindler import __version__
@@ -253,3 +254,12 @@ def test_the_admin_lists_registrations_read_only(alias: str, admin_client: Clien
     assert admin_client.get("/admin/clusters/registration/add/").status_code == 403
     change = admin_client.post(f"/admin/clusters/registration/{entry.pk}/change/", {"pid": 1})
     assert (change.status_code, Registration.objects.get().pid) == (403, 4242)
+
+
+def test_an_observation_keeps_only_names_a_cluster_can_have() -> None:
+    names = ["dev", "Made-By-Hand", "\ud800", "nl\n"]
+    listing = {name: ClusterStatus(name, "running", 1, 1) for name in names}
+    assert registry.observation_data({"kind": listing, "k3d": "k3d not found"}) == {
+        "kind": {"clusters": {"dev": ["running", 1, 1]}},
+        "k3d": {"error": "k3d not found"},
+    }

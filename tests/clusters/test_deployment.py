@@ -84,6 +84,7 @@ def reconciler_env(base: dict[str, Any], host: str, state: Path, **extra: str) -
     return {**base, **FAST, "KINDLER_HOST_NAME": host, "KINDLER_FAKE_STATE": str(state), **extra}
 
 
+@pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.django_db(databases=BOTH, transaction=True)
 def test_a_web_server_without_k3d_accepts_a_create_that_the_reconciler_runs(

@@ -240,6 +240,7 @@ def test_claims_are_read_from_whole_lines_only() -> None:
     }
 
 
+@pytest.mark.postgres
 def test_hook_results_written_on_sqlite_reach_postgres_and_come_back_as_lists() -> None:
     from kindler.db.failover.pinning import pinned_alias
     from kindler.db.sync.mirror import mirror

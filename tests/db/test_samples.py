@@ -33,6 +33,7 @@ def lines() -> list[dict[str, Any]]:
     return [json.loads(line) for line in samples.samples_path().read_text().splitlines()]
 
 
+@pytest.mark.postgres
 def test_a_probe_becomes_a_sample_with_latency_state_and_journal_length() -> None:
     samples.record_probe(None, probe=probe(3.14159))
     [sample] = lines()
@@ -40,6 +41,7 @@ def test_a_probe_becomes_a_sample_with_latency_state_and_journal_length() -> Non
     assert sample["state"] == "primary"
 
 
+@pytest.mark.postgres
 def test_the_journal_length_counts_changes_made_on_sqlite() -> None:
     with pinned_alias("sqlite"):
         make_cluster(name="dev")

@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from clusters.models import Cluster
 from tests.conftest import BOTH
-from tests.factories import make_cluster, make_operation, make_superuser
+from tests.factories import make_cluster, make_operation, make_registration, make_superuser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(databases=BOTH, transaction=True)]
 
@@ -108,6 +108,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_the_docs_screenshots(browser: WebDriver, live_server: Any, tmp_path: Path) -> None:
     folder = Path(os.environ.get("KINDLER_SCREENSHOTS") or tmp_path)
     make_superuser()
+    make_registration()  # as with scripts/run: a live reconciler for this host
     sample_inventory()
     sign_in(browser, live_server.url)
     browser.set_window_size(1280, 860)

@@ -137,6 +137,12 @@ if PG_POOL_MAX < 0 or not 0 <= PG_POOL_MIN <= (PG_POOL_MAX or PG_POOL_MIN):
         f"PG_POOL_MIN ({PG_POOL_MIN}) must be between 0 and PG_POOL_MAX ({PG_POOL_MAX}), "
         "and PG_POOL_MAX 0 (no pool) or more"
     )
+# For sizing only (dbstatus warns when the total exceeds max_connections): how
+# many Kindler instances share this PostgreSQL, and each one's gunicorn workers
+# and threads (config/gunicorn.conf.py reads the same two variables).
+KINDLER_INSTANCES = env.int("KINDLER_INSTANCES", default=1)
+KINDLER_WORKERS = env.int("KINDLER_WORKERS", default=2)
+KINDLER_THREADS = env.int("KINDLER_THREADS", default=4)
 if PG_POOL_TIMEOUT <= 0:
     raise ImproperlyConfigured(
         f"PG_POOL_TIMEOUT must be more than 0 seconds, not {PG_POOL_TIMEOUT}"

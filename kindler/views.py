@@ -14,7 +14,7 @@ from django.views.decorators.http import require_safe
 from kindler import __version__
 from kindler.db import telemetry
 from kindler.db.failover.middleware import serves_without_database
-from kindler.db.status import database_status
+from kindler.db.status import connections_context, database_status
 from kindler.metrics import app_tables
 
 
@@ -31,6 +31,8 @@ def health(request: HttpRequest) -> JsonResponse:
     database = status.as_json()
     if not shows_details(request):
         database = without_details(database)
+    elif status.failover.configured:
+        database["connections"] = status.connections_as_json()
     return JsonResponse(
         {
             "status": status.health,
@@ -88,5 +90,6 @@ def system(request: HttpRequest) -> HttpResponse:
         "status": status,
         **telemetry.report(status.failover),
         "tables": app_tables(),
+        "pool": connections_context(status),
     }
     return render(request, "db/system.html", context)

@@ -71,6 +71,8 @@ RETRY_MIN_SECONDS = 0.1
 # Sent by the leading process after each probe that found PostgreSQL usable
 # and the instance on it; the sync layer runs its mirror from here.
 ticked = Signal()
+# Sent by the leading process after every probe, whatever it found.
+probed = Signal()
 
 
 class Role(StrEnum):
@@ -533,6 +535,7 @@ class HealthMonitor:
             probe = probe_postgres()
             self._probe = probe
             _write_probe(probe)
+            probed.send_robust(sender=HealthMonitor)
             shared = state.read()
             down = down_state()
             if shared is None:

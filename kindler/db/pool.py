@@ -114,6 +114,8 @@ class ConnectionPool:
         self._idle: list[_Idle] = []
         self._open = 0
         self._waiting = 0
+        # Replaced by a pool of other settings: connections still in use close when given back.
+        self.retired = False
         pid = str(os.getpid())
         self._events = {name: EVENTS.labels(alias, pid, name) for name in EVENT_NAMES}
         self._wait_seconds = WAIT_SECONDS.labels(alias, pid)
@@ -150,7 +152,7 @@ class ConnectionPool:
 
     def release(self, conn: Any, reusable: bool = True) -> None:
         """Take conn back; close it instead when it failed, is broken or mid-transaction."""
-        if not reusable or not _clean(conn):
+        if not reusable or self.retired or not _clean(conn):
             self._discard(conn)
             return
         with self._cond:
@@ -299,7 +301,8 @@ def pool_for(alias: str, settings_dict: dict[str, Any]) -> ConnectionPool | None
         if current is not None and current.config == config:
             return current
         if current is not None:
-            # The settings changed (tests): the old pool's idle connections go.
+            # The settings changed (tests): the old pool's connections go.
+            current.retired = True
             current.clear()
             del _pools[alias]
         if config is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 
@@ -16,6 +17,9 @@ from kindler.db.pool import ConnectionPool, close_everything_idle, pool_for
 class DatabaseWrapper(base.DatabaseWrapper):
     def pooled(self) -> ConnectionPool | None:
         """Return this process's pool for the alias, or None when it has none."""
+        if self.alias == NO_DB_ALIAS:
+            # Django's own short connections to the maintenance database.
+            return None
         return pool_for(self.alias, self.settings_dict)
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:

@@ -31,7 +31,14 @@ def find_pgbouncer() -> str | None:
 class PgBouncer:
     """pgbouncer on a free port, pooling every database of server in the given mode."""
 
-    def __init__(self, server: PostgresServer, mode: str = "transaction", pool_size: int = 4):
+    def __init__(
+        self,
+        server: PostgresServer,
+        mode: str = "transaction",
+        pool_size: int = 4,
+        timeouts_ms: tuple[int, int] = (2000, 1000),
+        template: str | None = None,
+    ) -> None:
         binary = find_pgbouncer()
         if binary is None:
             raise RuntimeError(INSTALL_HINT)
@@ -39,6 +46,10 @@ class PgBouncer:
         self.server = server
         self.mode = mode
         self.pool_size = pool_size
+        # The statement and lock timeouts every server connection starts with.
+        self.timeouts_ms = timeouts_ms
+        # Another pgbouncer.ini (compose/pgbouncer.ini), pointed at this server and port.
+        self.template = template
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="kindler-pgbouncer-"))
         # PgBouncer refuses to run as root, as PostgreSQL does.
@@ -51,10 +62,14 @@ class PgBouncer:
 
     def config(self) -> str:
         """Return pgbouncer.ini."""
+        if self.template is not None:
+            return self._from_template(self.template)
         return "\n".join(
             [
                 "[databases]",
-                f"* = host={self.server.host} port={self.server.port}",
+                f"* = host={self.server.host} port={self.server.port} "
+                f"connect_query='SET statement_timeout = {self.timeouts_ms[0]}; "
+                f"SET lock_timeout = {self.timeouts_ms[1]}'",
                 "[pgbouncer]",
                 f"listen_addr = {self.host}",
                 f"listen_port = {self.port}",
@@ -66,7 +81,8 @@ class PgBouncer:
                 f"default_pool_size = {self.pool_size}",
                 "max_client_conn = 500",
                 # Kindler sends its statement and lock timeouts as startup
-                # options, which PgBouncer cannot pass on (docs/pooling.md).
+                # options, which PgBouncer cannot pass on: connect_query sets
+                # them instead (docs/pooling.md).
                 "ignore_startup_parameters = options,extra_float_digits",
                 "server_connect_timeout = 2",
                 "server_login_retry = 1",
@@ -75,6 +91,29 @@ class PgBouncer:
                 "",
             ]
         )
+
+    def _from_template(self, text: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            name = line.split("=", 1)[0].strip()
+            if name == "*":
+                line = line.replace(
+                    "host=haproxy port=5432", f"host={self.server.host} port={self.server.port}"
+                )
+            elif name == "listen_addr":
+                line = f"listen_addr = {self.host}"
+            elif name == "listen_port":
+                line = f"listen_port = {self.port}"
+            elif name == "auth_file":
+                line = f"auth_file = {self.root / 'userlist.txt'}"
+            lines.append(line)
+        lines += [
+            f"admin_users = {self.server.user}",
+            f"logfile = {self.root / 'pgbouncer.log'}",
+            f"pidfile = {self.root / 'pgbouncer.pid'}",
+            "",
+        ]
+        return "\n".join(lines)
 
     def start(self) -> None:
         """Start pgbouncer and wait until it accepts connections."""

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
+import yaml
 
 from bench.services import Kindler
 from bench.workload import request
@@ -213,3 +215,46 @@ def test_two_reconcilers_claim_each_cluster_once_through_pgbouncer(
     states = rows(server, "SELECT DISTINCT actual_state FROM clusters_cluster")
     assert states == [("running",)]
     assert advisory_locks(server) == 0
+
+
+COMPOSE = ROOT / "compose"
+
+
+@pytest.mark.parametrize("name", ["web", "reconciler"])
+def test_the_compose_variant_puts_pgbouncer_between_kindler_and_haproxy(name: str) -> None:
+    services = yaml.safe_load((COMPOSE / "docker-compose.pgbouncer.yml").read_text())["services"]
+    environment = services[name]["environment"]
+    assert (environment["PG_HOST"], environment["PG_PORT"]) == ("pgbouncer", "6432")
+    assert services["pgbouncer"]["depends_on"] == {"haproxy": {"condition": "service_started"}}
+    ini = (COMPOSE / "pgbouncer.ini").read_text()
+    assert "* = host=haproxy port=5432 " in ini
+    assert "\npool_mode = transaction\n" in ini
+
+
+def test_the_compose_pgbouncer_ini_pools_transactions_with_kindlers_timeouts(
+    server: PostgresServer,
+) -> None:
+    bouncer = PgBouncer(server, template=(COMPOSE / "pgbouncer.ini").read_text())
+    bouncer.start()
+    try:
+        conn = psycopg2.connect(
+            host=bouncer.host,
+            port=bouncer.port,
+            dbname=DATABASE,
+            user=server.user,
+            password=server.password,
+            # Ignored by PgBouncer (ignore_startup_parameters), as Kindler's are.
+            options="-c statement_timeout=1",
+        )
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+            )
+            timeouts = cursor.fetchone()
+        conn.close()
+        config = {row[0]: row[1] for row in bouncer.admin("SHOW CONFIG")}
+    finally:
+        bouncer.destroy()
+    assert timeouts == ("5s", "2s")
+    assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "20")

@@ -255,6 +255,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="API requests per row")
     parser.add_argument("--pages", type=int, default=50, help="dashboard page loads")
+    parser.add_argument(
+        "--pool-max",
+        type=int,
+        default=None,
+        help="PG_POOL_MAX for the run (0: no pool, a persistent connection per thread)",
+    )
     args = parser.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PG_", "KINDLER_"))}
     base.update(
@@ -269,6 +275,9 @@ def main() -> None:
         # test fakes stand in (the reconciler, which would run them, is not started).
         PATH=os.pathsep.join([str(ROOT / "tests" / "fakes"), os.environ.get("PATH", "")]),
     )
+    if args.pool_max is not None:
+        base["PG_POOL_MAX"] = str(args.pool_max)
+        base["PG_POOL_MIN"] = str(min(2, args.pool_max))
     server = PostgresServer()
     server.init()
     server.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -258,3 +259,29 @@ def test_the_compose_pgbouncer_ini_pools_transactions_with_kindlers_timeouts(
         bouncer.destroy()
     assert timeouts == ("5s", "2s")
     assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "20")
+
+
+def test_each_gunicorn_worker_reports_its_own_connections(
+    instances: list[Any], server: PostgresServer
+) -> None:
+    kindler = instances[0](KINDLER_WORKERS="2")
+    rows_seen: dict[int, dict[str, Any]] = {}
+    for _ in range(40):
+        for row in kindler.call("GET", "/api/health")[1]["database"]["connections"]:
+            rows_seen[row["pid"]] = row
+    master = kindler.server.process
+    assert master is not None
+    children = {
+        int(pid)
+        for pid in subprocess.run(
+            ["pgrep", "-P", str(master.pid)], capture_output=True, text=True
+        ).stdout.split()
+    }
+    assert set(rows_seen) <= children
+    assert len(rows_seen) >= 1
+    assert {row["maximum"] for row in rows_seen.values()} == {10}
+    # One process leads the instance and keeps the one probe connection.
+    assert sum(row["probes_open"] for row in rows_seen.values()) == 1
+    out = kindler.manage("dbstatus", "--json")
+    listed = {row["pid"] for row in json.loads(out.stdout)["pool"]["processes"]}
+    assert set(rows_seen) <= listed

@@ -461,6 +461,8 @@ class HealthMonitor:
             # The leader may not have noticed an outage yet; a process about to
             # use PostgreSQL checks it once and, if it cannot, says so for all.
             checked = probe_postgres()
+            # Only the leading process keeps a probe connection between probes.
+            probes.close_all()
             self._probe = checked
             if not checked.usable:
                 self.mark_down(f"probe: {checked.error}")

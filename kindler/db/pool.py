@@ -184,6 +184,7 @@ class ConnectionPool:
     def forget(self) -> None:
         """Drop every connection without closing it: they belong to the parent of a fork."""
         with self._cond:
+            self.retired = True
             self._idle = []
             self._open = 0
 
@@ -202,6 +203,9 @@ class ConnectionPool:
         }
 
     def _publish(self) -> None:
+        if self.retired:
+            # The alias's figures belong to the pool that replaced this one.
+            return
         for name, value in self._counts().items():
             CONNECTIONS.labels(self.alias, name).set(value)
 

@@ -119,6 +119,9 @@ class ConnectionPool:
         pid = str(os.getpid())
         self._events = {name: EVENTS.labels(alias, pid, name) for name in EVENT_NAMES}
         self._wait_seconds = WAIT_SECONDS.labels(alias, pid)
+        # Looked up once: a labels() call costs more than the pool's own work.
+        states = ("open", "in_use", "idle", "waiting")
+        self._gauges = {state: CONNECTIONS.labels(alias, state) for state in states}
         LIMITS.labels(alias, "min").set(config.minimum)
         LIMITS.labels(alias, "max").set(config.maximum)
         self._publish()
@@ -207,7 +210,7 @@ class ConnectionPool:
             # The alias's figures belong to the pool that replaced this one.
             return
         for name, value in self._counts().items():
-            CONNECTIONS.labels(self.alias, name).set(value)
+            self._gauges[name].set(value)
 
     def _take_idle(self) -> _Idle | None:
         # Most recently used first: the others age out beyond the minimum.

@@ -114,6 +114,8 @@ class ConnectionPool:
         self._idle: list[_Idle] = []
         self._open = 0
         self._waiting = 0
+        # id() of every connection this pool opened and has not closed.
+        self._mine: set[int] = set()
         # Replaced by a pool of other settings: connections still in use close when given back.
         self.retired = False
         pid = str(os.getpid())
@@ -150,11 +152,20 @@ class ConnectionPool:
                 self._publish()
                 self._cond.notify()
             raise
+        with self._cond:
+            self._mine.add(id(conn))
         self._events["opened"].inc()
         return conn
 
     def release(self, conn: Any, reusable: bool = True) -> None:
         """Take conn back; close it instead when it failed, is broken or mid-transaction."""
+        with self._cond:
+            mine = id(conn) in self._mine
+        if not mine:
+            # Borrowed from a pool this one replaced: not counted here.
+            with contextlib.suppress(Exception):
+                conn.close()
+            return
         if not reusable or self.retired or not _clean(conn):
             self._discard(conn)
             return
@@ -189,6 +200,7 @@ class ConnectionPool:
         with self._cond:
             self.retired = True
             self._idle = []
+            self._mine = set()
             self._open = 0
 
     def counts(self) -> dict[str, int]:
@@ -269,6 +281,7 @@ class ConnectionPool:
             conn.close()
         self._events["closed"].inc()
         with self._cond:
+            self._mine.discard(id(conn))
             self._open -= 1
             self._publish()
             self._cond.notify()

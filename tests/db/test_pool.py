@@ -121,7 +121,7 @@ def test_fifty_concurrent_requests_never_hold_more_connections_than_the_bound(
     # Counted since the process started: compare with what came before.
     before = _events(made)
     statuses: list[int] = []
-    peaks = {"pool": 0, "server": 0, "waiting": 0}
+    peaks = {"pool": 0, "server": 0}
     done = threading.Event()
 
     def call() -> None:
@@ -130,9 +130,7 @@ def test_fifty_concurrent_requests_never_hold_more_connections_than_the_bound(
 
     def watch() -> None:
         while not done.is_set():
-            counts = made.counts()
-            peaks["pool"] = max(peaks["pool"], counts["open"])
-            peaks["waiting"] = max(peaks["waiting"], counts["waiting"])
+            peaks["pool"] = max(peaks["pool"], made.counts()["open"])
             peaks["server"] = max(peaks["server"], kindler_backends(pg_server, since))
 
     # Every connection taken first, so all fifty requests queue for them.
@@ -142,6 +140,7 @@ def test_fifty_concurrent_requests_never_hold_more_connections_than_the_bound(
     workers = [threading.Thread(target=call) for _ in range(50)]
     for worker in workers:
         worker.start()
+    # Every request queued behind the three held connections.
     wait_for(lambda: made.counts()["waiting"] == 50, 30)
     holders.stop()
     for worker in workers:
@@ -151,7 +150,7 @@ def test_fifty_concurrent_requests_never_hold_more_connections_than_the_bound(
     events = {name: count - before[name] for name, count in _events(made).items()}
     print(f"peaks {peaks}, events {events}, waited {made_wait(made):.3f} s")
     assert statuses == [200] * 50
-    assert (peaks["pool"], peaks["server"], peaks["waiting"]) == (3, 3, 50)
+    assert (peaks["pool"], peaks["server"]) == (3, 3)
     assert (events["opened"], events["waits"], events["timeouts"]) == (3, 50, 0)
 
 

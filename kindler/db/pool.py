@@ -29,9 +29,6 @@ from prometheus_client import Counter, Gauge
 
 # A kept probe connection is replaced by a new one at least this often (seconds).
 PROBE_MAX_AGE = 60.0
-# An idle connection unused for this long is checked (SELECT 1) before it is
-# handed out: PostgreSQL may have restarted meanwhile.
-CHECK_AFTER = 1.0
 
 CONNECTIONS = Gauge(
     "kindler_db_pool_connections",
@@ -265,10 +262,11 @@ class ConnectionPool:
         return stale
 
     def _usable(self, entry: _Idle) -> bool:
+        # Checked each time it is handed out, as Django's CONN_HEALTH_CHECKS
+        # checks a persistent connection once a request: PostgreSQL may have
+        # restarted since, and a dead connection would look like an outage.
         if entry.conn.closed:
             return False
-        if time.monotonic() - entry.since < CHECK_AFTER:
-            return True
         try:
             with entry.conn.cursor() as cursor:
                 cursor.execute("SELECT 1")
@@ -389,7 +387,12 @@ class ProbeConnections:
             self.discard(conn)
             return
         with self._lock:
+            # Two probes of one server at once (a check beside the thread's):
+            # keep one connection, close the other.
+            spare = self._kept.get(address)
             self._kept[address] = (conn, opened_at, os.getpid())
+        if spare is not None and spare[2] == os.getpid():
+            self.discard(spare[0])
 
     def discard(self, conn: Any) -> None:
         """Close a probe connection, broken or not."""

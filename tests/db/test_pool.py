@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.test import Client
 
-from kindler.db import pool, status
+from kindler.db import status
 from kindler.db.failover.monitor import State, monitor
 from kindler.db.pool import ConnectionPool, PoolConfig, pool_for
 from kindler.db.status import process_connections
@@ -208,10 +208,7 @@ def test_a_connection_left_in_a_transaction_is_rolled_back_before_reuse(
     made.clear()
 
 
-def test_a_dead_idle_connection_is_replaced(
-    pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(pool, "CHECK_AFTER", 0.0)
+def test_a_dead_idle_connection_is_replaced(pg_server: PostgresServer) -> None:
     made = ConnectionPool("test", PoolConfig(minimum=1, maximum=1, timeout=1.0, max_idle=60.0))
     conn = made.acquire(lambda: psycopg2.connect(**pg_server.connect_kwargs()))
     dead = conn.get_backend_pid()

@@ -608,6 +608,12 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=6, help="create+delete per client per round")
     parser.add_argument("--before", type=Path, help="another Kindler checkout to time as well")
     parser.add_argument("--no-original", action="store_true", help="skip the original backend")
+    parser.add_argument(
+        "--pool-max",
+        type=int,
+        default=None,
+        help="PG_POOL_MAX for the run (0: no pool, a persistent connection per thread)",
+    )
     args = parser.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PG_", "KINDLER_"))}
     base.update(
@@ -620,6 +626,9 @@ def main() -> None:
         # test fakes stand in (the reconciler, which would run them, is not started).
         PATH=os.pathsep.join([str(ROOT / "tests" / "fakes"), os.environ.get("PATH", "")]),
     )
+    if args.pool_max is not None:
+        base["PG_POOL_MAX"] = str(args.pool_max)
+        base["PG_POOL_MIN"] = str(min(2, args.pool_max))
     pg = PostgresServer(durable=True)
     pg.init()
     pg.start()

@@ -186,6 +186,7 @@ class Chaos:
             PG_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
             PG_STATEMENT_TIMEOUT=str(STATEMENT_TIMEOUT),
             PG_LOCK_TIMEOUT=str(LOCK_TIMEOUT),
+            PG_POOL_MAX="10",
             SQLITE_BUSY_TIMEOUT=str(SQLITE_BUSY_TIMEOUT),
             SQLITE_PATH=str(self.sqlite),
             SECRET_KEY=secrets.token_urlsafe(50),
@@ -320,14 +321,15 @@ class Chaos:
                 note=lambda: "LOCK TABLE clusters_cluster IN ACCESS EXCLUSIVE MODE",
             ),
             Fault(
-                "connection slots exhausted",
+                "connection slots exhausted, pool on",
                 slots.inject,
                 slots.recover,
                 short_hold,
                 note=lambda: (
                     "held "
                     + ", ".join(f"{n} as {role}" for role, n in slots.by_role.items())
-                    + " of max_connections, taking back every slot freed"
+                    + " of max_connections, taking back every slot freed; Kindler's pool "
+                    + f"PG_POOL_MAX {self.env['PG_POOL_MAX']} per process"
                 ),
             ),
             Fault(

@@ -129,22 +129,59 @@ KINDLER_FALLBACK = env.str("KINDLER_FALLBACK", default="sqlite").strip().lower()
 if KINDLER_FALLBACK not in ("sqlite", "off"):
     raise ImproperlyConfigured(f"KINDLER_FALLBACK must be sqlite or off, not {KINDLER_FALLBACK!r}")
 
+# The bounded pool of PostgreSQL connections each process keeps (kindler/db/pool.py):
+# at most PG_POOL_MAX open (0 turns the pool off: one persistent connection per
+# thread, PG_CONN_MAX_AGE), PG_POOL_MIN kept open while idle, the rest closed after
+# PG_POOL_MAX_IDLE seconds unused; a thread waits PG_POOL_TIMEOUT seconds for one
+# before its request is answered 503.
+PG_POOL_MIN = env.int("PG_POOL_MIN", default=2)
+PG_POOL_MAX = env.int("PG_POOL_MAX", default=10)
+PG_POOL_TIMEOUT = env.float("PG_POOL_TIMEOUT", default=30.0)
+PG_POOL_MAX_IDLE = env.float("PG_POOL_MAX_IDLE", default=60.0)
+if PG_POOL_MAX < 0 or not 0 <= PG_POOL_MIN <= (PG_POOL_MAX or PG_POOL_MIN):
+    raise ImproperlyConfigured(
+        f"PG_POOL_MIN ({PG_POOL_MIN}) must be between 0 and PG_POOL_MAX ({PG_POOL_MAX}), "
+        "and PG_POOL_MAX 0 (no pool) or more"
+    )
+# For sizing only (dbstatus warns when the total exceeds max_connections): how
+# many Kindler instances share this PostgreSQL, and each one's gunicorn workers
+# and threads (config/gunicorn.conf.py reads the same two variables).
+KINDLER_INSTANCES = env.int("KINDLER_INSTANCES", default=1)
+KINDLER_WORKERS = env.int("KINDLER_WORKERS", default=2)
+KINDLER_THREADS = env.int("KINDLER_THREADS", default=4)
+if PG_POOL_TIMEOUT <= 0:
+    raise ImproperlyConfigured(
+        f"PG_POOL_TIMEOUT must be more than 0 seconds, not {PG_POOL_TIMEOUT}"
+    )
+
 if env.str("PG_HOST", default=""):
     # A libpq host list (primary and standbys): Kindler writes to whichever
     # of them accepts writes now (kindler/db/failover/hosts.py).
     PG_HOSTS = parse_hosts(env.str("PG_HOST"), env.str("PG_PORT", default="5432"))
     DATABASES["postgres"] = {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "kindler.db.backends.postgresql",
         "HOST": ",".join(server.host for server in PG_HOSTS),
         "PORT": ",".join(str(server.port) for server in PG_HOSTS),
         "NAME": env.str("PG_DATABASE", default="kindler"),
         "USER": env.str("PG_USER", default="kindler"),
         "PASSWORD": read_secret("PG_PASSWORD"),
-        "CONN_MAX_AGE": env.int("PG_CONN_MAX_AGE", default=60),
-        # No SELECT 1 before each request's first query: the monitor probes
-        # PostgreSQL off the request path, and the failover middleware runs a
-        # request again on a fresh connection when a kept one was dropped.
+        # Pooled, Django gives each connection back at the end of every request
+        # (CONN_MAX_AGE 0) and the pool checks it before reusing it.
+        "CONN_MAX_AGE": env.int("PG_CONN_MAX_AGE", default=60) if PG_POOL_MAX == 0 else 0,
+        # No SELECT 1 before each request's first query without the pool: the
+        # monitor probes PostgreSQL off the request path, and the failover
+        # middleware runs a request again on a fresh connection when a kept one
+        # was dropped.
         "CONN_HEALTH_CHECKS": False,
+        "POOL": {
+            "MIN": PG_POOL_MIN,
+            "MAX": PG_POOL_MAX,
+            "TIMEOUT": PG_POOL_TIMEOUT,
+            "MAX_IDLE": PG_POOL_MAX_IDLE,
+        },
+        # A server-side cursor lives across transactions, which PgBouncer's
+        # transaction pooling cannot follow; Kindler's result sets are small.
+        "DISABLE_SERVER_SIDE_CURSORS": True,
         "OPTIONS": {
             "connect_timeout": max(1, round(PG_CONNECT_TIMEOUT)),
             "sslmode": env.str("PG_SSLMODE", default="prefer"),

@@ -15,7 +15,7 @@ from kindler import __version__
 from kindler.db import samples, telemetry
 from kindler.db.failover.middleware import serves_without_database
 from kindler.db.pictures import system_charts
-from kindler.db.status import database_status
+from kindler.db.status import connections_context, database_status
 from kindler.metrics import app_tables
 from kindler.sections import read_sections
 
@@ -34,6 +34,8 @@ def health(request: HttpRequest) -> JsonResponse:
     details = shows_details(request)
     if not details:
         database = without_details(database)
+    elif status.failover.configured:
+        database["connections"] = status.connections_as_json()
     body: dict[str, Any] = {
         "status": status.health,
         "service": "kindler",
@@ -93,5 +95,6 @@ def system(request: HttpRequest) -> HttpResponse:
         "tables": app_tables(),
         "pictures": system_charts(status.failover, status.switches, samples.samples()),
         "sections": read_sections(),
+        "pool": connections_context(status),
     }
     return render(request, "db/system.html", context)

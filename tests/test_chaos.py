@@ -33,7 +33,7 @@ FAULTS = [
     "PostgreSQL read-only",
     "row locked 5 s",
     "table locked 4 s",
-    "connection slots exhausted",
+    "connection slots exhausted, pool on",
     "unmigrated PostgreSQL",
     "PostgreSQL restored from an older backup",
     "PostgreSQL replaced by an empty database",

@@ -20,7 +20,7 @@ class DatabaseConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at the top: these modules use models, which
         # cannot be imported before the app registry is ready.
-        from kindler.db import files, samples, telemetry
+        from kindler.db import files, samples, status, telemetry
         from kindler.db.failover import middleware, monitor, state, timeouts
         from kindler.db.models import rows_updated
         from kindler.db.sync import accounts, journal, recovery, writethrough
@@ -43,6 +43,9 @@ class DatabaseConfig(AppConfig):
         state.switched.connect(telemetry.record_switch, dispatch_uid="kindler.db.record_switch")
         state.host_moved.connect(
             telemetry.record_host_change, dispatch_uid="kindler.db.record_host_change"
+        )
+        monitor.probed.connect(
+            status.record_connections, dispatch_uid="kindler.db.connection_history"
         )
         # The mirror and the write-through copy PostgreSQL into SQLite: off in
         # PostgreSQL-only mode, checked on every call so settings may change.

@@ -8,11 +8,18 @@ System page all render that one value instead of reading on their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from django.db import DatabaseError
+from django.conf import settings
+from django.db import DatabaseError, connections
+from prometheus_client import CollectorRegistry
 
 from kindler.db import POSTGRES, SQLITE, telemetry
 from kindler.db.failover.monitor import Probe, Snapshot, monitor
@@ -142,6 +149,14 @@ class DatabaseStatus:
             for host in probe.hosts
         ]
 
+    def connections(self) -> list[ProcessConnections]:
+        """Return each live process's PostgreSQL connections (read when called)."""
+        return process_connections() if self.failover.configured else []
+
+    def connections_as_json(self) -> list[dict[str, Any]]:
+        """Return each live process's PostgreSQL connections as JSON data."""
+        return [row.as_json() for row in self.connections()]
+
     def switches_as_json(self) -> list[dict[str, Any]]:
         """Return the switch history as JSON data, newest first."""
         return [{**entry, "at": entry["at"].isoformat()} for entry in self.switches]
@@ -191,3 +206,262 @@ def _lag_seconds(run: SyncRun | None) -> float | None:
     if run is None or run.last_success_at is None:
         return None
     return round((datetime.now(UTC) - run.last_success_at).total_seconds(), 3)
+
+
+@dataclass(frozen=True)
+class ProcessConnections:
+    """One process's PostgreSQL connections: its pool for one alias, and its probe connections."""
+
+    alias: str
+    pid: int
+    open: int
+    in_use: int
+    idle: int
+    waiting: int
+    minimum: int
+    maximum: int
+    waits: int
+    wait_seconds: float
+    timeouts: int
+    opened: int
+    closed: int
+    probes_open: int
+    probes_opened: int
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the figures as JSON data."""
+        return {**asdict(self), "wait_seconds": round(self.wait_seconds, 3)}
+
+
+def process_connections(registry: CollectorRegistry | None = None) -> list[ProcessConnections]:
+    """Read every live process's pool and probe figures (gunicorn workers added one by one)."""
+    here = str(os.getpid())
+    gauges: dict[tuple[str, str], dict[str, float]] = {}
+    counters: dict[tuple[str, str], dict[str, float]] = {}
+    probes_open: dict[str, float] = {}
+    probes_opened: dict[str, float] = {}
+    for metric in (registry or telemetry.collector_registry()).collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            pid = labels.get("pid", here)
+            if sample.name == "kindler_db_pool_connections":
+                gauges.setdefault((labels["alias"], pid), {})[labels["state"]] = sample.value
+            elif sample.name == "kindler_db_pool_limit":
+                gauges.setdefault((labels["alias"], pid), {})[labels["bound"]] = sample.value
+            elif sample.name == "kindler_db_pool_events_total":
+                counters.setdefault((labels["alias"], pid), {})[labels["event"]] = sample.value
+            elif sample.name == "kindler_db_pool_wait_seconds_total":
+                counters.setdefault((labels["alias"], pid), {})["wait_seconds"] = sample.value
+            elif sample.name == "kindler_db_probe_connections_open":
+                probes_open[pid] = sample.value
+            elif sample.name == "kindler_db_probe_connections_opened_total":
+                probes_opened[pid] = sample.value
+    # Live processes only: gauges of a finished gunicorn worker are removed,
+    # its counters are not.
+    keys = set(gauges) | {(POSTGRES, pid) for pid in probes_open}
+    figures = []
+    for alias, pid in sorted(keys, key=lambda key: (key[0], int(key[1]))):
+        g, c = gauges.get((alias, pid), {}), counters.get((alias, pid), {})
+        with_probes = alias == POSTGRES
+        figures.append(
+            ProcessConnections(
+                alias=alias,
+                pid=int(pid),
+                open=int(g.get("open", 0)),
+                in_use=int(g.get("in_use", 0)),
+                idle=int(g.get("idle", 0)),
+                waiting=int(g.get("waiting", 0)),
+                minimum=int(g.get("min", 0)),
+                maximum=int(g.get("max", 0)),
+                waits=int(c.get("waits", 0)),
+                wait_seconds=c.get("wait_seconds", 0.0),
+                timeouts=int(c.get("timeouts", 0)),
+                opened=int(c.get("opened", 0)),
+                closed=int(c.get("closed", 0)),
+                probes_open=int(probes_open.get(pid, 0)) if with_probes else 0,
+                probes_opened=int(probes_opened.get(pid, 0)) if with_probes else 0,
+            )
+        )
+    return figures
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """How many PostgreSQL connections the configured Kindler instances may open, against
+    what the server allows."""
+
+    instances: int
+    processes: int
+    per_process: int
+    pooled: bool
+    max_connections: int | None
+    reserved: int | None
+
+    @property
+    def total(self) -> int:
+        """Return the most connections every instance together may open (one probe each)."""
+        return self.instances * (self.processes * self.per_process + 1)
+
+    @property
+    def available(self) -> int | None:
+        """Return the connections PostgreSQL gives to ordinary roles, if known."""
+        if self.max_connections is None:
+            return None
+        return self.max_connections - (self.reserved or 0)
+
+    @property
+    def warning(self) -> str | None:
+        """Return what to change when the configured total exceeds the server's slots."""
+        available = self.available
+        if available is None or self.total <= available:
+            return None
+        return (
+            f"{self.instances} instance(s) x ({self.processes} processes x "
+            f"{self.per_process} connections + 1 probe) = {self.total} connections, more than "
+            f"PostgreSQL's {available} (max_connections {self.max_connections} minus "
+            f"{self.reserved} reserved): lower PG_POOL_MAX, put PgBouncer in front, or raise "
+            "max_connections"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the budget as JSON data."""
+        return {
+            **asdict(self),
+            "total": self.total,
+            "available": self.available,
+            "warning": self.warning,
+        }
+
+
+def connection_budget(snapshot: Snapshot) -> ConnectionBudget | None:
+    """Size the configured connections against PostgreSQL's max_connections (None without it)."""
+    if not snapshot.configured:
+        return None
+    pool = settings.DATABASES[POSTGRES].get("POOL") or {}
+    pooled = int(pool.get("MAX", 0)) > 0
+    # Without the pool, each thread keeps a connection: the web threads plus
+    # the health and mirror threads.
+    per_process = int(pool["MAX"]) if pooled else int(settings.KINDLER_THREADS) + 2
+    max_connections = reserved = None
+    if snapshot.active == POSTGRES:
+        with contextlib.suppress(DatabaseError), connections[POSTGRES].cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('max_connections')::int, "
+                "current_setting('superuser_reserved_connections')::int "
+                "+ coalesce(current_setting('reserved_connections', true)::int, 0)"
+            )
+            max_connections, reserved = cursor.fetchone()
+    return ConnectionBudget(
+        instances=int(settings.KINDLER_INSTANCES),
+        # The web workers and the reconciler.
+        processes=int(settings.KINDLER_WORKERS) + 1,
+        per_process=per_process,
+        pooled=pooled,
+        max_connections=max_connections,
+        reserved=reserved,
+    )
+
+
+# The System page's chart: one instance-wide sample every HISTORY_EVERY
+# seconds, the last HISTORY_SAMPLES kept (an hour).
+HISTORY_EVERY = 10.0
+HISTORY_SAMPLES = 360
+_last_sample = 0.0
+
+
+def connection_history_path() -> Path:
+    """Return the file the leading process appends the instance's connection samples to."""
+    return Path(f"{settings.DATABASES[SQLITE]['NAME']}.connections")
+
+
+def record_connections(sender: Any = None, force: bool = False, **kwargs: Any) -> None:
+    """Append the instance's open and in-use PostgreSQL connections (a `probed` receiver)."""
+    global _last_sample
+    now = time.monotonic()
+    if not force and now - _last_sample < HISTORY_EVERY:
+        return
+    _last_sample = now
+    rows = [row for row in process_connections() if row.alias == POSTGRES]
+    sample = {
+        "at": datetime.now(UTC).isoformat(),
+        "open": sum(row.open + row.probes_open for row in rows),
+        "in_use": sum(row.in_use for row in rows),
+        "waiting": sum(row.waiting for row in rows),
+        "processes": len(rows),
+    }
+    path = connection_history_path()
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(sample) + "\n")
+        if path.stat().st_size > HISTORY_SAMPLES * 200:
+            lines = path.read_text(encoding="utf-8").splitlines()[-HISTORY_SAMPLES:]
+            spare = path.with_name(f"{path.name}.{os.getpid()}")
+            spare.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            spare.replace(path)
+    except OSError:
+        return  # A chart with a gap is not worth failing the health monitor.
+
+
+def connection_history() -> list[dict[str, Any]]:
+    """Return the instance's connection samples, oldest first."""
+    try:
+        lines = connection_history_path().read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    samples = []
+    for line in lines[-HISTORY_SAMPLES:]:
+        try:
+            sample = json.loads(line)
+            sample["at"] = datetime.fromisoformat(sample["at"])
+            samples.append(sample)
+        except (ValueError, KeyError, TypeError):
+            continue  # A line cut short by a crash.
+    return samples
+
+
+@dataclass(frozen=True)
+class ConnectionChart:
+    """Open and in-use connections over time, as SVG polyline points."""
+
+    width: int
+    height: int
+    peak: int
+    open_points: str
+    in_use_points: str
+    first: datetime | None
+    last: datetime | None
+    samples: int
+
+
+def connection_chart(
+    samples: list[dict[str, Any]], width: int = 600, height: int = 120
+) -> ConnectionChart:
+    """Scale the samples into a width x height chart, time left to right."""
+    peak = max([1, *(int(s["open"]) for s in samples)])
+    step = width / max(len(samples) - 1, 1)
+
+    def points(key: str) -> str:
+        return " ".join(
+            f"{i * step:.1f},{height - int(s[key]) * height / peak:.1f}"
+            for i, s in enumerate(samples)
+        )
+
+    return ConnectionChart(
+        width=width,
+        height=height,
+        peak=peak,
+        open_points=points("open"),
+        in_use_points=points("in_use"),
+        first=samples[0]["at"] if samples else None,
+        last=samples[-1]["at"] if samples else None,
+        samples=len(samples),
+    )
+
+
+def connections_context(status: DatabaseStatus) -> dict[str, Any]:
+    """Return what the System page shows of PostgreSQL connections."""
+    return {
+        "processes": status.connections(),
+        "budget": connection_budget(status.failover),
+        "chart": connection_chart(connection_history()),
+    }

@@ -8,10 +8,6 @@ from pathlib import Path
 from tests.browser.test_screenshots import PAGES
 from tests.docs.pages import DOCS, ROOT, anchors, blocks, links, pages
 
-# Pages written alongside these ones; they exist once every part of the docs has landed.
-# Until then a link to one of them is the only link allowed to point nowhere.
-COMING = {"pooling.md"}
-
 
 def broken_links(page: Path) -> list[str]:
     """Return the relative links of a page whose file or heading does not exist."""
@@ -22,8 +18,7 @@ def broken_links(page: Path) -> list[str]:
         path_part, _, anchor = target.partition("#")
         destination = (page.parent / path_part).resolve() if path_part else page
         if not destination.exists():
-            if not (destination.parent == DOCS and destination.name in COMING):
-                broken.append(target)
+            broken.append(target)
             continue
         if anchor and destination.suffix == ".md" and anchor not in anchors(destination):
             broken.append(target)
@@ -38,7 +33,7 @@ def test_every_link_and_anchor_resolves() -> None:
 def test_the_index_links_every_page() -> None:
     index = DOCS / "README.md"
     linked = {target.partition("#")[0] for target in links(index)}
-    expected = {page.name for page in DOCS.glob("*.md") if page != index} | COMING
+    expected = {page.name for page in DOCS.glob("*.md") if page != index}
     assert expected - linked == set()
 
 

@@ -11,6 +11,8 @@ import psycopg2.extensions
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
+from kindler.db.pool import PoolTimeout
+
 # Only the password's own places in connection strings are masked:
 # `password=...` (libpq key/value) and `user:...@host` (URIs). Masking the
 # password wherever it appears would mangle messages that merely contain it.
@@ -24,8 +26,9 @@ _UNUSABLE = (
     psycopg2.errors.UndefinedTable,
     psycopg2.errors.UndefinedColumn,
 )
-# The server is up but a statement waited too long: a lock someone holds, not an outage.
-_BUSY = (psycopg2.extensions.QueryCanceledError, psycopg2.errors.LockNotAvailable)
+# The server is up but a statement waited too long (a lock someone holds), or
+# this process's connections were all in use: not an outage.
+_BUSY = (psycopg2.extensions.QueryCanceledError, psycopg2.errors.LockNotAvailable, PoolTimeout)
 
 SWITCHED_BACK = "kindler: this instance is back on PostgreSQL"
 
@@ -62,6 +65,14 @@ def is_postgres_outage(exc: BaseException | None) -> bool:
 def is_postgres_busy(exc: BaseException | None) -> bool:
     """Return True when a statement hit the statement or lock timeout."""
     return any(isinstance(error, _BUSY) for error in _chain(exc))
+
+
+def pool_exhausted(exc: BaseException | None) -> str | None:
+    """Return what to tell a person when no pooled connection came within PG_POOL_TIMEOUT."""
+    for error in _chain(exc):
+        if isinstance(error, PoolTimeout):
+            return f"Kindler is busy: {error}. Nothing was saved; retry in a moment."
+    return None
 
 
 def is_switched_back(exc: BaseException | None) -> bool:

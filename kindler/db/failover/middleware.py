@@ -50,6 +50,7 @@ from kindler.db.failover.errors import (
     is_postgres_busy,
     is_postgres_outage,
     is_switched_back,
+    pool_exhausted,
     sqlite_trouble,
 )
 from kindler.db.failover.hosts import configured_hosts
@@ -160,7 +161,12 @@ class DatabaseFailoverMiddleware:
             # PostgreSQL's slots (it may be out of them).
             close_postgres_connection()
         elif alias == POSTGRES and request.method not in SAFE_METHODS:
-            alias = self._connect_or_fall_back()
+            try:
+                alias = self._connect_or_fall_back()
+            except DatabaseError as exc:
+                if pool_exhausted(exc) is None:
+                    raise
+                return self._answer(request, POSTGRES, exc, False)
         if alias is None:
             return unavailable(request, monitor.unavailable() or POSTGRES_ONLY)
         tried: list[str] = []
@@ -294,7 +300,10 @@ class DatabaseFailoverMiddleware:
     def _answer(
         self, request: HttpRequest, alias: str, error: BaseException, at_commit: bool
     ) -> HttpResponse:
-        if alias == POSTGRES and is_postgres_busy(error):
+        exhausted = pool_exhausted(error)
+        if alias == POSTGRES and exhausted is not None:
+            message = exhausted
+        elif alias == POSTGRES and is_postgres_busy(error):
             message = BUSY
         elif alias == POSTGRES and is_postgres_outage(error):
             message = UNCERTAIN_WRITE if at_commit else _unavailable_message(error)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
-from kindler.db import POSTGRES, SQLITE
+from kindler.db import POSTGRES, SQLITE, pool
 from kindler.db.failover import state, timeouts
 from kindler.db.failover.errors import describe_error, is_postgres_outage
 from kindler.db.failover.hosts import Host, configured_hosts
@@ -60,10 +61,13 @@ from kindler.db.failover.pinning import (
     sqlite_fallback_enabled,
 )
 from kindler.db.failover.state import State, StateFileError, Transition
+from kindler.db.pool import probes
 
 logger = logging.getLogger("kindler.db")
 
 SWITCH_HISTORY = 50
+# A probe whose kept connection failed tries a fresh one if this much of its budget is left.
+RETRY_MIN_SECONDS = 0.1
 # Sent by the leading process after each probe that found PostgreSQL usable
 # and the instance on it; the sync layer runs its mirror from here.
 ticked = Signal()
@@ -148,37 +152,63 @@ def probe_postgres() -> Probe:
 
 
 def _probe_host(server: Host) -> tuple[HostProbe, str | None]:
-    """Probe one server on a fresh connection; return what it is and, for a primary, why it
+    """Probe one server on its probe connection; return what it is and, for a primary, why it
     cannot take Kindler's writes (None when it can)."""
     started = time.monotonic()
-    db = settings.DATABASES[POSTGRES]
-    options = db.get("OPTIONS", {})
     budget = float(settings.PG_CONNECT_TIMEOUT)
     try:
-        # A fresh connection each time: a paused or saturated postmaster
-        # refuses new connections long before established ones notice.
-        with timeouts.deadline(budget):
-            conn = psycopg2.connect(
-                host=server.host,
-                port=server.port,
-                dbname=db["NAME"],
-                user=db["USER"],
-                password=db["PASSWORD"],
-                connect_timeout=max(1, round(budget)),
-                sslmode=options.get("sslmode", "prefer"),
-                application_name="kindler-health",
-                options=f"-c statement_timeout={int(budget * 1000)}",
-            )
-            try:
-                role, problem = _role_of(conn)
-            finally:
-                conn.close()
+        try:
+            role, problem = _ask(server, budget, reuse=True)
+        except psycopg2.Error:
+            # The kept connection may have died alone (terminated, a proxy's
+            # idle timeout): a fresh one, within what is left of the same
+            # budget, tells that apart from a server that is gone.
+            left = budget - (time.monotonic() - started)
+            if left < RETRY_MIN_SECONDS:
+                raise
+            role, problem = _ask(server, left, reuse=False)
     except psycopg2.Error as exc:
         failure = describe_error(exc)
         return HostProbe(server.address, Role.UNREACHABLE, None, failure), failure
     latency = round((time.monotonic() - started) * 1000, 2)
     shown = problem if role is not Role.PRIMARY else None
     return HostProbe(server.address, role, latency, shown), problem
+
+
+def _ask(server: Host, budget: float, reuse: bool) -> tuple[Role, str | None]:
+    # Every wait is bounded by the budget on the client side, so a killed,
+    # stopped or paused server fails the probe within it, kept connection
+    # or not.
+    with timeouts.deadline(budget):
+        connect = functools.partial(_connect_probe, server, budget)
+        conn = probes.take(server.address, connect, reuse=reuse)
+        try:
+            role, problem = _role_of(conn)
+        except BaseException:
+            probes.discard(conn)
+            raise
+        # Kept for the next probe only while the server is healthy.
+        probes.give_back(server.address, conn, role is Role.PRIMARY and problem is None)
+    return role, problem
+
+
+def _connect_probe(server: Host, budget: float) -> psycopg2.extensions.connection:
+    db = settings.DATABASES[POSTGRES]
+    options = db.get("OPTIONS", {})
+    conn = psycopg2.connect(
+        host=server.host,
+        port=server.port,
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"],
+        connect_timeout=max(1, round(budget)),
+        sslmode=options.get("sslmode", "prefer"),
+        application_name="kindler-health",
+        options=f"-c statement_timeout={max(1, int(budget * 1000))}",
+    )
+    # Each probe is its own statement: no transaction left open between probes.
+    conn.autocommit = True
+    return conn
 
 
 def _role_of(conn: psycopg2.extensions.connection) -> tuple[Role, str | None]:
@@ -374,6 +404,7 @@ class HealthMonitor:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+        pool.probes.close_all()
 
     def stand_down(self) -> None:
         """Stop probing and leading in this process; it still reads the shared state.
@@ -430,6 +461,8 @@ class HealthMonitor:
             # The leader may not have noticed an outage yet; a process about to
             # use PostgreSQL checks it once and, if it cannot, says so for all.
             checked = probe_postgres()
+            # Only the leading process keeps a probe connection between probes.
+            probes.close_all()
             self._probe = checked
             if not checked.usable:
                 self.mark_down(f"probe: {checked.error}")
@@ -458,9 +491,21 @@ class HealthMonitor:
                 return
             try:
                 self._tick()
+                self._tend_pool()
             except Exception:
                 # The thread must outlive any surprise, or the instance never recovers.
                 logger.exception("Health check failed unexpectedly")
+
+    @staticmethod
+    def _tend_pool() -> None:
+        # Every process, leader or not: off PostgreSQL, keep none of its slots
+        # (it may be out of them); on it, let idle connections beyond the
+        # minimum go.
+        shared = state.read()
+        if shared is not None and shared.state is State.PRIMARY:
+            pool.prune_idle()
+        else:
+            pool.clear_idle()
 
     def _lead(self) -> bool:
         if self._leader_fd is not None:
@@ -552,6 +597,7 @@ class HealthMonitor:
         self._log(transition)
         if target in (State.FALLBACK, State.UNAVAILABLE):
             close_postgres_connection()
+            pool.clear_idle()
 
     def _follow_host(self, address: str) -> None:
         try:
@@ -605,4 +651,5 @@ def report_outage(exc: BaseException, where: str) -> bool:
         return False
     monitor.mark_down(f"{where}: {describe_error(exc)}")
     close_postgres_connection()
+    pool.clear_idle()
     return True

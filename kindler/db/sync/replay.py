@@ -6,7 +6,8 @@ never check-then-write the same row at once) and records every entry's
 (instance id, sequence) in AppliedEntry; only after it commits are the
 entries removed from SQLite. A replay killed between the two finds its
 entries already recorded and skips them: nothing is applied twice. A
-second process of the same instance waits its turn on a per-instance lock.
+second process of the same instance waits its turn on a per-instance file
+lock (kindler.db.sync.locks), never a session-level lock in PostgreSQL.
 
 An update or delete applies as is if PostgreSQL's row still has the version
 the change was made on. Otherwise an update is merged field by field against
@@ -28,10 +29,9 @@ never a second holder, never a failed batch.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from kindler.db import POSTGRES, SQLITE
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
 from kindler.db.sync import runs
 from kindler.db.sync.journal import CHANGE_TABLE, instance_id
-from kindler.db.sync.locks import LOCK_NAMESPACE, hold_global_lock
+from kindler.db.sync.locks import hold_global_lock, instance_lock
 from kindler.db.sync.mirror import refresh
 from kindler.db.sync.tables import (
     Table,
@@ -103,7 +103,11 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
         return report
     instance = instance_id()
     outer = transaction.atomic(using=POSTGRES) if dry_run else nullcontext()
-    with instance_lock(instance), outer:
+    # Web workers sharing one SQLite file all recover at once: one replays,
+    # the others wait their turn and then find the journal empty.
+    with instance_lock(LOCK_WAIT) as held, outer:
+        if not held:
+            raise ReplayError("another process of this instance is replaying its journal")
         # Another process may have replayed meanwhile.
         report.total = journal.count()
         # Only what is journaled now: writers keep adding entries while the
@@ -126,30 +130,6 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
     if report.refresh and not dry_run:
         refresh(report.refresh)
     return report
-
-
-@contextmanager
-def instance_lock(instance: uuid.UUID) -> Iterator[None]:
-    """Hold this instance's replay lock in PostgreSQL, waiting a while for another process.
-
-    Web workers sharing one SQLite file all recover at once: one replays,
-    the others wait their turn and then find the journal empty.
-    """
-    key = instance.int & 0x7FFFFFFF or 1
-    deadline = time.monotonic() + LOCK_WAIT
-    with connections[POSTGRES].cursor() as cursor:
-        while True:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, key])
-            if cursor.fetchone()[0]:
-                break
-            if time.monotonic() > deadline:
-                raise ReplayError("another process of this instance is replaying its journal")
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        with connections[POSTGRES].cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
 
 
 class RemoteState:

@@ -10,7 +10,14 @@ from django.core.management.base import BaseCommand, CommandParser
 from kindler.db import telemetry
 from kindler.db.failover.monitor import monitor
 from kindler.db.models import SyncRun
-from kindler.db.status import DatabaseStatus, SyncStatus, database_status
+from kindler.db.status import (
+    ConnectionBudget,
+    DatabaseStatus,
+    ProcessConnections,
+    SyncStatus,
+    connection_budget,
+    database_status,
+)
 from kindler.db.sync import runs
 from kindler.sections import read_sections
 
@@ -25,11 +32,17 @@ class Command(BaseCommand):
         status = database_status(monitor.check_now())
         figures = telemetry.report(status.failover)
         sections = read_sections()
+        processes = status.connections()
+        budget = connection_budget(status.failover)
         if options["json"]:
             report = {
                 **{section.key: section.data for section in sections},
                 **status.as_json(),
                 **figures,
+                "pool": {
+                    "processes": [row.as_json() for row in processes],
+                    "budget": budget.as_json() if budget is not None else None,
+                },
                 "switches": status.switches_as_json(),
                 "sync_runs": [
                     {"kind": run.kind, **(runs.as_json(run) or {})}
@@ -46,6 +59,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {line}")
         for line in telemetry.report_lines({**figures, "switches": status.switches_as_json()}):
             self.stdout.write(line)
+        if budget is not None:
+            for line in pool_lines(processes, budget):
+                self.stdout.write(line)
         if status.sync is not None:
             for line in sync_lines(status.sync):
                 self.stdout.write(line)
@@ -80,6 +96,29 @@ def status_lines(status: DatabaseStatus) -> list[str]:
             marker = " (active)" if host["active"] else ""
             detail = host["error"] or f"{host['latency_ms']:.1f} ms"
             lines.append(f"  {host['address']:<21} {host['role']}{marker}: {detail}")
+    return lines
+
+
+def pool_lines(processes: list[ProcessConnections], budget: ConnectionBudget) -> list[str]:
+    """Return each process's PostgreSQL connections and the sizing check as text lines."""
+    lines = ["PostgreSQL connections (per process):"]
+    if not processes:
+        lines.append("  none opened yet")
+    for p in processes:
+        bounds = f"pool {p.minimum}-{p.maximum}" if p.maximum else "no pool"
+        lines.append(
+            f"  {p.alias} pid {p.pid}: {p.open} open, {p.in_use} in use, {p.idle} idle, "
+            f"{p.waiting} waiting ({bounds}); {p.waits} waits, {p.wait_seconds:.3f} s waited, "
+            f"{p.timeouts} timeouts; {p.opened} opened, {p.closed} closed; "
+            f"probe {p.probes_open} open, {p.probes_opened} opened"
+        )
+    available = "unknown" if budget.available is None else str(budget.available)
+    lines.append(
+        f"Sizing:          {budget.instances} instance(s) x ({budget.processes} processes x "
+        f"{budget.per_process} + 1 probe) = {budget.total} of PostgreSQL's {available}"
+    )
+    if budget.warning:
+        lines.append(f"WARNING: {budget.warning}")
     return lines
 
 

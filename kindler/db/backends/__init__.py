@@ -1,0 +1,1 @@
+"""Kindler's database backends."""

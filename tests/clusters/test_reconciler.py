@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -659,11 +660,18 @@ def test_the_run_command_stops_the_reconciler_with_the_web_server(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**reconciler_env(kindler_env, fakes), "KINDLER_BIND": f"127.0.0.1:{port}"}
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as under a service manager
     serve = subprocess.Popen(
         [*MANAGE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     create(name="served")
     wait_for(lambda: "served" in fakes.clusters(), seconds=60)
+    # Printed while it runs, not at exit: stdout is a pipe here, as under a service manager.
+    assert serve.stdout is not None
+    assert select.select([serve.stdout], [], [], 30)[0] == [serve.stdout]
+    early = [serve.stdout.readline().rstrip("\n")]
+    while early[-1] != "Starting Kindler (Ctrl-C to stop).":
+        early.append(serve.stdout.readline().rstrip("\n"))
     started = children_of(serve.pid)
     serve.send_signal(signal.SIGTERM)
     stdout, _ = serve.communicate(timeout=60)

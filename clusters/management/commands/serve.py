@@ -45,6 +45,9 @@ class Command(BaseCommand):
         self.stdout.write("Starting Kindler (Ctrl-C to stop).")
         if advice:
             self.stdout.write(advice)
+        # Out before the children start: under a service manager stdout is a
+        # pipe, and the generated password would otherwise wait in the buffer.
+        self.stdout.flush()
         status = run_together(commands)
         if status:
             raise CommandError(f"Kindler stopped: a process exited with status {status}.")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -39,7 +40,10 @@ def field(browser: WebDriver, label: str) -> str:
 
 
 def wait_until(browser: WebDriver, check: Callable[[], object], seconds: float = 15) -> None:
-    WebDriverWait(browser, seconds, poll_frequency=0.2).until(lambda _driver: check())
+    # A row found just before the page replaces it is stale: look again.
+    WebDriverWait(
+        browser, seconds, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    ).until(lambda _driver: check())
 
 
 def mark_page(browser: WebDriver) -> None:

@@ -73,23 +73,33 @@ def append(sample: dict[str, Any]) -> None:
     """Add one sample line, keeping the file to its last SAMPLE_LIMIT lines."""
     path = samples_path()
     try:
-        # One short O_APPEND write per line: writers never interleave.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(sample) + "\n")
-        if path.stat().st_size > SAMPLE_LIMIT * 160:
-            lines = path.read_text(encoding="utf-8").splitlines()[-SAMPLE_LIMIT:]
-            spare = path.with_name(f"{path.name}.{os.getpid()}")
-            spare.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            spare.replace(path)
+        append_line(path, sample, SAMPLE_LIMIT)
     except OSError as exc:
         logger.warning("Cannot record a database sample in %s: %s", path, exc.strerror)
 
 
-def samples(since: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
-    """Return the samples of the last `since` until now, oldest first, times aware."""
+def append_line(path: Path, sample: dict[str, Any], keep: int) -> None:
+    """Append sample to a JSON-lines file, cut back to its last `keep` lines now and then.
+
+    One short O_APPEND write per line, so writers never interleave; the cut
+    rewrites a copy and renames it over the file once it holds about twice
+    `keep` lines' worth.
+    """
+    line = json.dumps(sample) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(line)
+    if path.stat().st_size > keep * 2 * len(line):
+        lines = path.read_text(encoding="utf-8").splitlines()[-keep:]
+        spare = path.with_name(f"{path.name}.{os.getpid()}")
+        spare.write_text("".join(kept + "\n" for kept in lines), encoding="utf-8")
+        spare.replace(path)
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Return the samples of a JSON-lines file in file order, times aware; [] without one."""
     try:
-        lines = samples_path().read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
     found = []
@@ -100,5 +110,11 @@ def samples(since: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by a crash
         found.append(sample)
+    return found
+
+
+def samples(since: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
+    """Return the samples of the last `since` until now, oldest first, times aware."""
+    found = read_lines(samples_path())
     cutoff = timezone.now() - since
     return sorted((s for s in found if s["at"] >= cutoff), key=lambda sample: sample["at"])

@@ -9,7 +9,6 @@ System page all render that one value instead of reading on their own.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from kindler.db import POSTGRES, SQLITE, telemetry
 from kindler.db.failover.monitor import Probe, Snapshot, monitor
 from kindler.db.failover.pinning import sqlite_fallback_enabled
 from kindler.db.models import SyncRun
+from kindler.db.samples import append_line, read_lines
 from kindler.db.sync import conflicts, journal, runs
 
 
@@ -389,34 +389,15 @@ def record_connections(sender: Any = None, force: bool = False, **kwargs: Any) -
         "waiting": sum(row.waiting for row in rows),
         "processes": len(rows),
     }
-    path = connection_history_path()
     try:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(sample) + "\n")
-        if path.stat().st_size > HISTORY_SAMPLES * 200:
-            lines = path.read_text(encoding="utf-8").splitlines()[-HISTORY_SAMPLES:]
-            spare = path.with_name(f"{path.name}.{os.getpid()}")
-            spare.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            spare.replace(path)
+        append_line(connection_history_path(), sample, HISTORY_SAMPLES)
     except OSError:
         return  # A chart with a gap is not worth failing the health monitor.
 
 
 def connection_history() -> list[dict[str, Any]]:
     """Return the instance's connection samples, oldest first."""
-    try:
-        lines = connection_history_path().read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    samples = []
-    for line in lines[-HISTORY_SAMPLES:]:
-        try:
-            sample = json.loads(line)
-            sample["at"] = datetime.fromisoformat(sample["at"])
-            samples.append(sample)
-        except (ValueError, KeyError, TypeError):
-            continue  # A line cut short by a crash.
-    return samples
+    return read_lines(connection_history_path())[-HISTORY_SAMPLES:]
 
 
 @dataclass(frozen=True)

@@ -664,14 +664,19 @@ def test_the_run_command_stops_the_reconciler_with_the_web_server(
     serve = subprocess.Popen(
         [*MANAGE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    create(name="served")
-    wait_for(lambda: "served" in fakes.clusters(), seconds=60)
-    # Printed while it runs, not at exit: stdout is a pipe here, as under a service manager.
-    assert serve.stdout is not None
-    assert select.select([serve.stdout], [], [], 30)[0] == [serve.stdout]
-    early = [serve.stdout.readline().rstrip("\n")]
-    while early[-1] != "Starting Kindler (Ctrl-C to stop).":
-        early.append(serve.stdout.readline().rstrip("\n"))
+    try:
+        create(name="served")
+        wait_for(lambda: "served" in fakes.clusters(), seconds=60)
+        # Printed while it runs, not at exit: stdout is a pipe here, as under a service manager.
+        assert serve.stdout is not None
+        assert select.select([serve.stdout], [], [], 30)[0] == [serve.stdout]
+        early = [serve.stdout.readline().rstrip("\n")]
+        while early[-1] != "Starting Kindler (Ctrl-C to stop).":
+            early.append(serve.stdout.readline().rstrip("\n"))
+    except BaseException:
+        serve.terminate()  # stops the web server and the reconciler it started
+        serve.wait(timeout=60)
+        raise
     started = children_of(serve.pid)
     serve.send_signal(signal.SIGTERM)
     stdout, _ = serve.communicate(timeout=60)

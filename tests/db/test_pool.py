@@ -27,7 +27,8 @@ from tests.factories import make_superuser
 from tests.faults import admin_connection
 from tests.pgserver import PostgresServer
 
-pytestmark = pytest.mark.django_db(databases=BOTH, transaction=True)
+# The pool is PostgreSQL's: with SQLite alone there is nothing to pool.
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(databases=BOTH, transaction=True)]
 
 TOKEN = "pool-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -273,10 +273,9 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
     """Record a new cluster; host ports the body omits are the lowest free ones."""
     fields = parse_body(read_json(request))
     name = fields["name"]
-    # Statements: one SELECT of the live reconcilers (the host, the provider
-    # check and the answer's wording all come from it; a second, of the hosts
-    # ever registered, only when none is live), then the cluster's and its
-    # operation log's INSERTs. Name and port clashes come back from the unique
+    # Statements: one SELECT of the registered reconcilers (the host, the
+    # provider check and the answer's wording all come from it), then the
+    # cluster's and its operation log's INSERTs. Name and port clashes come back from the unique
     # index and the port claims, not from lookups first.
     with registry.one_reading():
         try:

@@ -1,10 +1,15 @@
-"""Django's CSRF protection, also under the names axios uses."""
+"""Django's CSRF protection under axios's names, the token API's short path, and URL checks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 from django.conf import settings
+from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.contrib.auth.models import AnonymousUser
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
 from django.utils.cache import patch_cache_control, patch_vary_headers
@@ -50,6 +55,52 @@ class AxiosCsrfNamesMiddleware:
             )
             patch_vary_headers(response, ("Cookie",))
         return response
+
+
+class TokenApiMiddleware:
+    """Send API requests that carry a bearer token past the browser's middleware.
+
+    Such a request is authenticated by its token alone (clusters.api): it
+    has no session to load, no CSRF cookie to check or hand out, no messages
+    and no signed-in page to keep out of caches, so the middleware below
+    this one in MIDDLEWARE has nothing to do for it, yet costs a quarter of
+    an API read (bench/api.py). It is answered by Django's own view handling
+    instead, with an anonymous user and LoginRequiredMiddleware's check, so
+    a view that needs a signed-in person still refuses it. Everything above
+    this middleware (metrics, security headers, the failover middleware)
+    still applies.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.respond_to_token = _TokenRequestHandler().respond
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        authorization = request.META.get("HTTP_AUTHORIZATION", "")
+        if is_api(request) and authorization[:7].lower() == "bearer ":
+            request.user = AnonymousUser()
+            return self.respond_to_token(request)
+        return self.get_response(request)
+
+
+class _TokenRequestHandler(BaseHandler):
+    """Django's view handling (URL resolution, view middleware, errors) for token requests.
+
+    BaseHandler.load_middleware would build the chain from MIDDLEWARE; this
+    sets up the same lists with only the login check. (django-stubs leaves
+    the handler's internals out, hence the ignores.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        view = self._get_response  # type: ignore[attr-defined]
+        self._view_middleware = [LoginRequiredMiddleware(view).process_view]
+        self._template_response_middleware: list[Callable[..., Any]] = []
+        self._exception_middleware: list[Callable[..., Any]] = []
+        # Exceptions become responses (a 404, handler500) as in the full stack.
+        self.respond = cast(
+            Callable[[HttpRequest], HttpResponseBase], convert_exception_to_response(view)
+        )
 
 
 class NoStoreMiddleware:

@@ -65,14 +65,14 @@ def live_since() -> datetime:
     return timezone.now() - timedelta(seconds=LIVE_INTERVALS * heartbeat_interval())
 
 
-# Within one_reading(), the live reconcilers as first read; None until then.
+# Within one_reading(), the registrations as first read; None until then.
 _reading: ContextVar[list[Registration] | None] = ContextVar("registry_reading", default=None)
 _reading_open: ContextVar[bool] = ContextVar("registry_reading_open", default=False)
 
 
 @contextmanager
 def one_reading() -> Iterator[None]:
-    """Read the live reconcilers once for everything one request decides from them.
+    """Read the registry once for everything one request decides from it.
 
     A create chooses the host, checks the provider and words its answer from
     the same registry rows: one SELECT, not three. Heartbeats are seconds
@@ -87,15 +87,27 @@ def one_reading() -> Iterator[None]:
         _reading_open.reset(opened)
 
 
-def live_registrations() -> list[Registration]:
-    """Return the live reconcilers, by host, read where reads go now."""
+def _registrations() -> list[Registration]:
+    """Return every remembered registration (live or not), read where reads go now.
+
+    One row per reconciler started within FORGET_AFTER, so reading them all
+    costs no more than reading the live ones, and answers both questions
+    placement asks. What each last observed is left out: it lists every
+    cluster of its host, and only last_observation() needs it.
+    """
     cached = _reading.get()
     if cached is not None:
         return cached
-    live = list(Registration.objects.filter(last_seen__gte=live_since()))
+    rows = list(Registration.objects.defer("observed"))
     if _reading_open.get():
-        _reading.set(live)
-    return live
+        _reading.set(rows)
+    return rows
+
+
+def live_registrations() -> list[Registration]:
+    """Return the live reconcilers, by host, read where reads go now."""
+    since = live_since()
+    return [entry for entry in _registrations() if entry.last_seen >= since]
 
 
 def live_on(host: str) -> list[Registration]:
@@ -105,7 +117,7 @@ def live_on(host: str) -> list[Registration]:
 
 def known_hosts() -> list[str]:
     """Return every host a reconciler ever registered from (still remembered), sorted."""
-    return sorted(set(Registration.objects.values_list("host", flat=True)))
+    return sorted({entry.host for entry in _registrations()})
 
 
 def install_hint(provider: str) -> str:

@@ -47,6 +47,9 @@ MIDDLEWARE = [
     # 400 to a NUL character in the URL, which PostgreSQL cannot compare.
     "clusters.middleware.NulCharacterMiddleware",
     "kindler.db.failover.middleware.DatabaseFailoverMiddleware",
+    # API requests with a bearer token skip the session, CSRF and message
+    # middleware below: they use none of it (clusters/middleware.py).
+    "clusters.middleware.TokenApiMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Django's CSRF check, also under axios's names (see KINDLER_XSRF_* below).

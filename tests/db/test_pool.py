@@ -225,6 +225,46 @@ def test_a_dead_idle_connection_is_replaced(pg_server: PostgresServer) -> None:
     made.clear()
 
 
+def test_a_healthy_idle_connection_is_handed_out_without_a_query(
+    pg_server: PostgresServer,
+) -> None:
+    made = ConnectionPool("test", PoolConfig(minimum=1, maximum=1, timeout=1.0, max_idle=60.0))
+    conn = made.acquire(lambda: psycopg2.connect(**pg_server.connect_kwargs()))
+    conn.autocommit = True  # as Django has it: nothing to roll back when given back
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 'the last query'")
+    made.release(conn)
+    again = made.acquire(lambda: psycopg2.connect(**pg_server.connect_kwargs()))
+    assert again is conn
+    admin = admin_connection(pg_server)
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [conn.get_backend_pid()])
+        assert cursor.fetchone() == ("SELECT 'the last query'",)
+    admin.close()
+    made.release(again)
+    made.clear()
+
+
+def test_connections_from_before_a_server_restart_are_replaced(pg_server: PostgresServer) -> None:
+    made = ConnectionPool("test", PoolConfig(minimum=2, maximum=2, timeout=1.0, max_idle=60.0))
+    first = made.acquire(lambda: psycopg2.connect(**pg_server.connect_kwargs()))
+    second = made.acquire(lambda: psycopg2.connect(**pg_server.connect_kwargs()))
+    before = {first.get_backend_pid(), second.get_backend_pid()}
+    made.release(first)
+    made.release(second)
+    pg_server.stop()
+    pg_server.start()
+    handed = [made.acquire(lambda: psycopg2.connect(**pg_server.connect_kwargs())) for _ in (1, 2)]
+    for conn in handed:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] not in before
+    assert made.counts() == {"open": 2, "in_use": 2, "idle": 0, "waiting": 0}
+    for conn in handed:
+        made.release(conn)
+    made.clear()
+
+
 def test_idle_connections_beyond_the_minimum_close_after_max_idle(
     pg_server: PostgresServer,
 ) -> None:

@@ -60,8 +60,12 @@ def wait_with_deadline(conn: Any) -> None:
     if override is not None:
         timeout = min(timeout, override)
     started = time.monotonic()
-    started_at = datetime.now(UTC)
+    started_at = time.time()
     give_up_at = started + timeout
+    # The instance's state is read only after a slice passed with no answer:
+    # a healthy server answers within the first one, and every query would
+    # otherwise pay a stat() of the state file and a clock reading.
+    answered = True
     while True:
         polled = conn.poll()
         if polled == ext.POLL_OK:
@@ -69,13 +73,13 @@ def wait_with_deadline(conn: Any) -> None:
         now = time.monotonic()
         if now >= give_up_at:
             give_up(conn, f"PostgreSQL did not answer within {timeout:g} s while {doing}")
-        if declared_down_since(started_at):
+        if not answered and declared_down_since(datetime.fromtimestamp(started_at, UTC)):
             give_up(conn, f"PostgreSQL was declared unreachable while {doing}")
         wait = min(SLICE, give_up_at - now)
         if polled == ext.POLL_READ:
-            select.select([conn.fileno()], [], [], wait)
+            answered = bool(select.select([conn.fileno()], [], [], wait)[0])
         elif polled == ext.POLL_WRITE:
-            select.select([], [conn.fileno()], [], wait)
+            answered = bool(select.select([], [conn.fileno()], [], wait)[1])
         else:
             raise psycopg2.OperationalError(f"unexpected poll state {polled}")
 

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections, router
 from django.utils import timezone
 
+from clusters import queries
 from clusters.drivers import ClusterStatus, driver_for
 from clusters.drivers.base import Command, run
 from clusters.models import Registration
@@ -98,7 +99,7 @@ def _registrations() -> list[Registration]:
     cached = _reading.get()
     if cached is not None:
         return cached
-    rows = list(Registration.objects.defer("observed"))
+    rows = queries.registrations()
     if _reading_open.get():
         _reading.set(rows)
     return rows

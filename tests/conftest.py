@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.db import connections
 from django.db.migrations.loader import MigrationLoader
 
+from clusters import ratelimit
 from kindler.db.failover.monitor import State, monitor
 from kindler.db.failover.pinning import pinned_alias
 from tests.fakes import FOLDER as FAKES_FOLDER
@@ -109,7 +110,15 @@ def _healthy_monitor(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def _no_failed_attempts() -> None:
     """Start every test with no failed sign-ins or token guesses counted."""
+    forget_failures()
+
+
+def forget_failures() -> None:
+    """Clear the failure counts and the marker of the latest failure."""
     cache.clear()
+    marker = ratelimit.marker_path()
+    if marker is not None:
+        marker.unlink(missing_ok=True)
 
 
 @pytest.fixture(params=BOTH)

@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.test import Client, RequestFactory
 
 from clusters import ratelimit
-from tests.conftest import BOTH
+from tests.conftest import BOTH, forget_failures
 from tests.factories import make_superuser
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
@@ -29,9 +29,9 @@ def _fresh_counts(settings: Any) -> Iterator[None]:
     settings.KINDLER_API_TOKEN = TOKEN
     settings.KINDLER_MAX_FAILED_ATTEMPTS = 10
     settings.KINDLER_FAILED_ATTEMPTS_WINDOW = 300
-    cache.clear()
+    forget_failures()
     yield
-    cache.clear()
+    forget_failures()
 
 
 def sign_in(client: Client, password: str, username: str = "admin") -> Any:
@@ -86,6 +86,42 @@ def test_token_guesses_are_limited_with_429_json(alias: str, client: Client) -> 
     assert response.status_code == 429
     assert response.json()["detail"].startswith("Too many failed attempts; try again in ")
     assert 0 < int(response["Retry-After"]) <= 300
+
+
+class CountingCache:
+    """The cache, counting the failure counts read through it."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return cache.get(key, default)
+
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        cache.set(*args, **kwargs)
+
+
+def test_the_counts_are_read_only_after_a_failure_within_the_window(
+    alias: str, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = CountingCache()
+    monkeypatch.setattr(ratelimit, "cache", counting)
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/clusters", headers=right).status_code == 200
+    assert counting.reads == 0
+    wrong = client.get("/api/clusters", headers={"Authorization": "Bearer " + "x" * 32})
+    assert wrong.status_code == 401
+    reads_to_count_it = counting.reads
+    assert client.get("/api/clusters", headers=right).status_code == 200
+    assert counting.reads == reads_to_count_it + 1
+    # A failure older than the window is as good as none.
+    marker = ratelimit.marker_path()
+    assert marker is not None
+    old = time.time() - 301
+    os.utime(marker, (old, old))
+    assert client.get("/api/clusters", headers=right).status_code == 200
+    assert counting.reads == reads_to_count_it + 1
 
 
 @pytest.mark.parametrize("token", ["short", TOKEN + "x", TOKEN[:-1]])

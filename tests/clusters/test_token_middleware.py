@@ -65,9 +65,7 @@ def test_a_token_write_needs_no_csrf_token(alias: str, settings: Any) -> None:
     assert response.cookies == {}
 
 
-def test_a_wrong_token_with_a_signed_in_session_is_still_refused(
-    alias: str, settings: Any
-) -> None:
+def test_a_wrong_token_with_a_signed_in_session_is_still_refused(alias: str, settings: Any) -> None:
     settings.KINDLER_API_TOKEN = TOKEN
     make_superuser()
     client = Client()

@@ -238,7 +238,8 @@ def test_a_healthy_idle_connection_is_handed_out_without_a_query(
     assert again is conn
     admin = admin_connection(pg_server)
     with admin.cursor() as cursor:
-        cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [conn.get_backend_pid()])
+        pid = conn.get_backend_pid()
+        cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid])
         assert cursor.fetchone() == ("SELECT 'the last query'",)
     admin.close()
     made.release(again)

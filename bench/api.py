@@ -535,7 +535,7 @@ def report(
     tags = ["now"] + (["before"] if "before SQLite" in servers else [])
     for tag in tags:
         sq, pgs = servers[f"{tag} SQLite"], servers[f"{tag} PostgreSQL"]
-        title = "Kindler" if tag == "now" else "Kindler before (e23e0e8 unless said)"
+        title = "Kindler" if tag == "now" else f"Kindler before ({args.before_label})"
         lines += [
             f"### {title}",
             "",
@@ -607,6 +607,9 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=40, help="GETs per client per round")
     parser.add_argument("--writes", type=int, default=6, help="create+delete per client per round")
     parser.add_argument("--before", type=Path, help="another Kindler checkout to time as well")
+    parser.add_argument(
+        "--before-label", default="the --before checkout", help="what to call it (a commit)"
+    )
     parser.add_argument("--no-original", action="store_true", help="skip the original backend")
     parser.add_argument(
         "--pool-max",

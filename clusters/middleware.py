@@ -63,10 +63,11 @@ class TokenApiMiddleware:
     Such a request is authenticated by its token alone (clusters.api): it
     has no session to load, no CSRF cookie to check or hand out, no messages
     and no signed-in page to keep out of caches, so the middleware below
-    this one in MIDDLEWARE has nothing to do for it, yet costs a quarter of
-    an API read (bench/api.py). It is answered by Django's own view handling
-    instead, with an anonymous user and LoginRequiredMiddleware's check, so
-    a view that needs a signed-in person still refuses it. Everything above
+    this one in MIDDLEWARE has nothing to do for it, yet cost about a sixth
+    of an API read (a GET in one process: 0.66 ms with it, 0.54 without).
+    It is answered by Django's own view handling instead, with an anonymous
+    user and LoginRequiredMiddleware's check, so a view that needs a
+    signed-in person still refuses it. Everything above
     this middleware (metrics, security headers, the failover middleware)
     still applies.
     """

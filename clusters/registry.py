@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +41,7 @@ from clusters.validators import DNS_LABEL
 from kindler import __version__
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.monitor import report_outage
+from kindler.db.failover.retry import on_live_connection
 from kindler.sections import Section
 
 logger = logging.getLogger("kindler.reconciler")
@@ -198,23 +200,26 @@ class Heartbeat:
         with self._lock:
             try:
                 alias = router.db_for_write(Registration)
-                rows = Registration.objects.using(alias)
-                if rows.filter(key=self.key).update(last_seen=now):
-                    return True
-                rows.filter(last_seen__lt=now - FORGET_AFTER).delete()
-                rows.create(
-                    key=self.key,
-                    host=self.host,
-                    pid=os.getpid(),
-                    version=__version__,
-                    providers=self.providers,
-                    started_at=self.started_at,
-                    last_seen=now,
-                )
-                return True
+                on_live_connection(alias, lambda: self._write_beat(alias, now))
             except DatabaseError as exc:
                 self._failed("heartbeat", exc)
                 return False
+            return True
+
+    def _write_beat(self, alias: str, now: datetime) -> None:
+        rows = Registration.objects.using(alias)
+        if rows.filter(key=self.key).update(last_seen=now):
+            return
+        rows.filter(last_seen__lt=now - FORGET_AFTER).delete()
+        rows.create(
+            key=self.key,
+            host=self.host,
+            pid=os.getpid(),
+            version=__version__,
+            providers=self.providers,
+            started_at=self.started_at,
+            last_seen=now,
+        )
 
     def record_observation(self, observed: Observation) -> None:
         """Keep what the providers listed just now (a heartbeat too), for the status API."""
@@ -224,11 +229,9 @@ class Heartbeat:
             with self._lock:
                 try:
                     alias = router.db_for_write(Registration)
-                    written = (
-                        Registration.objects.using(alias)
-                        .filter(key=self.key)
-                        .update(last_seen=now, observed=data, observed_at=now)
-                    )
+                    rows = Registration.objects.using(alias).filter(key=self.key)
+                    update = partial(rows.update, last_seen=now, observed=data, observed_at=now)
+                    written = on_live_connection(alias, update)
                 except DatabaseError as exc:
                     self._failed("observation", exc)
                     return

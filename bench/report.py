@@ -1,7 +1,8 @@
 """Run every benchmark in bench/ and write bench/RESULTS.md.
 
 Run as `.venv/bin/python bench/report.py` (`--only chaos,api` for some,
-`--short` for chaos.py's short run). Each script prints its own tables; this
+`--short` for chaos.py's short run, `--before DIR --before-label COMMIT` to
+time another checkout beside this one in api.py). Each script prints its own tables; this
 collects them under the machine and the versions they were measured with, so
 anyone can reproduce the figures.
 """
@@ -93,11 +94,13 @@ def versions() -> list[tuple[str, str]]:
     ]
 
 
-def run(name: str, short: bool) -> tuple[str, int, float]:
+def run(name: str, options: argparse.Namespace) -> tuple[str, int, float]:
     """Run one benchmark; return its output, exit status and duration."""
     args = [sys.executable, str(HERE / f"{name}.py")]
-    if short and name == "chaos":
+    if options.short and name == "chaos":
         args.append("--short")
+    if options.before and name == "api":
+        args += ["--before", str(options.before), "--before-label", options.before_label]
     if name == "chaos":
         args += ["--json", str(HERE / "out" / "chaos.json")]
     started = time.monotonic()
@@ -128,6 +131,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="Comma-separated benchmarks to run (default: all).")
     parser.add_argument("--short", action="store_true", help="Run chaos.py in its short form.")
+    parser.add_argument("--before", type=Path, help="another checkout for api.py to time too")
+    parser.add_argument("--before-label", default="the --before checkout")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     wanted = args.only.split(",") if args.only else list(BENCHMARKS)
@@ -138,6 +143,7 @@ def main() -> int:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `.venv/bin/python bench/report.py"
         + (" --short" if args.short else "")
+        + (f" --before <checkout of {args.before_label}>" if args.before else "")
         + "`. Every run starts its own PostgreSQL, HAProxy and gunicorn on loopback.",
         "",
         "## Machine",
@@ -152,7 +158,7 @@ def main() -> int:
     status = 0
     for name in present:
         print(f"Running bench/{name}.py ...", flush=True)
-        output, code, seconds = run(name, args.short)
+        output, code, seconds = run(name, args)
         status = status or (code != 0)
         outcome = "finished" if code == 0 else f"exited with status {code}"
         lines += [

@@ -105,7 +105,8 @@ def csrf_refusal(request: HttpRequest) -> str | None:
 
 def authenticate(request: HttpRequest) -> JsonResponse | None:
     """Return a refusal unless the request has a session or the API token."""
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    # META, not request.headers: that would first copy every header of the request.
+    scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "bearer":
         seconds = ratelimit.retry_after(request)
         if seconds:

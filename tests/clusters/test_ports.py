@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from clusters import lifecycle, portclaims, preflight
 from clusters.models import Cluster, OperationLog, PortClaim, free_host_ports
+from kindler.db.failover.monitor import monitor
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster, make_superuser
 
@@ -319,6 +321,19 @@ def migrate(db: Any, targets: list[tuple[str, str]]) -> None:
     emit_post_migrate_signal(0, False, db.alias)
 
 
+@pytest.fixture
+def no_probes() -> Iterator[None]:
+    """Stop the health monitor while a test migrates PostgreSQL backward and forward.
+
+    A probe meanwhile finds tables missing, calls it an outage, and the
+    recovery after it copies PostgreSQL's rows into SQLite, possibly after
+    the test's flush, where the next test finds them.
+    """
+    monitor.stop()
+    yield
+    monitor.reset()
+
+
 def latest(db: Any) -> list[tuple[str, str]]:
     """Return the last migration of every app: where the test databases are."""
     return list(MigrationExecutor(db).loader.graph.leaf_nodes())
@@ -326,7 +341,7 @@ def latest(db: Any) -> list[tuple[str, str]]:
 
 @pytest.mark.django_db(databases=BOTH, transaction=True)
 def test_the_migration_claims_existing_ports_and_skips_duplicates(
-    alias: str, settings: Any
+    alias: str, settings: Any, no_probes: None
 ) -> None:
     settings.KINDLER_DEFAULT_HOST = "docker-old"
     db = connections[alias]
@@ -412,7 +427,7 @@ def test_free_ports_are_counted_per_host(alias: str) -> None:
 
 @pytest.mark.django_db(databases=BOTH, transaction=True)
 def test_without_a_default_host_the_migration_leaves_clusters_unplaced(
-    alias: str, settings: Any
+    alias: str, settings: Any, no_probes: None
 ) -> None:
     settings.KINDLER_DEFAULT_HOST = ""
     db = connections[alias]

@@ -10,7 +10,7 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
@@ -80,7 +80,12 @@ class TokenApiMiddleware:
         authorization = request.META.get("HTTP_AUTHORIZATION", "")
         if is_api(request) and authorization[:7].lower() == "bearer ":
             request.user = AnonymousUser()
-            return self.respond_to_token(request)
+            response = self.respond_to_token(request)
+            # As CommonMiddleware, skipped here, would: without it the server
+            # sends the body chunked.
+            if isinstance(response, HttpResponse) and not response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
+            return response
         return self.get_response(request)
 
 

@@ -50,6 +50,7 @@ def test_a_token_read_sets_no_cookie_and_varies_on_nothing_of_the_session(
     response = token_client.get("/api/clusters/dev")
     assert response.status_code == 200
     assert response.json()["name"] == "dev"
+    assert response["Content-Length"] == str(len(response.content))
     assert response.cookies == {}
     assert "Vary" not in response
     # The headers of the middleware above the short path are still there.

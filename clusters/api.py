@@ -276,8 +276,8 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
     name = fields["name"]
     # Statements: one SELECT of the registered reconcilers (the host, the
     # provider check and the answer's wording all come from it), then the
-    # cluster's and its operation log's INSERTs. Name and port clashes come back from the unique
-    # index and the port claims, not from lookups first.
+    # cluster's and its operation log's INSERTs. Name and port clashes come
+    # back from the unique index and the port claims, not from lookups first.
     with registry.one_reading():
         try:
             cluster, task = request_create_on_free_ports(fields)

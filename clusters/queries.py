@@ -25,9 +25,8 @@ _NAME = "name-placeholder"
 
 @dataclass(frozen=True)
 class Compiled:
-    """One SELECT: its model, its SQL, its columns as field attnames, their converters."""
+    """One SELECT: its SQL, its columns as field attnames, their converters."""
 
-    model: type[Model]
     sql: str
     params: tuple[Any, ...]
     attnames: list[str]
@@ -43,7 +42,6 @@ def _compile(queryset: QuerySet[Any], alias: str) -> Compiled:
     columns = [column for column, _, _ in compiler.select]
     converters = compiler.get_converters(columns)
     return Compiled(
-        model=queryset.model,
         sql=sql,
         params=tuple(params),
         attnames=[column.target.attname for column in columns],

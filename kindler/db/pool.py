@@ -282,11 +282,11 @@ class ConnectionPool:
 def _alive(conn: Any) -> bool:
     """Return True unless the server has ended conn while it was idle.
 
-    Costs no round trip, unlike a SELECT 1 (which was a fifth of an API
-    read): an idle connection has nothing to read unless the server closed
-    it, and a backend that ends (a restart, pg_terminate_backend, the
-    server killed, a proxy dropping it) sends its FATAL message or end of
-    file first, so the socket turns readable. Kindler never LISTENs, so no
+    Costs no round trip, unlike a SELECT 1 on every hand-out: an idle
+    connection has nothing to read unless the server closed it, and a
+    backend that ends (a restart, pg_terminate_backend, the server killed,
+    a proxy dropping it) sends its FATAL message or end of file first, so
+    the socket turns readable. Kindler never LISTENs, so no
     notification can arrive on an idle connection instead. A server that
     merely stopped answering (paused, cut off) is caught by the query's own
     deadline (kindler.db.failover.timeouts), as a SELECT 1 would be.

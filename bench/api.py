@@ -391,7 +391,7 @@ def kindler_servers(
         server = Server(
             label=f"{tag} {db}",
             kind="kindler",
-            command=[PYTHON, "-m", "gunicorn", "-c", str(root / "config" / "gunicorn.conf.py")],
+            command=web_server_command(root),
             env={**env, "KINDLER_WORKERS": "2"},
             cwd=root,
             headers={"Authorization": f"Bearer {TOKEN}"},
@@ -400,6 +400,13 @@ def kindler_servers(
         )
         servers.append(server)
     return servers
+
+
+def web_server_command(root: Path) -> list[str]:
+    """Return how the checkout at root starts its web server (older ones ran gunicorn)."""
+    if (root / "kindler" / "webserver.py").is_file():
+        return [PYTHON, "-m", "kindler.webserver"]
+    return [PYTHON, "-m", "gunicorn", "-c", str(root / "config" / "gunicorn.conf.py")]
 
 
 def original_server(python: Path, data: Path) -> Server:
@@ -439,19 +446,25 @@ def original_server(python: Path, data: Path) -> Server:
 
 
 def floor_server(base: dict[str, str]) -> Server:
+    """The bare view under granian with kindler.webserver's settings (2 workers x 4 threads)."""
     return Server(
         label="floor",
         kind="floor",
         command=[
             PYTHON,
             "-m",
-            "gunicorn",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--http",
+            "1",
+            "--no-ws",
             "--workers",
             "2",
-            "--threads",
+            "--blocking-threads",
             "4",
-            "--bind",
-            "127.0.0.1:{port}",
+            "--port",
+            "{port}",
             "bench.floor:application",
         ],
         env={k: v for k, v in base.items() if k != "DJANGO_SETTINGS_MODULE"},

@@ -1,17 +1,20 @@
-"""prometheus-client's multiprocess mode for gunicorn (hooks in config/gunicorn.conf.py).
+"""prometheus-client's multiprocess mode for the web server's workers (kindler.webserver).
 
-Nothing here may import prometheus_client at module level: the gunicorn
-master calls prepare() before any worker exists, and prometheus-client picks
+Nothing here may import prometheus_client at module level: the server's main
+process calls prepare() before any worker exists, and prometheus-client picks
 its storage (memory or files) once, when it is first imported.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus-client names a worker's live gauges gauge_live<mode>_<pid>.db.
+LIVE_GAUGE = re.compile(r"gauge_live\w*?_(\d+)\.db")
 
 
 def metrics_dir() -> Path:
@@ -31,8 +34,32 @@ def prepare() -> Path:
     return path
 
 
-def worker_exited(pid: int) -> None:
-    """Drop a finished worker's live gauges."""
+def forget_dead_workers(path: Path) -> list[int]:
+    """Drop the live gauges of workers that are gone; return their process ids.
+
+    The server starts workers again when they die (or on SIGHUP) and says
+    nothing to the application, so the figures are swept when they are read.
+    """
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid, str(metrics_dir()))
+    dead = sorted(
+        {
+            int(match.group(1))
+            for name in os.listdir(path)
+            if (match := LIVE_GAUGE.fullmatch(name)) and not running(int(match.group(1)))
+        }
+    )
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(path))
+    return dead
+
+
+def running(pid: int) -> bool:
+    """Return True if a process with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -133,6 +133,7 @@ class AliasStats:
 def collector_registry() -> CollectorRegistry:
     """Return a registry holding this server's metrics, workers added up."""
     if os.environ.get(multiprocess.ENV):
+        multiprocess.forget_dead_workers(multiprocess.metrics_dir())
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return registry

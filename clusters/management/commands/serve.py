@@ -15,7 +15,7 @@ from kindler.supervisor import run_together
 
 class Command(BaseCommand):
     help = (
-        "Migrate every database, then run gunicorn and the reconciler until "
+        "Migrate every database, then run the web server and the reconciler until "
         "Ctrl-C or SIGTERM stops both."
     )
 
@@ -29,15 +29,7 @@ class Command(BaseCommand):
         call_command("clearsessions")
         call_command("collectstatic", interactive=False, verbosity=0)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        commands = [
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(settings.BASE_DIR / "config" / "gunicorn.conf.py"),
-            ],
-        ]
+        commands = [[sys.executable, "-m", "kindler.webserver"]]
         advice = None
         if not options["no_reconciler"]:
             commands.append([*manage, "reconcile"])

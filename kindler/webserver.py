@@ -1,0 +1,100 @@
+"""The web server: granian serving kindler.wsgi, configured from the environment.
+
+Run as `python -m kindler.webserver` (`manage.py serve` does, and so do the
+compose files). granian's HTTP handling is written in Rust: a request reaches
+Django with no Python-level parsing or thread hand-off on the way, which is
+about half a millisecond of every answer under a pure-Python server.
+
+Every value comes from the environment, read here: KINDLER_BIND, KINDLER_WORKERS,
+KINDLER_THREADS, KINDLER_ACCESS_LOG and KINDLER_GRACEFUL_TIMEOUT
+(docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from granian.constants import HTTPModes, Interfaces
+from granian.server import MPServer
+
+from kindler import multiprocess
+
+DEFAULT_BIND = "127.0.0.1:8000"
+ACCESS_FORMAT = '%(addr)s - [%(time)s] "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms'
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """Return the host and the port of `HOST:PORT` (an IPv6 host in brackets)."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"KINDLER_BIND must be HOST:PORT, got {bind!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def access_log_config(target: str) -> dict[str, Any] | None:
+    """Return the logging setup that sends the access log to target ("-": stdout), or None."""
+    if target.strip().lower() in ("", "off", "none"):
+        return None
+    if target == "-":
+        handler: dict[str, Any] = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}
+    else:
+        handler = {"class": "logging.FileHandler", "filename": target}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(message)s"},
+            "server": {"format": "[%(levelname)s] %(message)s"},
+        },
+        "handlers": {
+            "access": {**handler, "formatter": "plain"},
+            "server": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "server",
+            },
+        },
+        "loggers": {
+            "_granian": {"handlers": ["server"], "level": "INFO", "propagate": False},
+            "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
+    """Return the server as configured by environ."""
+    host, port = split_bind(environ.get("KINDLER_BIND", DEFAULT_BIND))
+    access = access_log_config(environ.get("KINDLER_ACCESS_LOG", "-"))
+    # Worker processes, not threads: this Python has a GIL.
+    server = MPServer(
+        "kindler.wsgi:application",
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        workers=int(environ.get("KINDLER_WORKERS", "2")),
+        # Threads let a worker keep answering while one request waits on a
+        # slow PostgreSQL; the failover budget keeps each wait short.
+        blocking_threads=int(environ.get("KINDLER_THREADS", "4")),
+        log_access=access is not None,
+        log_access_format=ACCESS_FORMAT,
+        log_dictconfig=access,
+        # A worker that dies (killed, out of memory) is started again.
+        respawn_failed_workers=True,
+        respawn_interval=1.0,
+        workers_kill_timeout=int(environ.get("KINDLER_GRACEFUL_TIMEOUT", "10")),
+    )
+    # Before any worker exists: prometheus-client picks its storage when a
+    # worker first imports it, and must find the shared folder then.
+    server.on_startup(multiprocess.prepare)
+    return server
+
+
+def main() -> None:
+    build().serve()
+
+
+if __name__ == "__main__":
+    main()

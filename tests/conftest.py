@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -53,6 +55,50 @@ def pytest_report_header(config: pytest.Config) -> str:
         left_out = ", ".join(POSTGRES_ONLY_PATHS)
         return f"KINDLER_TEST_MODE=sqlite: SQLite alone, no PG_HOST; not collected: {left_out}"
     return "KINDLER_TEST_MODE=postgres: PostgreSQL (throwaway server) and SQLite"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Say who holds the SQLite test database when a test meets "database is locked"."""
+    report = yield
+    if report.failed and "database is locked" in str(report.longrepr):
+        report.sections.append(("who holds the SQLite test database", lock_holders()))
+    return report
+
+
+def lock_holders() -> str:
+    """Return the processes with the SQLite test database open, and this process's threads."""
+    # The test database sits beside the configured one (test_<name>), so
+    # any database file in that folder counts.
+    folder = os.path.dirname(str(settings.DATABASES["sqlite"]["NAME"])) + os.sep
+    holders = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if any(is_database(opened(f"/proc/{pid}/fd/{fd}"), folder) for fd in fds):
+            holders.append(f"pid {pid}: {command.strip()}")
+    threads = {thread.ident: thread.name for thread in threading.enumerate()}
+    stacks = [
+        f"thread {threads.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    ]
+    return "\n".join([f"database files in {folder} open in:", *holders, "", *stacks])
+
+
+def is_database(path: str, folder: str) -> bool:
+    return path.startswith(folder) and ".db" in os.path.basename(path)
+
+
+def opened(fd_link: str) -> str:
+    """Return the path behind a /proc fd link, or "" when it closed meanwhile."""
+    try:
+        return os.readlink(fd_link)
+    except OSError:
+        return ""
 
 
 def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:

@@ -93,6 +93,10 @@ def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
 
 
 def main() -> None:
+    # granian copies the environment into every request's WSGI environ, where
+    # a variable named HTTP_* reads as a header the client sent.
+    for name in [name for name in os.environ if name.startswith("HTTP_")]:
+        del os.environ[name]
     build().serve()
 
 

@@ -1,4 +1,4 @@
-"""WSGI entry point (gunicorn kindler.wsgi)."""
+"""WSGI entry point (kindler.webserver serves kindler.wsgi:application)."""
 
 import os
 

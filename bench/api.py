@@ -6,16 +6,17 @@ module called http on sys.path would shadow the standard library's.)
 It starts a throwaway PostgreSQL with fsync on (durable, as in production)
 and serves, each on its own loopback port:
 
-- Kindler on SQLite alone and Kindler on PostgreSQL, under gunicorn with
-  config/gunicorn.conf.py (2 workers), the API token and the failover
-  middleware on, as deployed;
+- Kindler on SQLite alone and Kindler on PostgreSQL, under granian with
+  kindler.webserver's settings (2 workers x 4 threads), the API token and
+  the failover middleware on, as deployed (a --before checkout from before
+  kindler/webserver.py runs under gunicorn with its config/gunicorn.conf.py);
 - the original backend (FastAPI on SQLite, no authentication) from
   ../shared/peer/kindler-original, when that folder is present, in its own
   virtual environment (bench/out/original/.venv, made from its
   requirements.txt on first use) under uvicorn with 2 worker processes; its
   host reconcile script is replaced by a no-op (bench/original_app.py);
-- a bare Django view under the same gunicorn settings (bench/floor.py): the
-  floor any Django answer pays.
+- a bare Django view under granian with the same settings (bench/floor.py):
+  the floor any Django answer pays.
 
 Rounds are interleaved (every server gets a turn in each round, in a
 rotating order) and one client does all the timing, so the ratios hold on a
@@ -539,7 +540,7 @@ def report(
     lines = [
         f"{args.rounds} interleaved rounds; c=1: {args.requests} requests per operation per "
         f"round; c=8 and c=32: {args.reads} GETs and {args.writes} create+delete pairs per "
-        "client per round. Kindler: gunicorn, 2 workers x 4 threads, API token, failover "
+        "client per round. Kindler: granian, 2 workers x 4 threads, API token, failover "
         "middleware; PostgreSQL with fsync on. Original: uvicorn, 2 workers, SQLite, no "
         "authentication. Latencies in ms (p50 unless said); ratio = Kindler / original "
         "(below 1 is faster), and for req/s original / Kindler (below 1 is faster).",
@@ -605,7 +606,7 @@ def report(
         )
         lines.append("")
     lines += [
-        f"Floor: a bare Django view under the same gunicorn settings {floor_p50:.2f} ms; "
+        f"Floor: a bare Django view under the same granian settings {floor_p50:.2f} ms; "
         f"UPDATE + COMMIT in process: sqlite3 (WAL, synchronous=FULL) "
         f"{drivers['SQLite'] * 1000:.0f} µs, psycopg2 (fsync on) "
         f"{drivers['PostgreSQL'] * 1000:.0f} µs.",

@@ -4,11 +4,12 @@ Run as `.venv/bin/python bench/chaos.py` (about 8 minutes) or with `--short`
 (about 3 minutes; tests/test_chaos.py runs that). It starts, all on loopback:
 a throwaway PostgreSQL (tests/pgserver.py), Debian's haproxy with the
 `defaults` and `listen postgres` sections of compose/haproxy.cfg in front of
-it, and Kindler under gunicorn (2 workers) pointed at HAProxy, its SQLite file
-on a small tmpfs of its own when run as root. A bounded load generator
-(bench/workload.py) creates, changes (PATCH) and deletes clusters and reads
-them through the API while the faults below happen one after another, with
-recovery in between (tests/faults.py injects the ones short of an outage).
+it, and Kindler under granian (kindler.webserver, 2 workers) pointed at
+HAProxy, its SQLite file on a small tmpfs of its own when run as root. A
+bounded load generator (bench/workload.py) creates, changes (PATCH) and
+deletes clusters and reads them through the API while the faults below happen
+one after another, with recovery in between (tests/faults.py injects the ones
+short of an outage).
 
 For each fault it reports requests sent, acknowledged writes, acknowledged
 writes missing or wrong in PostgreSQL at the end, 500s, conflicts the
@@ -667,7 +668,7 @@ class Chaos:
         self.finish(phase)
 
     def restarts_under_load(self) -> None:
-        """Restart gunicorn RESTARTS times on a healthy PostgreSQL: SIGHUP, then kill and start."""
+        """Restart granian RESTARTS times on a healthy PostgreSQL: SIGHUP, then kill and start."""
         if not self.wanted(f"Kindler restarted {RESTARTS} times"):
             return
         phase = self.begin(f"Kindler restarted {RESTARTS} times")

@@ -1,6 +1,6 @@
-"""A bare Django view, for the floor: what any Django answer costs under gunicorn.
+"""A bare Django view, for the floor: what any Django answer costs under granian.
 
-bench/api.py serves it with Kindler's gunicorn workers and threads, and
+bench/api.py serves it with kindler.webserver's workers and threads, and
 compares Kindler's answers (update above all, which the original lacks)
 with it.
 """

@@ -85,7 +85,7 @@ def versions() -> list[tuple[str, str]]:
         ("Python", platform.python_version()),
         ("Django", package("django")),
         ("psycopg2", package("psycopg2-binary")),
-        ("gunicorn", package("gunicorn")),
+        ("granian", package("granian")),
         ("prometheus-client", package("prometheus-client")),
         ("SQLite", sqlite3.sqlite_version),
         ("PostgreSQL", postgres),
@@ -144,7 +144,7 @@ def main() -> int:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `.venv/bin/python bench/report.py"
         + (" --short" if args.short else "")
         + (f" --before <checkout of {args.before_label}>" if args.before else "")
-        + "`. Every run starts its own PostgreSQL, HAProxy and gunicorn on loopback.",
+        + "`. Every run starts its own PostgreSQL, HAProxy and granian on loopback.",
         "",
         "## Machine",
         "",

@@ -1,4 +1,4 @@
-"""The processes bench/chaos.py runs and breaks: HAProxy, gunicorn, the reconciler."""
+"""The processes bench/chaos.py runs and breaks: HAProxy, the web server, the reconciler."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ class HAProxy:
 
 
 class Kindler:
-    """gunicorn with 2 workers, in its own process group so it can be killed whole."""
+    """`python -m kindler.webserver`, in its own process group so it can be killed whole."""
 
     def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
         self.env, self.port, self.log = env, port, log
@@ -114,7 +114,7 @@ class Kindler:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py")],
+                [PYTHON, "-m", "kindler.webserver"],
                 env=self.env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
@@ -124,7 +124,7 @@ class Kindler:
         wait_until(lambda: health(self.port) is not None, 30, "Kindler did not start")
 
     def reload(self) -> None:
-        """SIGHUP: gunicorn starts new workers and lets the old ones finish their requests."""
+        """SIGHUP: granian replaces the workers one by one, each old one finishing its requests."""
         if self.process is not None:
             os.kill(self.process.pid, signal.SIGHUP)
 
@@ -134,13 +134,18 @@ class Kindler:
             self.process.wait()
 
     def stop(self) -> None:
+        """SIGTERM to the main process, which stops its workers; SIGKILL to all after 30 s."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
 class Reconciler:
-    """`manage.py reconcile --interval 1` beside gunicorn, on the same SQLite file."""
+    """`manage.py reconcile --interval 1` beside the web server, on the same SQLite file."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log

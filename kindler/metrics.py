@@ -1,8 +1,8 @@
 """Kindler's figures in the Prometheus text format (served at /api/metrics).
 
 Counters and histograms (requests, query timings, switches) are kept by
-prometheus-client in every process and added up across gunicorn workers
-(kindler.multiprocess). Figures that live in the databases (the database
+prometheus-client in every process and added up across the web server's
+workers (kindler.multiprocess). Figures that live in the databases (the database
 status, and what apps register: the clusters app's operations by result) are
 read when scraped, so every worker reports the same values.
 """

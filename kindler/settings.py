@@ -147,8 +147,8 @@ if PG_POOL_MAX < 0 or not 0 <= PG_POOL_MIN <= (PG_POOL_MAX or PG_POOL_MIN):
         "and PG_POOL_MAX 0 (no pool) or more"
     )
 # For sizing only (dbstatus warns when the total exceeds max_connections): how
-# many Kindler instances share this PostgreSQL, and each one's gunicorn workers
-# and threads (config/gunicorn.conf.py reads the same two variables).
+# many Kindler instances share this PostgreSQL, and each one's web server workers
+# and threads (kindler.webserver reads the same two variables).
 KINDLER_INSTANCES = env.int("KINDLER_INSTANCES", default=1)
 KINDLER_WORKERS = env.int("KINDLER_WORKERS", default=2)
 KINDLER_THREADS = env.int("KINDLER_THREADS", default=4)
@@ -331,7 +331,7 @@ SECURE_CSP = {
 
 # Queries slower than this are logged (SQL only, never the parameters).
 KINDLER_SLOW_QUERY_MS = env.float("KINDLER_SLOW_QUERY_MS", default=200.0)
-# Where gunicorn workers keep their metrics so /api/metrics can add them up.
+# Where the web server's workers keep their metrics so /api/metrics can add them up.
 KINDLER_METRICS_DIR = Path(env.str("KINDLER_METRICS_DIR", default=f"{SQLITE_PATH}.metrics"))
 
 # Cluster lifecycle (manage.py reconcile), in seconds: the deadline of one

@@ -12,7 +12,9 @@ KINDLER_THREADS, KINDLER_ACCESS_LOG and KINDLER_GRACEFUL_TIMEOUT
 
 from __future__ import annotations
 
+import importlib
 import os
+import signal
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces
@@ -20,6 +22,7 @@ from granian.server import MPServer
 
 from kindler import multiprocess
 
+APPLICATION = "kindler.wsgi:application"
 DEFAULT_BIND = "127.0.0.1:8000"
 ACCESS_FORMAT = '%(addr)s - [%(time)s] "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms'
 
@@ -62,29 +65,37 @@ def access_log_config(target: str) -> dict[str, Any] | None:
     }
 
 
+def whole_number(environ: dict[str, str] | os._Environ[str], name: str, default: int) -> int:
+    """Return environ[name] as a whole number, or default when it is unset."""
+    value = environ.get(name, str(default))
+    if not value.strip().isdigit():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
 def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
     """Return the server as configured by environ."""
     host, port = split_bind(environ.get("KINDLER_BIND", DEFAULT_BIND))
     access = access_log_config(environ.get("KINDLER_ACCESS_LOG", "-"))
     # Worker processes, not threads: this Python has a GIL.
     server = MPServer(
-        "kindler.wsgi:application",
+        APPLICATION,
         address=host,
         port=port,
         interface=Interfaces.WSGI,
         http=HTTPModes.http1,
         websockets=False,
-        workers=int(environ.get("KINDLER_WORKERS", "2")),
+        workers=whole_number(environ, "KINDLER_WORKERS", 2),
         # Threads let a worker keep answering while one request waits on a
         # slow PostgreSQL; the failover budget keeps each wait short.
-        blocking_threads=int(environ.get("KINDLER_THREADS", "4")),
+        blocking_threads=whole_number(environ, "KINDLER_THREADS", 4),
         log_access=access is not None,
         log_access_format=ACCESS_FORMAT,
         log_dictconfig=access,
         # A worker that dies (killed, out of memory) is started again.
         respawn_failed_workers=True,
         respawn_interval=1.0,
-        workers_kill_timeout=int(environ.get("KINDLER_GRACEFUL_TIMEOUT", "10")),
+        workers_kill_timeout=whole_number(environ, "KINDLER_GRACEFUL_TIMEOUT", 10),
     )
     # Before any worker exists: prometheus-client picks its storage when a
     # worker first imports it, and must find the shared folder then.
@@ -92,12 +103,29 @@ def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
     return server
 
 
+def load_application(target: str) -> Any:
+    """Return the WSGI application target names, loaded in a worker."""
+    # A worker starts with the main process's handlers, which would only set a
+    # flag here: SIGTERM while Django loads would be lost, and the worker
+    # killed after KINDLER_GRACEFUL_TIMEOUT. granian puts in its own handlers
+    # once the application is loaded; until then the signals end the worker.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main() -> None:
+    """Serve until SIGTERM or SIGINT; exit with a one-line message on a bad setting."""
+    try:
+        server = build()
+    except ValueError as error:
+        raise SystemExit(f"kindler.webserver: {error}") from None
     # granian copies the environment into every request's WSGI environ, where
     # a variable named HTTP_* reads as a header the client sent.
     for name in [name for name in os.environ if name.startswith("HTTP_")]:
         del os.environ[name]
-    build().serve()
+    server.serve(target_loader=load_application)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +31,7 @@ from kindler.db.failover.monitor import State, monitor
 from kindler.db.failover.pinning import pinned_alias
 from tests.fakes import FOLDER as FAKES_FOLDER
 from tests.fakes import FakeTools
-from tests.pgserver import PostgresServer
+from tests.pgserver import PostgresServer, free_port
 
 # KINDLER_TEST_MODE=sqlite (tests/settings.py): no PostgreSQL at all, as in
 # the default setup. Tests that need PostgreSQL are then left out or skipped,
@@ -234,6 +241,87 @@ def kindler_env(request: pytest.FixtureRequest) -> dict[str, Any]:
         "KINDLER_HEALTH_INTERVAL": "0.2",
         "KINDLER_MIRROR_INTERVAL": "0",
     }
+
+
+@dataclass
+class WebServer:
+    """A `python -m kindler.webserver` started by a test."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics: Path
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, str]:
+        """Return the status and the body of GET path."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def answers(self) -> bool:
+        """Return True once a worker answers (with a page that is not /api/health)."""
+        try:
+            return self.get("/no-such-page")[0] in (302, 404)
+        except OSError:
+            return False
+
+    def listeners(self) -> int:
+        """Return how many sockets listen on the port: each worker opens its own."""
+        port = f"{self.port:04X}"
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        return sum(1 for row in rows if row[1].endswith(f":{port}") and row[3] == "0A")
+
+    def workers(self) -> list[int]:
+        """Return the process ids of the server's workers (its child processes)."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
+        return sorted(int(pid) for pid in found.stdout.split())
+
+
+@pytest.fixture
+def start_web_server(
+    kindler_env: dict[str, Any], tmp_path: Path
+) -> Iterator[Callable[..., WebServer]]:
+    """Start the web server on the test databases (2 workers) with any extra settings.
+
+    It is not waited for; whatever is still running at the end is killed.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**extra: str) -> WebServer:
+        port = free_port()
+        metrics = tmp_path / "metrics"
+        env = {
+            **kindler_env,
+            "KINDLER_BIND": f"127.0.0.1:{port}",
+            "KINDLER_WORKERS": "2",
+            "KINDLER_METRICS_DIR": str(metrics),
+            "KINDLER_ACCESS_LOG": "/dev/null",
+            **extra,
+        }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kindler.webserver"],
+            env=env,
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        started.append(process)
+        return WebServer(process, port, metrics)
+
+    yield start
+    for process in started:
+        # The whole group: workers a stopped server left behind go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture(autouse=True, scope="session")

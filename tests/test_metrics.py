@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from kindler.db.failover.pinning import pinned_alias
-from tests.conftest import BOTH, wait_for
+from kindler.multiprocess import LIVE_GAUGE
+from tests.conftest import BOTH, WebServer, wait_for
 from tests.factories import make_cluster, make_operation
-from tests.pgserver import free_port
 
 TOKEN = "metrics-token-for-tests-0123456789"
 pytestmark = pytest.mark.django_db(databases=BOTH)
@@ -129,48 +124,14 @@ def test_operations_on_sqlite_are_read_from_sqlite(scrape: Any) -> None:
     assert figures[("kindler_operations", (("operation", "create"), ("status", "timeout")))] == 1.0
 
 
-def get(url: str, token: str | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(databases=BOTH, transaction=True)
-def test_gunicorn_workers_are_added_up(kindler_env: dict[str, Any], tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **kindler_env,
-        "KINDLER_BIND": f"127.0.0.1:{port}",
-        "KINDLER_WORKERS": "2",
-        "KINDLER_API_TOKEN": TOKEN,
-        "KINDLER_METRICS_DIR": str(tmp_path / "metrics"),
-        "KINDLER_ACCESS_LOG": "/dev/null",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    config = Path(settings.BASE_DIR) / "config" / "gunicorn.conf.py"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(config)],
-        env=env,
-        cwd=settings.BASE_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: answers(f"{base}/no-such-page"))
-        for _ in range(40):
-            assert get(f"{base}/api/health")[0] == 200
-        status, text = get(f"{base}/api/metrics", TOKEN)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+def test_the_web_server_workers_are_added_up(start_web_server: Callable[..., WebServer]) -> None:
+    server = start_web_server(KINDLER_API_TOKEN=TOKEN)
+    wait_for(server.answers)
+    for _ in range(40):
+        assert server.get("/api/health")[0] == 200
+    status, text = server.get("/api/metrics", TOKEN)
     figures = samples(text)
     assert (
         status,
@@ -181,9 +142,41 @@ def test_gunicorn_workers_are_added_up(kindler_env: dict[str, Any], tmp_path: Pa
     )
 
 
-def answers(url: str) -> bool:
-    """Return True once the server at url answers (the page itself may not exist)."""
-    try:
-        return get(url)[0] in (302, 404)
-    except OSError:
-        return False
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_killed_worker_leaves_no_live_gauges(start_web_server: Callable[..., WebServer]) -> None:
+    server = start_web_server(KINDLER_API_TOKEN=TOKEN)
+    wait_for(lambda: every_worker_has_live_gauges(server))
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    # granian starts a worker in its place, which writes gauges of its own.
+    wait_for(lambda: victim not in server.workers() and every_worker_has_live_gauges(server))
+    workers = server.workers()
+    files_before = live_gauge_pids(server)
+    status, text = server.get("/api/metrics", TOKEN)
+    reported = {
+        int(dict(labels)["pid"])
+        for name, labels in samples(text)
+        if name == "kindler_db_probe_connections_open"
+    }
+    assert (status, files_before, reported, live_gauge_pids(server)) == (
+        200,
+        sorted([victim, *workers]),
+        set(workers),
+        workers,
+    )
+
+
+def live_gauge_pids(server: WebServer) -> list[int]:
+    """Return the process ids that have live gauge files in the server's metrics folder."""
+    return sorted(
+        int(match.group(1))
+        for name in os.listdir(server.metrics)
+        if (match := LIVE_GAUGE.fullmatch(name))
+    )
+
+
+def every_worker_has_live_gauges(server: WebServer) -> bool:
+    """Return True once both workers listen and each has written its live gauges."""
+    workers = server.workers()
+    return len(workers) == server.listeners() == 2 and set(workers) <= set(live_gauge_pids(server))

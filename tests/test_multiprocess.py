@@ -1,8 +1,9 @@
-"""prometheus-client multiprocess mode for gunicorn (kindler/multiprocess.py)."""
+"""prometheus-client multiprocess mode for the web server's workers (kindler/multiprocess.py)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from kindler import multiprocess
 
 @pytest.fixture
 def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # prepare() sets the variable for the gunicorn master; monkeypatch restores it.
+    # prepare() sets the variable for the server's main process; monkeypatch restores it.
     monkeypatch.delenv(multiprocess.ENV, raising=False)
     path = tmp_path / "metrics"
     path.mkdir()
@@ -39,3 +40,38 @@ def test_an_explicit_prometheus_folder_wins(
     monkeypatch.setenv(multiprocess.ENV, str(tmp_path / "explicit"))
     with override_settings(KINDLER_METRICS_DIR=metrics_dir):
         assert multiprocess.metrics_dir() == tmp_path / "explicit"
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """Return the id of a process that has ended."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_the_live_gauges_of_a_dead_worker_are_removed(metrics_dir: Path, dead_pid: int) -> None:
+    for mode in ("liveall", "livesum"):
+        (metrics_dir / f"gauge_{mode}_{dead_pid}.db").write_bytes(b"")
+    assert (multiprocess.forget_dead_workers(metrics_dir), sorted(os.listdir(metrics_dir))) == (
+        [dead_pid],
+        ["counter_123.db"],
+    )
+
+
+def test_the_live_gauges_of_a_running_worker_stay(metrics_dir: Path) -> None:
+    (metrics_dir / f"gauge_liveall_{os.getpid()}.db").write_bytes(b"")
+    assert (multiprocess.forget_dead_workers(metrics_dir), sorted(os.listdir(metrics_dir))) == (
+        [],
+        ["counter_123.db", f"gauge_liveall_{os.getpid()}.db"],
+    )
+
+
+def test_the_other_figures_of_a_dead_worker_stay(metrics_dir: Path, dead_pid: int) -> None:
+    kept = sorted(f"{kind}_{dead_pid}.db" for kind in ("counter", "gauge_max", "histogram"))
+    for name in kept:
+        (metrics_dir / name).write_bytes(b"")
+    assert (multiprocess.forget_dead_workers(metrics_dir), sorted(os.listdir(metrics_dir))) == (
+        [],
+        sorted(["counter_123.db", *kept]),
+    )

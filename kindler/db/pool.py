@@ -9,7 +9,7 @@ seconds, then gets PoolTimeout (answered as a 503, never an outage: the
 server is up, this process is busy). Up to PG_POOL_MIN idle connections stay
 open; idle ones beyond that close after PG_POOL_MAX_IDLE seconds.
 
-Every figure is a prometheus-client metric, so gunicorn's workers each
+Every figure is a prometheus-client metric, so the web server's workers each
 report their own (kindler.db.status reads them back per process).
 """
 

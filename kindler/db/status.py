@@ -234,7 +234,7 @@ class ProcessConnections:
 
 
 def process_connections(registry: CollectorRegistry | None = None) -> list[ProcessConnections]:
-    """Read every live process's pool and probe figures (gunicorn workers added one by one)."""
+    """Read every live process's pool and probe figures (web server workers one by one)."""
     here = str(os.getpid())
     gauges: dict[tuple[str, str], dict[str, float]] = {}
     counters: dict[tuple[str, str], dict[str, float]] = {}
@@ -256,8 +256,8 @@ def process_connections(registry: CollectorRegistry | None = None) -> list[Proce
                 probes_open[pid] = sample.value
             elif sample.name == "kindler_db_probe_connections_opened_total":
                 probes_opened[pid] = sample.value
-    # Live processes only: gauges of a finished gunicorn worker are removed,
-    # its counters are not.
+    # Live processes only: gauges of a finished web server worker are removed
+    # (kindler.multiprocess.forget_dead_workers), its counters are not.
     keys = set(gauges) | {(POSTGRES, pid) for pid in probes_open}
     figures = []
     for alias, pid in sorted(keys, key=lambda key: (key[0], int(key[1]))):

@@ -1,9 +1,9 @@
 """Per-alias query statistics, the slow-query log and the database switch history.
 
-Figures are prometheus-client metrics. Under gunicorn every worker writes its
-own into KINDLER_METRICS_DIR (prometheus-client's multiprocess mode, set up by
-config/gunicorn.conf.py) and readers add them up, so /api/metrics, the System
-page and `dbstatus` show the whole web server, not one worker.
+Figures are prometheus-client metrics. Every web server worker writes its own
+into KINDLER_METRICS_DIR (prometheus-client's multiprocess mode, set up by
+kindler.webserver) and readers add them up, so /api/metrics, the System page
+and `dbstatus` show the whole web server, not one worker.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""compose/docker-compose.yml and compose/haproxy.cfg, checked without a Docker engine."""
+"""compose/ (the compose files, the Dockerfile, haproxy.cfg), checked without a Docker engine."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from django.conf import settings
 COMPOSE_DIR = Path(settings.BASE_DIR) / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 STANDBY_FILE = COMPOSE_DIR / "docker-compose.standby.yml"
+PGBOUNCER_FILE = COMPOSE_DIR / "docker-compose.pgbouncer.yml"
+COMPOSE_FILES = [COMPOSE_FILE, STANDBY_FILE, PGBOUNCER_FILE]
 HAPROXY_CFG = COMPOSE_DIR / "haproxy.cfg"
 PATRONI_CFG = COMPOSE_DIR / "haproxy-patroni.cfg"
 HAPROXY_MISSING = (
@@ -64,12 +66,27 @@ def test_services_are_postgres_haproxy_web_and_reconciler(services: dict[str, An
     assert sorted(services) == ["haproxy", "postgres", "reconciler", "web"]
 
 
-def test_web_runs_gunicorn_with_the_repository_config(services: dict[str, Any]) -> None:
-    command = services["web"]["command"]
-    assert command[-1] == (
-        "python manage.py migrate --no-input && exec gunicorn -c config/gunicorn.conf.py"
-    )
-    assert (Path(settings.BASE_DIR) / "config" / "gunicorn.conf.py").is_file()
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.name)
+def test_web_migrates_then_runs_the_kindler_web_server(compose_file: Path) -> None:
+    web = yaml.safe_load(compose_file.read_text())["services"]["web"]
+    assert web["command"] == [
+        "sh",
+        "-c",
+        "python manage.py migrate --no-input && exec python -m kindler.webserver",
+    ]
+
+
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.name)
+def test_the_web_server_listens_on_every_interface_of_the_container(compose_file: Path) -> None:
+    web = yaml.safe_load(compose_file.read_text())["services"]["web"]
+    assert web["environment"]["KINDLER_BIND"] == "0.0.0.0:8000"
+
+
+def test_the_web_image_runs_the_kindler_web_server() -> None:
+    web = dockerfile_stages()["web"]
+    assert [line for line in web if line.startswith("CMD ")] == [
+        'CMD ["python", "-m", "kindler.webserver"]'
+    ]
 
 
 def test_reconciler_runs_the_reconcile_command(services: dict[str, Any]) -> None:
@@ -208,7 +225,7 @@ def test_haproxy_mounts_the_repository_config(services: dict[str, Any]) -> None:
     assert volumes["./haproxy.cfg"] == "/usr/local/etc/haproxy/haproxy.cfg"
 
 
-def test_web_publishes_the_port_gunicorn_binds(services: dict[str, Any]) -> None:
+def test_web_publishes_the_port_the_web_server_binds(services: dict[str, Any]) -> None:
     bind_port = services["web"]["environment"]["KINDLER_BIND"].rsplit(":", 1)[1]
     assert services["web"]["ports"] == [f"127.0.0.1:{bind_port}:{bind_port}"]
 

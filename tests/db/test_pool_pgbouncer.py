@@ -31,7 +31,7 @@ DATABASE = "kindler"
 
 
 class Instance:
-    """One Kindler instance (gunicorn, its own SQLite file) talking to PgBouncer."""
+    """One Kindler instance (kindler.webserver, its own SQLite file) talking to PgBouncer."""
 
     def __init__(self, folder: Path, bouncer: PgBouncer, **extra: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -261,7 +261,7 @@ def test_the_compose_pgbouncer_ini_pools_transactions_with_kindlers_timeouts(
     assert (config["pool_mode"], config["default_pool_size"]) == ("transaction", "20")
 
 
-def test_each_gunicorn_worker_reports_its_own_connections(
+def test_each_web_server_worker_reports_its_own_connections(
     instances: list[Any], server: PostgresServer
 ) -> None:
     kindler = instances[0](KINDLER_WORKERS="2")
@@ -269,12 +269,12 @@ def test_each_gunicorn_worker_reports_its_own_connections(
     for _ in range(40):
         for row in kindler.call("GET", "/api/health")[1]["database"]["connections"]:
             rows_seen[row["pid"]] = row
-    master = kindler.server.process
-    assert master is not None
+    main = kindler.server.process
+    assert main is not None
     children = {
         int(pid)
         for pid in subprocess.run(
-            ["pgrep", "-P", str(master.pid)], capture_output=True, text=True
+            ["pgrep", "-P", str(main.pid)], capture_output=True, text=True
         ).stdout.split()
     }
     assert set(rows_seen) <= children

@@ -58,10 +58,17 @@ def reads_environment(func: ast.expr) -> bool:
     if is_environ(owner):
         return func.attr == "get"
     if isinstance(owner, ast.Name):
-        return (owner.id, func.attr) == ("os", "getenv") or (
+        # environ: the mapping kindler.webserver.build() reads (os.environ by default).
+        return (owner.id, func.attr) in (("os", "getenv"), ("environ", "get")) or (
             owner.id == "env" and func.attr in ENV_METHODS
         )
     return False
+
+
+def reads_environment_second(func: ast.expr) -> bool:
+    """Return whether a call of func reads the variable its second argument names."""
+    # kindler.webserver.whole_number(environ, NAME, default)
+    return isinstance(func, ast.Name) and func.id == "whole_number"
 
 
 def read_names(tree: ast.Module, resolve: dict[str, dict[str, str]], module: str) -> set[str]:
@@ -87,6 +94,8 @@ def read_names(tree: ast.Module, resolve: dict[str, dict[str, str]], module: str
             names.add(value(node.args[0]))
             if isinstance(node.func, ast.Name):  # read_secret: NAME or NAME_FILE
                 names.add(f"{value(node.args[0])}_FILE")
+        if reads_environment_second(node.func) and len(node.args) >= 2:
+            names.add(value(node.args[1]))
         on_settings = isinstance(node.func, ast.Name) and node.func.id == "getattr"
         if on_settings and len(node.args) >= 2:
             target = node.args[0]

@@ -425,7 +425,7 @@ class HealthMonitor:
             self._release_leadership()
 
     def _ensure_started(self) -> None:
-        # Keyed on the pid, so a process forked by gunicorn after this module
+        # Keyed on the pid, so a worker the web server forked after this module
         # was imported starts its own thread instead of inheriting a dead one.
         if self._pid == os.getpid():
             return

@@ -1,6 +1,6 @@
 """One database state per instance, shared by all its processes through a file beside SQLite.
 
-An instance is every process that shares one SQLite file: the gunicorn
+An instance is every process that shares one SQLite file: the web server's
 workers, the reconciler and manage.py commands. They must agree on which
 database is active, or they write the same rows to both and make conflicts
 with themselves. So no process keeps a state of its own: each one asks this

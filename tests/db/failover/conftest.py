@@ -1,4 +1,4 @@
-"""A primary with a streaming standby, and a Kindler under gunicorn that lists them both."""
+"""A primary with a streaming standby, and a Kindler under granian that lists them both."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def kindler_env(tmp_path: Path, hosts: str, ports: str, **extra: str) -> dict[st
 
 @pytest.fixture
 def start_kindler(tmp_path: Path) -> Iterator[Callable[..., LiveKindler]]:
-    """Migrate, then start gunicorn with the given hosts and ports (and any extra settings)."""
+    """Migrate, then start kindler.webserver with the given hosts and ports (and extra settings)."""
     started: list[Kindler] = []
 
     def start(hosts: str, ports: str, **extra: str) -> LiveKindler:

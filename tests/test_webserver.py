@@ -1,0 +1,230 @@
+"""The web server: granian serving kindler.wsgi (kindler/webserver.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from granian.constants import Interfaces
+
+from kindler import webserver
+from tests.conftest import BOTH, WebServer, wait_for
+
+TOKEN = "webserver-token-for-tests-0123456789"
+GRACEFUL_TIMEOUT = 5
+ACCESS_LINE = re.compile(r'127\.0\.0\.1 - \[[^]]+\] "GET /api/health HTTP/1\.1" 200 \d+\.\dms')
+
+
+@pytest.fixture
+def granian_loggers() -> Iterator[None]:
+    """Put back the loggers build() configures, and close the handlers it opened."""
+    loggers = [logging.getLogger(name) for name in ("_granian", "granian.access")]
+    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
+    yield
+    for log, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        for handler in log.handlers:
+            if handler not in handlers:
+                handler.close()
+        log.handlers[:], log.level, log.propagate = handlers, level, propagate
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("127.0.0.1:8000", ("127.0.0.1", 8000)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        ("localhost:9000", ("localhost", 9000)),
+        ("[::1]:8000", ("::1", 8000)),
+        (":8000", ("0.0.0.0", 8000)),
+    ],
+)
+def test_split_bind_returns_the_host_and_the_port(bind: str, expected: tuple[str, int]) -> None:
+    assert webserver.split_bind(bind) == expected
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.1:", "127.0.0.1:http", "8000", ""])
+def test_split_bind_refuses_anything_but_host_and_port(bind: str) -> None:
+    with pytest.raises(ValueError, match="KINDLER_BIND must be HOST:PORT") as error:
+        webserver.split_bind(bind)
+    assert str(error.value) == f"KINDLER_BIND must be HOST:PORT, got {bind!r}"
+
+
+def test_the_access_log_goes_to_stdout_for_a_dash() -> None:
+    config = webserver.access_log_config("-")
+    assert config is not None
+    assert config["handlers"]["access"] == {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stdout",
+        "formatter": "plain",
+    }
+
+
+@pytest.mark.parametrize("target", ["off", "OFF", "none", "", " "])
+def test_the_access_log_can_be_turned_off(target: str) -> None:
+    assert webserver.access_log_config(target) is None
+
+
+def test_the_access_log_goes_to_a_file_for_a_path(tmp_path: Path) -> None:
+    path = str(tmp_path / "access.log")
+    config = webserver.access_log_config(path)
+    assert config is not None
+    assert config["handlers"]["access"] == {
+        "class": "logging.FileHandler",
+        "filename": path,
+        "formatter": "plain",
+    }
+
+
+def test_the_server_messages_go_to_stderr() -> None:
+    config = webserver.access_log_config("-")
+    assert config is not None
+    assert (
+        config["handlers"]["server"]["stream"],
+        config["loggers"]["_granian"]["handlers"],
+    ) == ("ext://sys.stderr", ["server"])
+
+
+@pytest.mark.usefixtures("granian_loggers")
+def test_build_reads_the_defaults() -> None:
+    server = webserver.build({})
+    assert (
+        server.target,
+        server.bind_addr,
+        server.bind_port,
+        server.workers,
+        server.blocking_threads,
+        server.interface,
+        server.websockets,
+        server.log_access,
+        server.respawn_failed_workers,
+        server.workers_kill_timeout,
+    ) == (
+        "kindler.wsgi:application",
+        "127.0.0.1",
+        8000,
+        2,
+        4,
+        Interfaces.WSGI,
+        False,
+        True,
+        True,
+        10,
+    )
+
+
+@pytest.mark.usefixtures("granian_loggers")
+def test_build_reads_every_setting_from_the_environment(tmp_path: Path) -> None:
+    server = webserver.build(
+        {
+            "KINDLER_BIND": "0.0.0.0:9001",
+            "KINDLER_WORKERS": "3",
+            "KINDLER_THREADS": "8",
+            "KINDLER_ACCESS_LOG": str(tmp_path / "access.log"),
+            "KINDLER_GRACEFUL_TIMEOUT": "20",
+        }
+    )
+    assert (
+        server.bind_addr,
+        server.bind_port,
+        server.workers,
+        server.blocking_threads,
+        server.interface,
+        server.log_access,
+        server.workers_kill_timeout,
+    ) == ("0.0.0.0", 9001, 3, 8, Interfaces.WSGI, True, 20)
+
+
+@pytest.mark.usefixtures("granian_loggers")
+def test_build_turns_the_access_log_off() -> None:
+    assert webserver.build({"KINDLER_ACCESS_LOG": "off"}).log_access is False
+
+
+@pytest.mark.parametrize("name", ["KINDLER_WORKERS", "KINDLER_THREADS", "KINDLER_GRACEFUL_TIMEOUT"])
+def test_build_refuses_a_number_that_is_not_whole(name: str) -> None:
+    with pytest.raises(ValueError, match="must be a whole number") as error:
+        webserver.build({name: "2.5"})
+    assert str(error.value) == f"{name} must be a whole number, got '2.5'"
+
+
+def test_a_bad_bind_stops_the_server_with_one_line() -> None:
+    env = {**os.environ, "KINDLER_BIND": "localhost"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kindler.webserver"],
+        env=env,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "kindler.webserver: KINDLER_BIND must be HOST:PORT, got 'localhost'\n",
+    )
+
+
+@pytest.fixture
+def served(start_web_server: Callable[..., WebServer], tmp_path: Path) -> WebServer:
+    """A web server that answers, with its access log in a file."""
+    server = start_web_server(
+        KINDLER_API_TOKEN=TOKEN,
+        KINDLER_ACCESS_LOG=str(tmp_path / "access.log"),
+        KINDLER_GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT),
+    )
+    wait_for(server.answers)
+    return server
+
+
+def health_lines(access_log: Path) -> list[str]:
+    """Return the access log's lines for a GET /api/health answered with 200."""
+    return [line for line in access_log.read_text().splitlines() if ACCESS_LINE.fullmatch(line)]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_the_access_log_file_gets_a_line_per_request(served: WebServer, tmp_path: Path) -> None:
+    assert served.get("/api/health", TOKEN)[0] == 200
+    # A line is written once the answer is sent: it may land just after the
+    # client has it.
+    wait_for(lambda: health_lines(tmp_path / "access.log"))
+    assert len(health_lines(tmp_path / "access.log")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_the_access_log_never_holds_the_token(served: WebServer, tmp_path: Path) -> None:
+    assert served.get("/api/health", TOKEN)[0] == 200
+    wait_for(lambda: health_lines(tmp_path / "access.log"))
+    assert TOKEN not in (tmp_path / "access.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_sigterm_stops_the_server_within_the_graceful_timeout(served: WebServer) -> None:
+    started = time.monotonic()
+    served.process.send_signal(signal.SIGTERM)
+    status = served.process.wait(timeout=GRACEFUL_TIMEOUT + 5)
+    assert (status, time.monotonic() - started < GRACEFUL_TIMEOUT) == (0, True)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_sigterm_stops_workers_still_loading_django_at_once(
+    start_web_server: Callable[..., WebServer],
+) -> None:
+    server = start_web_server(KINDLER_GRACEFUL_TIMEOUT="30")
+    # Loading Django takes a worker about a second; it is signalled before.
+    wait_for(lambda: len(server.workers()) == 2, every=0.01)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    status = server.process.wait(timeout=40)
+    assert (status, time.monotonic() - started < 5) == (0, True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import socket
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces
@@ -35,15 +36,18 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def access_log_config(target: str) -> dict[str, Any] | None:
-    """Return the logging setup that sends the access log to target ("-": stdout), or None."""
+def access_log_handler(target: str) -> dict[str, Any] | None:
+    """Return the handler that writes the access log to target ("-": stdout), or None for off."""
     if target.strip().lower() in ("", "off", "none"):
         return None
     if target == "-":
-        handler: dict[str, Any] = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}
-    else:
-        handler = {"class": "logging.FileHandler", "filename": target}
-    return {
+        return {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}
+    return {"class": "logging.FileHandler", "filename": target}
+
+
+def logging_config(access: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the server's logging: its own messages on stderr, the access log to access."""
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
@@ -51,7 +55,6 @@ def access_log_config(target: str) -> dict[str, Any] | None:
             "server": {"format": "[%(levelname)s] %(message)s"},
         },
         "handlers": {
-            "access": {**handler, "formatter": "plain"},
             "server": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
@@ -60,9 +63,26 @@ def access_log_config(target: str) -> dict[str, Any] | None:
         },
         "loggers": {
             "_granian": {"handlers": ["server"], "level": "INFO", "propagate": False},
-            "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
+    if access is not None:
+        config["handlers"]["access"] = {**access, "formatter": "plain"}
+        config["loggers"]["granian.access"] = {
+            "handlers": ["access"],
+            "level": "INFO",
+            "propagate": False,
+        }
+    return config
+
+
+def can_listen(host: str, port: int) -> None:
+    """Raise ValueError, in words, when nothing can listen on host:port."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        socket.create_server((host, port), family=family).close()
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def whole_number(environ: dict[str, str] | os._Environ[str], name: str, default: int) -> int:
@@ -76,7 +96,7 @@ def whole_number(environ: dict[str, str] | os._Environ[str], name: str, default:
 def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
     """Return the server as configured by environ."""
     host, port = split_bind(environ.get("KINDLER_BIND", DEFAULT_BIND))
-    access = access_log_config(environ.get("KINDLER_ACCESS_LOG", "-"))
+    access = access_log_handler(environ.get("KINDLER_ACCESS_LOG", "-"))
     # Worker processes, not threads: this Python has a GIL.
     server = MPServer(
         APPLICATION,
@@ -91,7 +111,7 @@ def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
         blocking_threads=whole_number(environ, "KINDLER_THREADS", 4),
         log_access=access is not None,
         log_access_format=ACCESS_FORMAT,
-        log_dictconfig=access,
+        log_dictconfig=logging_config(access),
         # A worker that dies (killed, out of memory) is started again.
         respawn_failed_workers=True,
         respawn_interval=1.0,
@@ -119,6 +139,8 @@ def main() -> None:
     """Serve until SIGTERM or SIGINT; exit with a one-line message on a bad setting."""
     try:
         server = build()
+        # granian would stop with a Rust backtrace instead.
+        can_listen(server.bind_addr, server.bind_port)
     except ValueError as error:
         raise SystemExit(f"kindler.webserver: {error}") from None
     # granian copies the environment into every request's WSGI environ, where

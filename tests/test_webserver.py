@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,24 +60,21 @@ def test_split_bind_refuses_anything_but_host_and_port(bind: str) -> None:
 
 
 def test_the_access_log_goes_to_stdout_for_a_dash() -> None:
-    config = webserver.access_log_config("-")
-    assert config is not None
-    assert config["handlers"]["access"] == {
-        "class": "logging.StreamHandler",
-        "stream": "ext://sys.stdout",
-        "formatter": "plain",
-    }
+    config = webserver.logging_config(webserver.access_log_handler("-"))
+    assert (config["handlers"]["access"], config["loggers"]["granian.access"]["handlers"]) == (
+        {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"},
+        ["access"],
+    )
 
 
 @pytest.mark.parametrize("target", ["off", "OFF", "none", "", " "])
 def test_the_access_log_can_be_turned_off(target: str) -> None:
-    assert webserver.access_log_config(target) is None
+    assert webserver.access_log_handler(target) is None
 
 
 def test_the_access_log_goes_to_a_file_for_a_path(tmp_path: Path) -> None:
     path = str(tmp_path / "access.log")
-    config = webserver.access_log_config(path)
-    assert config is not None
+    config = webserver.logging_config(webserver.access_log_handler(path))
     assert config["handlers"]["access"] == {
         "class": "logging.FileHandler",
         "filename": path,
@@ -84,13 +82,18 @@ def test_the_access_log_goes_to_a_file_for_a_path(tmp_path: Path) -> None:
     }
 
 
-def test_the_server_messages_go_to_stderr() -> None:
-    config = webserver.access_log_config("-")
-    assert config is not None
+@pytest.mark.parametrize("target", ["-", "off"])
+def test_the_server_messages_go_to_stderr(target: str) -> None:
+    config = webserver.logging_config(webserver.access_log_handler(target))
     assert (
         config["handlers"]["server"]["stream"],
         config["loggers"]["_granian"]["handlers"],
     ) == ("ext://sys.stderr", ["server"])
+
+
+def test_without_an_access_log_there_is_no_access_logger() -> None:
+    config = webserver.logging_config(None)
+    assert (sorted(config["handlers"]), sorted(config["loggers"])) == (["server"], ["_granian"])
 
 
 @pytest.mark.usefixtures("granian_loggers")
@@ -169,6 +172,25 @@ def test_a_bad_bind_stops_the_server_with_one_line() -> None:
         1,
         "",
         "kindler.webserver: KINDLER_BIND must be HOST:PORT, got 'localhost'\n",
+    )
+
+
+def test_a_port_in_use_stops_the_server_with_one_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "KINDLER_BIND": f"127.0.0.1:{port}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "kindler.webserver"],
+            env=env,
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"kindler.webserver: cannot listen on 127.0.0.1:{port}: Address already in use\n",
     )
 
 

@@ -158,17 +158,21 @@ def test_build_refuses_a_number_that_is_not_whole(name: str) -> None:
     assert str(error.value) == f"{name} must be a whole number, got '2.5'"
 
 
-def test_a_bad_bind_stops_the_server_with_one_line() -> None:
-    env = {**os.environ, "KINDLER_BIND": "localhost"}
+def start_with_bind(bind: str) -> tuple[int, str, str]:
+    """Run the server with KINDLER_BIND=bind until it stops; return its status, stdout, stderr."""
     result = subprocess.run(
         [sys.executable, "-m", "kindler.webserver"],
-        env=env,
+        env={**os.environ, "KINDLER_BIND": bind},
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert (result.returncode, result.stdout, result.stderr) == (
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_bad_bind_stops_the_server_with_one_line() -> None:
+    assert start_with_bind("localhost") == (
         1,
         "",
         "kindler.webserver: KINDLER_BIND must be HOST:PORT, got 'localhost'\n",
@@ -178,16 +182,8 @@ def test_a_bad_bind_stops_the_server_with_one_line() -> None:
 def test_a_port_in_use_stops_the_server_with_one_line() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        env = {**os.environ, "KINDLER_BIND": f"127.0.0.1:{port}"}
-        result = subprocess.run(
-            [sys.executable, "-m", "kindler.webserver"],
-            env=env,
-            cwd=settings.BASE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert (result.returncode, result.stdout, result.stderr) == (
+        stopped = start_with_bind(f"127.0.0.1:{port}")
+    assert stopped == (
         1,
         "",
         f"kindler.webserver: cannot listen on 127.0.0.1:{port}: Address already in use\n",

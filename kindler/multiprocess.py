@@ -42,16 +42,17 @@ def forget_dead_workers(path: Path) -> list[int]:
     """
     from prometheus_client import multiprocess
 
-    dead = sorted(
-        {
-            int(match.group(1))
-            for name in os.listdir(path)
-            if (match := LIVE_GAUGE.fullmatch(name)) and not running(int(match.group(1)))
-        }
-    )
+    dead = [pid for pid in live_gauge_pids(path) if not running(pid)]
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(path))
     return dead
+
+
+def live_gauge_pids(path: Path) -> list[int]:
+    """Return the process ids that have live gauge files in path, in order."""
+    return sorted(
+        {int(match.group(1)) for name in os.listdir(path) if (match := LIVE_GAUGE.fullmatch(name))}
+    )
 
 
 def running(pid: int) -> bool:

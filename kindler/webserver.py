@@ -2,8 +2,8 @@
 
 Run as `python -m kindler.webserver` (`manage.py serve` does, and so do the
 compose files). granian's HTTP handling is written in Rust: a request reaches
-Django with no Python-level parsing or thread hand-off on the way, which is
-about half a millisecond of every answer under a pure-Python server.
+Django with no Python-level parsing or thread hand-off on the way (what that
+saves is in docs/performance.md).
 
 Every value comes from the environment, read here: KINDLER_BIND, KINDLER_WORKERS,
 KINDLER_THREADS, KINDLER_ACCESS_LOG and KINDLER_GRACEFUL_TIMEOUT
@@ -16,6 +16,7 @@ import importlib
 import os
 import signal
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces
@@ -85,7 +86,7 @@ def can_listen(host: str, port: int) -> None:
         raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
-def whole_number(environ: dict[str, str] | os._Environ[str], name: str, default: int) -> int:
+def whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
     """Return environ[name] as a whole number, or default when it is unset."""
     value = environ.get(name, str(default))
     if not value.strip().isdigit():
@@ -93,7 +94,7 @@ def whole_number(environ: dict[str, str] | os._Environ[str], name: str, default:
     return int(value)
 
 
-def build(environ: dict[str, str] | os._Environ[str] = os.environ) -> MPServer:
+def build(environ: Mapping[str, str] = os.environ) -> MPServer:
     """Return the server as configured by environ."""
     host, port = split_bind(environ.get("KINDLER_BIND", DEFAULT_BIND))
     access = access_log_handler(environ.get("KINDLER_ACCESS_LOG", "-"))

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from kindler.db.failover.pinning import pinned_alias
-from kindler.multiprocess import LIVE_GAUGE
+from kindler.multiprocess import live_gauge_pids
 from tests.conftest import BOTH, WebServer, wait_for
 from tests.factories import make_cluster, make_operation
 
@@ -152,14 +152,14 @@ def test_a_killed_worker_leaves_no_live_gauges(start_web_server: Callable[..., W
     # granian starts a worker in its place, which writes gauges of its own.
     wait_for(lambda: victim not in server.workers() and every_worker_has_live_gauges(server))
     workers = server.workers()
-    files_before = live_gauge_pids(server)
+    files_before = live_gauge_pids(server.metrics)
     status, text = server.get("/api/metrics", TOKEN)
     reported = {
         int(dict(labels)["pid"])
         for name, labels in samples(text)
         if name == "kindler_db_probe_connections_open"
     }
-    assert (status, files_before, reported, live_gauge_pids(server)) == (
+    assert (status, files_before, reported, live_gauge_pids(server.metrics)) == (
         200,
         sorted([victim, *workers]),
         set(workers),
@@ -167,16 +167,9 @@ def test_a_killed_worker_leaves_no_live_gauges(start_web_server: Callable[..., W
     )
 
 
-def live_gauge_pids(server: WebServer) -> list[int]:
-    """Return the process ids that have live gauge files in the server's metrics folder."""
-    return sorted(
-        int(match.group(1))
-        for name in os.listdir(server.metrics)
-        if (match := LIVE_GAUGE.fullmatch(name))
-    )
-
-
 def every_worker_has_live_gauges(server: WebServer) -> bool:
     """Return True once both workers listen and each has written its live gauges."""
     workers = server.workers()
-    return len(workers) == server.listeners() == 2 and set(workers) <= set(live_gauge_pids(server))
+    if not len(workers) == server.listeners() == 2:
+        return False  # the metrics folder may not exist yet
+    return set(workers) <= set(live_gauge_pids(server.metrics))

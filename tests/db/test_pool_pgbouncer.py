@@ -33,7 +33,7 @@ DATABASE = "kindler"
 class Instance:
     """One Kindler instance (kindler.webserver, its own SQLite file) talking to PgBouncer."""
 
-    def __init__(self, folder: Path, bouncer: PgBouncer, **extra: str) -> None:
+    def __init__(self, folder: Path, bouncer: PgBouncer, number: int, **extra: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.env = kindler_env(
@@ -45,7 +45,9 @@ class Instance:
         )
         self.token = self.env["KINDLER_API_TOKEN"]
         self.server = Kindler(self.env, self.port, folder / "kindler.log")
-        self.ports = iter(range(21000 + self.port % 50 * 100, 40000, 3))
+        # Host ports of its own: instances that gave two clusters the same
+        # ports would make the replay record conflicts, as it should.
+        self.ports = iter(range(21000 + number * 1000, 21000 + (number + 1) * 1000, 3))
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -103,7 +105,8 @@ def instances(tmp_path: Path, bouncer: PgBouncer) -> Iterator[list[Instance]]:
     made: list[Instance] = []
 
     def make(**extra: str) -> Instance:
-        instance = Instance(tmp_path / f"instance-{len(made)}", bouncer, **extra)
+        number = len(made)
+        instance = Instance(tmp_path / f"instance-{number}", bouncer, number, **extra)
         migrated = instance.manage("migrate", "--no-input", "-v", "0")
         assert migrated.returncode == 0, migrated.stderr
         instance.server.start()

@@ -160,6 +160,19 @@ def _healthy_monitor(request: pytest.FixtureRequest) -> None:
         wait_for_state(State.PRIMARY)
 
 
+@pytest.fixture
+def no_probes() -> Iterator[None]:
+    """No probing thread: only the test changes the database state.
+
+    For tests that take PostgreSQL's tables or database away on purpose. A
+    probe meanwhile would call it an outage, and the recovery after it would
+    do the test's work (or copy rows into SQLite after the test's flush).
+    """
+    monitor.stop()
+    yield
+    monitor.reset()
+
+
 @pytest.fixture(autouse=True)
 def _no_failed_attempts() -> None:
     """Start every test with no failed sign-ins or token guesses counted."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from django.utils import timezone
 
 from clusters import lifecycle, portclaims, preflight
 from clusters.models import Cluster, OperationLog, PortClaim, free_host_ports
-from kindler.db.failover.monitor import monitor
 from tests.conftest import BOTH
 from tests.factories import cluster_fields, make_cluster, make_superuser
 
@@ -319,19 +317,6 @@ def migrate(db: Any, targets: list[tuple[str, str]]) -> None:
     emit_pre_migrate_signal(0, False, db.alias)
     MigrationExecutor(db).migrate(targets)
     emit_post_migrate_signal(0, False, db.alias)
-
-
-@pytest.fixture
-def no_probes() -> Iterator[None]:
-    """Stop the health monitor while a test migrates PostgreSQL backward and forward.
-
-    A probe meanwhile finds tables missing, calls it an outage, and the
-    recovery after it copies PostgreSQL's rows into SQLite, possibly after
-    the test's flush, where the next test finds them.
-    """
-    monitor.stop()
-    yield
-    monitor.reset()
 
 
 def latest(db: Any) -> list[tuple[str, str]]:

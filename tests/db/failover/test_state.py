@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from django.db import DatabaseError, IntegrityError, connections
 from clusters.models import Cluster
 from kindler.db.failover import state
 from kindler.db.failover.errors import is_switched_back
-from kindler.db.failover.monitor import monitor
 from kindler.db.failover.pinning import pinned_alias
 from kindler.db.failover.state import Shared, State, Transition
 from kindler.db.models import JournalEntry
@@ -37,15 +35,7 @@ READ_STATE = (
 
 
 @pytest.fixture
-def quiet_monitor() -> Iterator[None]:
-    """No probing thread: only the test switches the state."""
-    monitor.stop()
-    yield
-    monitor.reset()
-
-
-@pytest.fixture
-def fresh_state(quiet_monitor: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fresh_state(no_probes: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An instance no process has set a state for: its SQLite path in an empty folder."""
     monkeypatch.setitem(settings.DATABASES["sqlite"], "NAME", str(tmp_path / "kindler.db"))
     return state.base_path()
@@ -61,7 +51,7 @@ def primary(fresh_state: Path) -> Shared:
 
 
 @pytest.fixture
-def recovering(quiet_monitor: None) -> Shared:
+def recovering(no_probes: None) -> Shared:
     """The test databases' instance, recovering (no probe finishes the recovery)."""
     state.switch({State.PRIMARY}, State.RECOVERING, "PostgreSQL answers again")
     shared = state.read()

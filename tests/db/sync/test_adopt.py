@@ -207,7 +207,9 @@ def dump(server: PostgresServer) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.django_db(databases=BOTH, transaction=True)
-def test_a_restore_from_an_older_dump_gets_the_newer_rows_back(pg: PostgresServer) -> None:
+def test_a_restore_from_an_older_dump_gets_the_newer_rows_back(
+    pg: PostgresServer, no_probes: None
+) -> None:
     for name in ("r1", "r2", "r3"):
         make_cluster(using="postgres", name=name)
     mirror()
@@ -223,7 +225,9 @@ def test_a_restore_from_an_older_dump_gets_the_newer_rows_back(pg: PostgresServe
 
 @pytest.mark.slow
 @pytest.mark.django_db(databases=BOTH, transaction=True)
-def test_an_empty_database_in_place_of_postgres_gets_everything_back(pg: PostgresServer) -> None:
+def test_an_empty_database_in_place_of_postgres_gets_everything_back(
+    pg: PostgresServer, no_probes: None
+) -> None:
     for name in ("a", "b"):
         make_operation(make_cluster(using="postgres", name=name), using="postgres")
     mirror()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import signal
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.loader import MigrationLoader
 
 from clusters import ratelimit
@@ -93,7 +95,37 @@ def lock_holders() -> str:
         f"thread {threads.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
         for ident, frame in sys._current_frames().items()
     ]
-    return "\n".join([f"database files in {folder} open in:", *holders, "", *stacks])
+    return "\n".join(
+        [f"database files in {folder} open in:", *holders, "", *open_transactions(), "", *stacks]
+    )
+
+
+def open_transactions() -> list[str]:
+    """Describe every SQLite connection of this process inside a transaction.
+
+    Django keeps a connection per thread; one left in a transaction holds
+    the write lock (transaction_mode IMMEDIATE) until it is closed, even
+    after its thread is idle or gone.
+    """
+    threads = {thread.ident: thread for thread in threading.enumerate()}
+    found = ["SQLite connections inside a transaction:"]
+    for wrapper in gc.get_objects():
+        # type(), not isinstance(): isinstance would set up lazy objects.
+        if not issubclass(type(wrapper), BaseDatabaseWrapper) or wrapper.vendor != "sqlite":
+            continue
+        raw = wrapper.connection
+        if raw is None or not raw.in_transaction:
+            continue
+        owner = threads.get(wrapper._thread_ident)
+        holders = sorted({type(referrer).__name__ for referrer in gc.get_referrers(wrapper)})
+        thread = owner.name if owner else f"{wrapper._thread_ident} (gone)"
+        found.append(
+            f"{wrapper.alias} of thread {thread}"
+            f": in_atomic_block={wrapper.in_atomic_block}"
+            f" autocommit={wrapper.autocommit} savepoints={wrapper.savepoint_ids}"
+            f" referred to by {', '.join(holders)}"
+        )
+    return found
 
 
 def is_database(path: str, folder: str) -> bool:

@@ -624,6 +624,15 @@ def main() -> None:
     parser.add_argument(
         "--before-label", default="the --before checkout", help="what to call it (a commit)"
     )
+    parser.add_argument(
+        "--before-env",
+        action="append",
+        default=[],
+        type=setting,
+        metavar="NAME=VALUE",
+        help="a setting for the --before servers only (again for more); with --before . "
+        "it times one checkout under two settings, such as PG_POOL_MAX=0",
+    )
     parser.add_argument("--no-original", action="store_true", help="skip the original backend")
     parser.add_argument(
         "--pool-max",
@@ -656,7 +665,10 @@ def main() -> None:
             for server in kindler_servers("now", ROOT, base, data, pg):
                 servers[server.label] = server
             if args.before:
-                for server in kindler_servers("before", args.before.resolve(), base, data, pg):
+                before_base = {**base, **dict(args.before_env)}
+                for server in kindler_servers(
+                    "before", args.before.resolve(), before_base, data, pg
+                ):
                     servers[server.label] = server
             python = None if args.no_original else original_python()
             if python is not None:
@@ -694,6 +706,14 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         pg.destroy()
+
+
+def setting(text: str) -> tuple[str, str]:
+    """Parse NAME=VALUE (an environment variable) for --before-env."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
 
 
 def create_scaling(servers: dict[str, Server], n: int) -> dict[str, tuple[float, float]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -111,16 +112,23 @@ def base_path() -> Path:
     return Path(str(settings.DATABASES[SQLITE]["NAME"]))
 
 
+@functools.lru_cache(maxsize=64)
+def _beside(sqlite_name: str, suffix: str) -> Path:
+    # Every request reads the state file: building its Path each time cost
+    # more than the stat. Keyed on the setting, which tests change.
+    return Path(sqlite_name + suffix)
+
+
 def state_path() -> Path:
-    return base_path().with_name(base_path().name + ".state")
+    return _beside(str(settings.DATABASES[SQLITE]["NAME"]), ".state")
 
 
 def lock_path() -> Path:
-    return base_path().with_name(base_path().name + ".lock")
+    return _beside(str(settings.DATABASES[SQLITE]["NAME"]), ".lock")
 
 
 def promoting_path() -> Path:
-    return base_path().with_name(base_path().name + ".promoting")
+    return _beside(str(settings.DATABASES[SQLITE]["NAME"]), ".promoting")
 
 
 def promotion_pending() -> bool:

@@ -16,6 +16,7 @@ failure touches, not a cache read.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 import time
@@ -90,7 +91,14 @@ def marker_path() -> Path | None:
     backend = settings.CACHES["default"]
     if backend["BACKEND"] != FILE_CACHE:
         return None
-    return Path(str(backend["LOCATION"])) / "failures.latest"
+    return _marker_in(str(backend["LOCATION"]))
+
+
+@functools.lru_cache(maxsize=16)
+def _marker_in(folder: str) -> Path:
+    # Every request with a token looks at the marker: building its Path each
+    # time cost more than the stat. Keyed on the setting, which tests change.
+    return Path(folder) / "failures.latest"
 
 
 def _failed_lately(now: float) -> bool:

@@ -134,9 +134,17 @@ class NulCharacterMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        query = (text for key, values in request.GET.lists() for text in (key, *values))
-        if "\x00" in request.path or any("\x00" in text for text in query):
+        if "\x00" in request.path or _nul_in_query(request):
             if is_api(request):
                 return json_error(400, NUL_IN_URL)
             return render(request, "400.html", {"reason": NUL_IN_URL}, status=400)
         return self.get_response(request)
+
+
+def _nul_in_query(request: HttpRequest) -> bool:
+    # Parsing the query string costs about 9 µs a request; a NUL can only
+    # reach a decoded key or value as %00 (or raw), so most never need it.
+    raw = request.META.get("QUERY_STRING", "")
+    if "%00" not in raw and "\x00" not in raw:
+        return False
+    return any("\x00" in text for key, values in request.GET.lists() for text in (key, *values))

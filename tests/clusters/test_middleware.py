@@ -107,3 +107,14 @@ def test_a_nul_in_an_admin_search_is_400(alias: str, admin_client: Client) -> No
 
 def test_a_nul_in_a_query_parameter_name_is_400(alias: str, admin_client: Client) -> None:
     assert admin_client.get("/?q%00=dev").status_code == 400
+
+
+def test_an_escaped_percent_before_00_is_text_not_a_nul(alias: str, admin_client: Client) -> None:
+    # %2500 decodes to the three characters "%00": a search for them, not a NUL.
+    response = admin_client.get("/admin/clusters/cluster/?q=dev%2500")
+    assert response.status_code == 200
+
+
+def test_a_nul_after_an_escaped_percent_is_400(alias: str, admin_client: Client) -> None:
+    # %25%00 decodes to "%" and a NUL.
+    assert admin_client.get("/admin/clusters/cluster/?q=%25%00").status_code == 400

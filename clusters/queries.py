@@ -5,13 +5,17 @@ than running it (some 40 % of an API read, bench/api.py; reading the
 registry's one row took 880 µs through the ORM and 145 µs as plain SQL):
 the statement never changes, so each read compiles it once per alias and
 process, then runs it with new parameters and builds the models as the ORM
-would (Model.from_db, the database's own value converters).
+would (Model.from_db, the database's own value converters). The cluster
+list builds no models at all: only the columns the API shows, as plain rows
+(ClusterRow), which halves its cost per cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.db import connections, router
@@ -49,9 +53,10 @@ def _compile(queryset: QuerySet[Any], alias: str) -> Compiled:
     )
 
 
-def _run[M: Model](
-    model: type[M], key: str, build: Callable[[], QuerySet[M]], params: tuple[Any, ...] = ()
-) -> list[M]:
+def _rows(
+    model: type[Model], key: str, build: Callable[[], QuerySet[Any]], params: tuple[Any, ...]
+) -> tuple[str, Compiled, list[list[Any]]]:
+    """Run the statement; return the alias, the statement and its rows, values converted."""
     alias = router.db_for_read(model)
     compiled = _compiled.get((key, alias))
     if compiled is None:
@@ -60,7 +65,7 @@ def _run[M: Model](
     with connection.cursor() as cursor:
         cursor.execute(compiled.sql, params or compiled.params)
         rows = cursor.fetchall()
-    found = []
+    converted = []
     for raw in rows:
         row = list(raw)
         for pos, funcs, expression in compiled.converters:
@@ -68,13 +73,47 @@ def _run[M: Model](
             for convert in funcs:
                 value = convert(value, expression, connection)
             row[pos] = value
-        found.append(model.from_db(alias, compiled.attnames, row))
-    return found
+        converted.append(row)
+    return alias, compiled, converted
 
 
-def all_clusters() -> list[Cluster]:
-    """Return every cluster, in the model's order."""
-    return _run(Cluster, "all", Cluster.objects.all)
+def _run[M: Model](
+    model: type[M], key: str, build: Callable[[], QuerySet[M]], params: tuple[Any, ...] = ()
+) -> list[M]:
+    alias, compiled, rows = _rows(model, key, build, params)
+    return [model.from_db(alias, compiled.attnames, row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRow:
+    """A cluster as the API lists it: those columns only, no model behind them."""
+
+    name: str
+    provider: str
+    host: str
+    node_port: int
+    pf_port: int
+    http_port: int
+    https_port: int
+    subnet: str
+    register_portainer: bool
+    haproxy_route: bool
+    register_argocd: bool
+    actual_state: str
+    desired_state: str
+    last_reconciled_at: datetime | None
+    reconcile_error: str
+    created_at: datetime
+    updated_at: datetime
+
+
+ROW_FIELDS = tuple(field.name for field in fields(ClusterRow))
+
+
+def all_clusters() -> list[ClusterRow]:
+    """Return every cluster, in the model's order, as the API lists it."""
+    build = partial(Cluster.objects.values_list, *ROW_FIELDS)
+    return [ClusterRow(*row) for row in _rows(Cluster, "all", build, ())[2]]
 
 
 def cluster_named(name: str) -> Cluster | None:

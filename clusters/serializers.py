@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Any
 
 from clusters.models import Cluster, OperationLog
+from clusters.queries import ClusterRow
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
+def cluster_to_dict(cluster: Cluster | ClusterRow) -> dict[str, Any]:
     """Return a cluster in the original API's shape (subnet as cluster_subnet)."""
     return {
         "name": cluster.name,

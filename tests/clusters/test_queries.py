@@ -9,6 +9,7 @@ from django.forms.models import model_to_dict
 
 from clusters import queries
 from clusters.models import Cluster
+from clusters.serializers import cluster_to_dict
 from tests.conftest import BOTH
 from tests.factories import make_cluster
 
@@ -48,6 +49,19 @@ def test_every_cluster_comes_in_the_models_order(alias: str) -> None:
     for name in ("uat", "dev", "prod"):
         make_cluster(name=name)
     assert [c.name for c in queries.all_clusters()] == ["dev", "prod", "uat"]
+
+
+def test_the_listed_rows_serialize_as_the_models_do(alias: str) -> None:
+    make_cluster(
+        name="dev",
+        subnet="10.101.0.0/16",
+        register_portainer=False,
+        last_reconciled_at=datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        reconcile_error="boom",
+    )
+    make_cluster(name="uat", desired_state="stopped")
+    listed = [cluster_to_dict(row) for row in queries.all_clusters()]
+    assert listed == [cluster_to_dict(cluster) for cluster in Cluster.objects.all()]
 
 
 def test_a_cluster_read_this_way_saves_in_place(alias: str) -> None:

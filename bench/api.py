@@ -15,6 +15,8 @@ and serves, each on its own loopback port:
   virtual environment (bench/out/original/.venv, made from its
   requirements.txt on first use) under uvicorn with 2 worker processes; its
   host reconcile script is replaced by a no-op (bench/original_app.py);
+- with --gunicorn, this checkout under gunicorn as well (`gunicorn
+  kindler.wsgi`, gunicorn.conf.py: the same 2 workers x 4 threads);
 - a bare Django view under granian with the same settings (bench/floor.py):
   the floor any Django answer pays.
 
@@ -53,6 +55,7 @@ from typing import Any  # noqa: E402
 
 import psycopg2  # noqa: E402
 
+from bench._setup import kindler_environ  # noqa: E402
 from tests.pgserver import PostgresServer, free_port  # noqa: E402
 
 PYTHON = sys.executable
@@ -366,7 +369,12 @@ def original_python() -> Path | None:
 
 
 def kindler_servers(
-    tag: str, root: Path, base: dict[str, str], data: Path, pg: PostgresServer
+    tag: str,
+    root: Path,
+    base: dict[str, str],
+    data: Path,
+    pg: PostgresServer,
+    command: list[str] | None = None,
 ) -> list[Server]:
     """Return Kindler from root on SQLite alone and on PostgreSQL, migrated, with 10 clusters."""
     servers = []
@@ -398,7 +406,7 @@ def kindler_servers(
         server = Server(
             label=f"{tag} {db}",
             kind="kindler",
-            command=web_server_command(root),
+            command=command or web_server_command(root),
             env={**env, "KINDLER_WORKERS": "2"},
             cwd=root,
             headers={"Authorization": f"Bearer {TOKEN}"},
@@ -552,10 +560,14 @@ def report(
         "(below 1 is faster), and for req/s original / Kindler (below 1 is faster).",
         "",
     ]
-    tags = ["now"] + (["before"] if "before SQLite" in servers else [])
+    tags = [tag for tag in ("now", "before", "gunicorn") if f"{tag} SQLite" in servers]
     for tag in tags:
         sq, pgs = servers[f"{tag} SQLite"], servers[f"{tag} PostgreSQL"]
-        title = "Kindler" if tag == "now" else f"Kindler before ({args.before_label})"
+        title = {
+            "now": "Kindler",
+            "before": f"Kindler before ({args.before_label})",
+            "gunicorn": "Kindler under gunicorn (gunicorn.conf.py, 2 workers x 4 threads)",
+        }[tag]
         lines += [
             f"### {title}",
             "",
@@ -642,13 +654,16 @@ def main() -> None:
     )
     parser.add_argument("--no-original", action="store_true", help="skip the original backend")
     parser.add_argument(
+        "--gunicorn", action="store_true", help="time this checkout under gunicorn as well"
+    )
+    parser.add_argument(
         "--pool-max",
         type=int,
         default=None,
         help="PG_POOL_MAX for the run (0: no pool, a persistent connection per thread)",
     )
     args = parser.parse_args()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG_", "KINDLER_"))}
+    base = kindler_environ()
     base.update(
         DJANGO_SETTINGS_MODULE="kindler.settings",
         SECRET_KEY=secrets.token_hex(32),
@@ -676,6 +691,10 @@ def main() -> None:
                 for server in kindler_servers(
                     "before", args.before.resolve(), before_base, data, pg
                 ):
+                    servers[server.label] = server
+            if args.gunicorn:
+                gunicorn = [PYTHON, "-m", "gunicorn", "kindler.wsgi"]
+                for server in kindler_servers("gunicorn", ROOT, base, data, pg, gunicorn):
                     servers[server.label] = server
             python = None if args.no_original else original_python()
             if python is not None:

@@ -33,6 +33,14 @@ class Phase:
     # Clusters PostgreSQL had removed after the backup was taken, which the restore brought
     # back: their acknowledged deletes are counted apart, not as missing or wrong.
     back_after_restore: set[str] = field(default_factory=set)
+    # Switches of the instance's state during the phase (its switch history), and the most
+    # the fault may cause (None: not part of the promise).
+    state_changes: int | None = None
+    max_state_changes: int | None = None
+    switch_mark: int = 0
+    # What health's state_cause must name at the end of the hold, and what it said.
+    expected_cause: str | None = None
+    state_cause: str | None = None
 
 
 class HealthWatch:
@@ -128,6 +136,11 @@ def phase_row(
         "stale_reads_after_switch": sum(1 for c in late_reads if c.status == "404"),
         "not_found_acked_before_switch_s": sorted(unseen),
         "note": phase.note,
+        "state_changes": phase.state_changes,
+        "max_state_changes": phase.max_state_changes,
+        "state_cause": phase.state_cause,
+        "cause_named": phase.expected_cause is None
+        or phase.expected_cause in (phase.state_cause or ""),
     }
     row["promise_kept"] = (
         phase.error is None
@@ -138,6 +151,11 @@ def phase_row(
         and row["over_budget"] == 0
         and row["http_503_without_detail"] == 0
         and not (phase.reads_kept and late_reads)
+        and row["cause_named"]
+        and (
+            phase.max_state_changes is None
+            or (phase.state_changes is not None and phase.state_changes <= phase.max_state_changes)
+        )
     )
     return row
 
@@ -198,6 +216,11 @@ def markdown(result: dict[str, Any]) -> str:
     for row in result["faults"]:
         if row["note"]:
             notes.append(f"- {row['fault']}: {row['note']}")
+        if row.get("max_state_changes") is not None:
+            notes.append(
+                f"- {row['fault']}: {row['state_changes']} state changes "
+                f"(at most {row['max_state_changes']})"
+            )
         if row["error"]:
             notes.append(f"- {row['fault']}: the fault failed: {row['error']}")
         if not row["back_on_postgres"]:

@@ -149,6 +149,7 @@ def main() -> None:
         [str(fakes), os.path.dirname(sys.executable), os.environ.get("PATH", "")]
     )
     os.environ["KINDLER_FAKE_STATE"] = str(fake_state(args.clusters))
+    os.environ["KINDLER_CHILD_ENV"] = "KINDLER_FAKE_*"
     server = start_postgres()
     try:
         configure_django(server)

@@ -28,7 +28,17 @@ sys.path.insert(0, str(ROOT))
 
 from tests.pgserver import find_bindir  # noqa: E402
 
-BENCHMARKS = ("router", "api", "replay", "adopt", "chaos", "reconcile")
+BENCHMARKS = (
+    "router",
+    "api",
+    "replay",
+    "adopt",
+    "chaos",
+    "reconcile",
+    "scale",
+    "stop",
+    "slowclients",
+)
 TIMEOUT = 45 * 60
 
 

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def haproxy_config(workdir: Path, listen: int, pg_port: int) -> tuple[Path, Path]:
-    """Write compose/haproxy.cfg's TCP sections for loopback; return (config, socket)."""
+def haproxy_sections(path: Path) -> dict[str, list[str]]:
+    """Return an HAProxy config file's sections: header line -> its lines, comments left out."""
     sections: dict[str, list[str]] = {}
     current = None
-    for raw in (ROOT / "compose" / "haproxy.cfg").read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].rstrip()
         if not line:
             continue
@@ -32,6 +32,12 @@ def haproxy_config(workdir: Path, listen: int, pg_port: int) -> tuple[Path, Path
             sections[current] = []
         elif current is not None:
             sections[current].append(line.strip())
+    return sections
+
+
+def haproxy_config(workdir: Path, listen: int, pg_port: int) -> tuple[Path, Path]:
+    """Write compose/haproxy.cfg's TCP sections for loopback; return (config, socket)."""
+    sections = haproxy_sections(ROOT / "compose" / "haproxy.cfg")
     admin = workdir / "haproxy.sock"
     out = ["global", f"    stats socket {admin} mode 600 level admin", "    maxconn 1024"]
     for name in ("defaults", "listen postgres"):
@@ -66,10 +72,16 @@ def wait_until(check: Callable[[], Any], timeout: float, message: str) -> None:
     raise RuntimeError(message)
 
 
+# The API token of each Kindler started here, by port: anonymous /api/health
+# says only whether Kindler is healthy.
+_TOKENS: dict[int, str] = {}
+
+
 def health(port: int, token: str | None = None) -> dict[str, Any] | None:
-    """Return /api/health's database part; with the API token it names hosts and errors."""
-    status, body = request(port, "GET", "/api/health", token)
-    return body["database"] if status == "200" and isinstance(body, dict) else None
+    """Return /api/health's database part, asked with the token Kindler on port was given."""
+    status, body = request(port, "GET", "/api/health", token or _TOKENS.get(port))
+    # Without a token: {} once Kindler answers, healthy or not.
+    return body.get("database", {}) if status == "200" and isinstance(body, dict) else None
 
 
 class HAProxy:
@@ -112,6 +124,8 @@ class Kindler:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        if self.env.get("KINDLER_API_TOKEN"):
+            _TOKENS[self.port] = self.env["KINDLER_API_TOKEN"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [PYTHON, "-m", "kindler.webserver"],

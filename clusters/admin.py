@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.admin.options import ActionLocation  # type: ignore[attr-defined]
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import router
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import render
@@ -18,13 +20,30 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from clusters import lifecycle
+from clusters import lifecycle, permissions
 from clusters.forms import PORT_ERRORS, PORT_FIELDS
 from clusters.models import Cluster, DesiredState, OperationLog, Registration
 
 
+class ClusterAdminForm(forms.ModelForm):
+    """The admin's cluster form: a new cluster is refused past its limits."""
+
+    # The person adding, set by ClusterAdmin.get_form.
+    account = ""
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        if self.instance._state.adding:
+            try:
+                lifecycle.check_room(router.db_for_write(Cluster), self.account)
+            except lifecycle.TooManyClusters as exc:
+                raise ValidationError(str(exc)) from None
+        return cleaned
+
+
 @admin.register(Cluster)
 class ClusterAdmin(admin.ModelAdmin):
+    form = ClusterAdminForm
     # Few, short columns: with the admin's sidebar and filters the list
     # must fit a 1,400-pixel screen without scrolling sideways.
     list_display = [
@@ -39,16 +58,22 @@ class ClusterAdmin(admin.ModelAdmin):
     ]
     list_filter = ["provider", "host", "desired_state", "actual_state"]
     search_fields = ["name"]
+    # desired_state changes only through the actions below, which need the
+    # same permissions as the dashboard and the API (and queue the operation).
     readonly_fields = [
         "uid",
         "version",
+        "desired_state",
         "actual_state",
         "last_reconciled_at",
         "reconcile_error",
+        "created_by",
         "created_at",
         "updated_at",
     ]
-    actions = ["mark_for_deletion"]
+    # What identifies the real cluster: a change would orphan it.
+    fixed_fields = ["name", "provider", "host"]
+    actions = ["mark_for_deletion", "start_clusters", "stop_clusters"]
     list_per_page = 50
 
     @admin.display(description="Desired", ordering="desired_state")
@@ -90,6 +115,43 @@ class ClusterAdmin(admin.ModelAdmin):
             marked.append(cluster.name)
         if marked:
             self.message_user(request, f"Marked for deletion: {', '.join(marked)}.")
+
+    @admin.action(description="Start selected clusters", permissions=["operate"])
+    def start_clusters(self, request: HttpRequest, queryset: QuerySet[Cluster]) -> None:
+        """Set desired_state=present on stopped clusters (the reconciler starts them)."""
+        chosen = list(queryset.filter(desired_state=DesiredState.STOPPED))
+        for cluster in chosen:
+            lifecycle.request_start(cluster)
+        if chosen:
+            self.message_user(request, f"Starting: {', '.join(c.name for c in chosen)}.")
+
+    @admin.action(description="Stop selected clusters", permissions=["operate"])
+    def stop_clusters(self, request: HttpRequest, queryset: QuerySet[Cluster]) -> None:
+        """Set desired_state=stopped on running clusters (the reconciler stops them)."""
+        chosen = list(queryset.filter(desired_state=DesiredState.PRESENT))
+        for cluster in chosen:
+            lifecycle.request_stop(cluster)
+        if chosen:
+            self.message_user(request, f"Stopping: {', '.join(c.name for c in chosen)}.")
+
+    def get_form(
+        self, request: HttpRequest, obj: Cluster | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.account = permissions.account(request)  # type: ignore[attr-defined]
+        return form
+
+    def save_model(self, request: HttpRequest, obj: Cluster, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = permissions.account(request)
+        super().save_model(request, obj, form, change)
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("clusters.operate_cluster"))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Cluster | None = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields if obj is None else [*self.fixed_fields, *fields]
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name in PORT_FIELDS:

@@ -14,12 +14,12 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core import signals
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import resolve_url
 from django.views.decorators.csrf import csrf_exempt
 
-from clusters import lifecycle, permissions, placement, queries, ratelimit, registry
+from clusters import lifecycle, listing, permissions, placement, queries, ratelimit, registry
 from clusters.errors import json_error
 from clusters.models import (
     HOST_PORT_FIELDS,
@@ -30,11 +30,11 @@ from clusters.models import (
     Provider,
     free_host_ports,
 )
-from clusters.serializers import cluster_to_dict, operation_to_dict
+from clusters.serializers import cluster_to_dict, operation_to_dict, status_word
 from clusters.tasks import task_to_dict
 from clusters.validators import MAX_PORT, MIN_PORT
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 logger = logging.getLogger("django.request")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -68,6 +68,12 @@ DEFAULTED_FIELDS = (
     "register_argocd",
 )
 HOST_FIXED = "A cluster stays on its Docker host: delete it and create it on the other host."
+NAME_FIXED = "A cluster keeps its name: create a cluster under the other name."
+PROVIDER_FIXED = (
+    "A cluster keeps its provider: delete it and create it again with the other provider."
+)
+# What identifies the real cluster: changing one would orphan it.
+FIXED_FIELDS = {"name": NAME_FIXED, "host": HOST_FIXED, "provider": PROVIDER_FIXED}
 # An operation keeps up to 200,000 characters of output: 200 of them is
 # already some 40 MB of JSON.
 DEFAULT_OPERATIONS_LIMIT, MAX_OPERATIONS_LIMIT = 50, 200
@@ -108,9 +114,6 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
     # META, not request.headers: that would first copy every header of the request.
     scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "bearer":
-        seconds = ratelimit.retry_after(request)
-        if seconds:
-            return ratelimit.too_many_json(seconds)
         expected, given = settings.KINDLER_API_TOKEN, credentials.strip()
         if not expected:
             # Nothing to guess: say so rather than call the token wrong.
@@ -121,10 +124,14 @@ def authenticate(request: HttpRequest) -> JsonResponse | None:
         # A token of another length is wrong without comparing it; the
         # comparison itself stays constant-time.
         same_length = bool(expected) and len(given) == len(expected)
+        # The valid token first: failures, whoever made them, never refuse it.
         if same_length and hmac.compare_digest(given.encode(), expected.encode()):
             permissions.grant_token(request)
             return None
-        ratelimit.record_failure(request)
+        seconds = ratelimit.token_retry_after(request)
+        if seconds:
+            return ratelimit.too_many_json(seconds)
+        ratelimit.record_token_failure(request)
         return unauthorized("Invalid API token")
     if not request.user.is_authenticated:
         return unauthorized(
@@ -163,7 +170,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
     def decorator(view: View) -> View:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             refusal = authenticate(request)
             if refusal is not None:
                 return refusal
@@ -245,13 +252,12 @@ def config(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET", "POST")
-def clusters(request: HttpRequest) -> HttpResponse:
-    """List every cluster, or ask for a new one to be created."""
+def clusters(request: HttpRequest) -> HttpResponseBase:
+    """List the clusters (clusters.listing), or ask for a new one to be created."""
     if request.method == "POST":
         permissions.require(request, "create")
         return create_cluster(request)
-    rows = [cluster_to_dict(cluster) for cluster in queries.all_clusters()]
-    return JsonResponse(rows, safe=False)
+    return listing.cluster_list(request)
 
 
 def read_json(request: HttpRequest) -> Any:
@@ -280,7 +286,11 @@ def create_cluster(request: HttpRequest) -> HttpResponse:
     # back from the unique index and the port claims, not from lookups first.
     with registry.one_reading():
         try:
-            cluster, task = request_create_on_free_ports(fields)
+            cluster, task = request_create_on_free_ports(
+                {**fields, "created_by": permissions.account(request)}
+            )
+        except lifecycle.TooManyClusters as exc:
+            raise Unprocessable([{"loc": ["body"], "msg": str(exc)}]) from None
         except ValidationError as exc:
             # A taken name is the answer whatever else clashes: the cluster exists.
             if any(error.code == "unique" for error in exc.error_dict.get("name", [])):
@@ -313,19 +323,20 @@ def with_free_ports(fields: dict[str, Any], omitted: list[str]) -> dict[str, Any
     return {**fields, **{field: free[field] for field in omitted}}
 
 
-def parse_body(body: Any, creating: bool = True) -> dict[str, Any]:
-    """Return model fields from a create or update body, or raise Unprocessable."""
+def parse_body(body: Any, current: Cluster | None = None) -> dict[str, Any]:
+    """Return model fields from a create body, or an update of current, or raise Unprocessable."""
     if not isinstance(body, dict):
         raise Unprocessable([{"loc": ["body"], "msg": "Input should be a valid object"}])
+    creating = current is None
     errors: list[dict[str, Any]] = []
     fields: dict[str, Any] = {}
     for api_name, (model_name, kind) in CREATE_FIELDS.items():
-        if api_name == "name" and not creating:
-            continue  # the name is the cluster's identity; it never changes
         value = body.get(api_name)
-        if api_name == "host" and not creating and value is not None:
-            # The cluster runs on its Docker host; another host cannot take it over.
-            errors.append({"loc": ["body", api_name], "msg": HOST_FIXED})
+        if current is not None and api_name in FIXED_FIELDS:
+            # The same value again is no change (a client sending the whole
+            # cluster back); another one would orphan the real cluster.
+            if api_name in body and value != getattr(current, model_name):
+                errors.append({"loc": ["body", api_name], "msg": FIXED_FIELDS[api_name]})
             continue
         if value is None:
             if api_name == "name":
@@ -371,7 +382,7 @@ def cluster(request: HttpRequest, name: str) -> HttpResponse:
 
 def update_cluster(request: HttpRequest, found: Cluster) -> HttpResponse:
     """Apply the given fields to a cluster after the model's validation."""
-    fields = parse_body(read_json(request), creating=False)
+    fields = parse_body(read_json(request), found)
     for field, value in fields.items():
         setattr(found, field, value)
     try:
@@ -392,7 +403,8 @@ def cluster_status(request: HttpRequest, name: str) -> HttpResponse:
     return JsonResponse(
         {
             "name": found.name,
-            "status": seen.state,
+            "status": status_word(seen.state),
+            "observed_state": seen.state,
             "nodes_ready": seen.nodes_ready,
             "nodes_total": seen.nodes_total,
             "host": found.host,

@@ -250,7 +250,12 @@ def _import_row(row: Row, source: str, using: str) -> str:
             for name, value in row.fields.items():
                 setattr(cluster, name, value)
             cluster.full_clean()
-            preflight.check_subnet(cluster)
+            if is_new or "provider" in changed:
+                # What a create checks: a provider the host's live reconcilers
+                # lack is refused here, not failed and retried by them.
+                preflight.check_request(cluster)
+            else:
+                preflight.check_subnet(cluster)
             cluster.save(using=using)
             OperationLog.objects.using(using).create(
                 cluster_name=cluster.name,

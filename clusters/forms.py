@@ -79,11 +79,15 @@ class ClusterForm(forms.ModelForm):
             raise ValidationError(exc.message_dict["host"]) from None
 
 
+# What identifies the real cluster: changing one would orphan it.
+FIXED_FIELDS = ("name", "provider", "host")
+
+
 class ClusterEditForm(ClusterForm):
-    """An existing cluster's settings; the name and the Docker host stay."""
+    """An existing cluster's settings; the name, the provider and the Docker host stay."""
 
     class Meta(ClusterForm.Meta):
-        fields = [field for field in CLUSTER_FIELDS if field not in ("name", "host")]
+        fields = [field for field in CLUSTER_FIELDS if field not in FIXED_FIELDS]
 
 
 class DeleteConfirmForm(forms.Form):

@@ -2,8 +2,10 @@
 
 Each hook gets the cluster as a JSON object on stdin and its fields in the
 environment (KINDLER_CLUSTER_<FIELD>, booleans as true/false, plus
-KINDLER_OPERATION). Hooks run one after the other in name order, each with
-KINDLER_HOOK_TIMEOUT seconds; their output goes into the operation's log.
+KINDLER_OPERATION), beside a child's small environment (never Kindler's
+secrets). Hooks run one after the other in name order, each with
+KINDLER_HOOK_TIMEOUT seconds; their output goes into the operation's log, its
+beginning and end when there is much of it.
 A hook that fails marks the operation with a warning and never undoes it.
 
 A hook says what it did with a line of its own output:
@@ -30,6 +32,7 @@ from django.conf import settings
 
 from clusters.drivers import Command
 from clusters.drivers.base import run, strip_escapes
+from clusters.drivers.environment import child_environment
 from clusters.models import Cluster, Operation
 
 HOOKED_OPERATIONS = (Operation.CREATE, Operation.DELETE, Operation.START, Operation.STOP)
@@ -116,16 +119,15 @@ def cluster_document(cluster: Cluster, actual_state: str) -> dict[str, Any]:
 
 
 def environment(document: dict[str, Any], operation: str) -> dict[str, str]:
-    """Return the hook's environment: Kindler's own, the operation and the cluster's fields."""
-    env = dict(os.environ)
-    env["KINDLER_OPERATION"] = operation
+    """Return the hook's environment: a child's, the operation and the cluster's fields."""
+    fields = {"KINDLER_OPERATION": operation}
     for name, value in document.items():
         if isinstance(value, bool):
             text = "true" if value else "false"
         else:
             text = "" if value is None else str(value)
-        env[f"KINDLER_CLUSTER_{name.upper()}"] = text
-    return env
+        fields[f"KINDLER_CLUSTER_{name.upper()}"] = text
+    return child_environment(fields)
 
 
 def claims_in(output: str) -> dict[str, dict[str, str]]:
@@ -172,21 +174,15 @@ def _run_one(
 ) -> dict[str, Any]:
     timeout = float(settings.KINDLER_HOOK_TIMEOUT)
     on_output(f"# hook {path.name}\n")
-    chunks: list[str] = []
-
-    def collect(chunk: str) -> None:
-        chunks.append(chunk)
-        on_output(chunk)
-
     started = time.monotonic()
     result = run(
         Command((str(path),), stdin=stdin),
         timeout=timeout,
-        on_output=collect,
+        on_output=on_output,
         should_stop=should_stop,
         env=env,
     )
-    output = strip_escapes("".join(chunks))
+    output = strip_escapes(result.output)
     if output and not output.endswith("\n"):
         on_output("\n")
     if result.ok:

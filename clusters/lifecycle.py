@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, router, transaction
 
@@ -19,11 +20,40 @@ from clusters.models import (
 )
 
 
+class TooManyClusters(Exception):
+    """Kindler holds KINDLER_MAX_CLUSTERS clusters already: a create is refused."""
+
+
+def check_room(using: str, created_by: str = "") -> None:
+    """Raise TooManyClusters past KINDLER_MAX_CLUSTERS or created_by's own quota.
+
+    Clusters marked for deletion count for neither. Without a limit nothing is
+    counted, nor a query built: a create costs what it did.
+    """
+    most = int(settings.KINDLER_MAX_CLUSTERS)
+    quota = int(settings.KINDLER_MAX_CLUSTERS_PER_USER)
+    if not (most or (quota and created_by)):
+        return
+    held = Cluster.objects.using(using).exclude(desired_state=DesiredState.ABSENT)
+    if most and held.count() >= most:
+        raise TooManyClusters(
+            f"Kindler holds its most clusters ({most}, KINDLER_MAX_CLUSTERS): "
+            "delete one before creating another."
+        )
+    if quota and created_by and held.filter(created_by=created_by).count() >= quota:
+        raise TooManyClusters(
+            f"{created_by} holds their most clusters ({quota}, KINDLER_MAX_CLUSTERS_PER_USER): "
+            "delete one of theirs before creating another."
+        )
+
+
 def request_create(**fields: Any) -> tuple[Cluster, OperationLog]:
     """Validate and save a new cluster that should exist, and queue its creation.
 
-    A request that names no Docker host gets one (clusters.placement).
+    A request that names no Docker host gets one (clusters.placement). Raise
+    TooManyClusters when Kindler, or the account in created_by, holds its most.
     """
+    check_room(router.db_for_write(Cluster), fields.get("created_by", ""))
     fields["host"] = placement.choose_host(fields.get("host"))
     cluster = Cluster(desired_state=DesiredState.PRESENT, **fields)
     # No lookups on the way to the save: a taken name or host port is

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,6 +23,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
 from clusters import placement
+from clusters.counts import counted
 from clusters.forms import ClusterFilterForm
 from clusters.hooks import INTEGRATIONS
 from clusters.models import ActualState, Cluster, OperationLog, OperationStatus
@@ -46,8 +47,15 @@ def list_context(request: HttpRequest) -> dict[str, Any]:
         last_operation_version=Subquery(latest.values("version")[:1]),
         state_changed_at=Coalesce("last_reconciled_at", "created_at"),
     )
-    page = Paginator(clusters, CLUSTERS_PER_PAGE).get_page(request.GET.get("page"))
-    counts = dict(Cluster.objects.order_by().values_list("actual_state").annotate(n=Count("id")))
+    counts = counted("clusters by state", clusters.db, clusters_by_state)
+    filtered = any(filters.data.get(key) for key in ("q", "provider", "state"))
+    paginator = Paginator(clusters, CLUSTERS_PER_PAGE)
+    if not filtered:
+        # The summary counted every cluster already: counting them again for
+        # the pager would be a second pass over 100,000 of them.
+        paginator = CountedPaginator(clusters, CLUSTERS_PER_PAGE)
+        paginator.count = sum(counts.values())
+    page = paginator.get_page(request.GET.get("page"))
     summary = [(label, counts[value]) for value, label in ActualState.choices if counts.get(value)]
     rows = [
         {
@@ -62,9 +70,25 @@ def list_context(request: HttpRequest) -> dict[str, Any]:
         "filters": filters,
         "summary": summary,
         "total": sum(counts.values()),
-        "filtered": any(filters.data.get(key) for key in ("q", "provider", "state")),
+        "filtered": filtered,
         "list_token": token([*(row["token"] for row in rows), sorted(counts.items())]),
     }
+
+
+class CountedPaginator(Paginator):
+    """A paginator told its count, which may be a kept one: each page still shows all its rows."""
+
+    def page(self, number: int | str) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        # Up to a page whatever the count says: a cluster added since the
+        # count was read still shows on the last page.
+        return Page(self.object_list[bottom : bottom + self.per_page], number, self)
+
+
+def clusters_by_state() -> dict[str, int]:
+    """Return how many clusters are in each actual state, from the state index."""
+    return dict(Cluster.objects.order_by().values_list("actual_state").annotate(n=Count("id")))
 
 
 def last_operation(cluster: Cluster) -> tuple[Any, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from django.db import DatabaseError
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -14,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from clusters import registry
 from clusters.api import api_view
+from clusters.counts import counted
 from clusters.models import OperationLog
 from kindler.db.failover.middleware import serves_without_database
 from kindler.metrics import exposition
@@ -24,7 +26,12 @@ logger = logging.getLogger("kindler.metrics")
 def operations_by_result() -> list[tuple[str, str, int]]:
     """Return (operation, status, count) for every operation recorded."""
     rows = OperationLog.objects.values_list("operation", "status").annotate(n=Count("pk"))
-    return sorted((str(operation), str(status), int(n)) for operation, status, n in rows)
+    counts = counted("operations by result", rows.db, lambda: count_by_result(rows))
+    return sorted((operation, status, n) for (operation, status), n in counts.items())
+
+
+def count_by_result(rows: QuerySet[Any]) -> dict[tuple[str, str], int]:
+    return {(str(operation), str(status)): int(n) for operation, status, n in rows}
 
 
 class OperationsCollector(Collector):

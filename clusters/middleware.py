@@ -68,7 +68,10 @@ class TokenApiMiddleware:
     It is answered by Django's own view handling instead, with an anonymous
     user and LoginRequiredMiddleware's check, so a view that needs a
     signed-in person still refuses it. Everything above this middleware
-    (metrics, security headers, the failover middleware) still applies.
+    (metrics, security headers, the failover middleware) still applies, and
+    what the skipped middleware does that matters to a token answer is done
+    here: the Host check (CommonMiddleware's) and no-store (a token answer
+    is as private as a signed-in page).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
@@ -84,6 +87,7 @@ class TokenApiMiddleware:
             # sends the body chunked.
             if isinstance(response, HttpResponse) and not response.has_header("Content-Length"):
                 response["Content-Length"] = str(len(response.content))
+            patch_cache_control(response, no_store=True, private=True)
             return response
         return self.get_response(request)
 
@@ -102,9 +106,15 @@ class _TokenRequestHandler(BaseHandler):
         self._view_middleware = [LoginRequiredMiddleware(view).process_view]
         self._template_response_middleware: list[Callable[..., Any]] = []
         self._exception_middleware: list[Callable[..., Any]] = []
-        # Exceptions become responses (a 404, handler500) as in the full stack.
+
+        def checked_view(request: HttpRequest) -> HttpResponseBase:
+            # CommonMiddleware's Host check: DisallowedHost becomes a 400 below.
+            request.get_host()
+            return cast(HttpResponseBase, view(request))
+
+        # Exceptions become responses (a 400, 404, handler500) as in the full stack.
         self.respond = cast(
-            Callable[[HttpRequest], HttpResponseBase], convert_exception_to_response(view)
+            Callable[[HttpRequest], HttpResponseBase], convert_exception_to_response(checked_view)
         )
 
 

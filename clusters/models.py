@@ -37,7 +37,7 @@ class Provider(models.TextChoices):
 
 
 class DesiredState(models.TextChoices):
-    PRESENT = "present", "running"
+    PRESENT = "present", "present"
     STOPPED = "stopped", "stopped"
     ABSENT = "absent", "absent"
 
@@ -79,8 +79,13 @@ class Cluster(SyncedModel):
     )
     provider = models.CharField(max_length=8, choices=Provider.choices, default=Provider.K3D)
     # The Docker host whose reconciler creates and runs the cluster.
+    # db_default: instances of code before this column insert without it (unplaced, "").
     host = models.CharField(
-        max_length=253, default=default_host, validators=[validate_host_name], db_index=True
+        max_length=253,
+        default=default_host,
+        db_default="",
+        validators=[validate_host_name],
+        db_index=True,
     )
     node_port = models.PositiveIntegerField(default=30080, validators=port_validators)
     pf_port = models.PositiveIntegerField(default=19000, validators=port_validators)
@@ -101,6 +106,9 @@ class Cluster(SyncedModel):
     )
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
     reconcile_error = models.TextField(blank=True, default="")
+    # The account that asked for the cluster, for KINDLER_MAX_CLUSTERS_PER_USER;
+    # empty for the API token, the command line and clusters older than 0.4.0.
+    created_by = models.CharField(max_length=150, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -116,6 +124,9 @@ class Cluster(SyncedModel):
     class Meta:
         ordering = ["name"]
         permissions = [("operate_cluster", "Can start and stop cluster")]
+        # The dashboard's summary counts clusters by state on every load:
+        # from this index rather than the table (128 ms at 100,000 on SQLite).
+        indexes = [models.Index(fields=["actual_state"], name="clusters_actual_state_idx")]
 
     def __str__(self) -> str:
         return self.name
@@ -219,7 +230,7 @@ class PortClaim(models.Model):
     own clusters, so the table is not synced.
     """
 
-    host = models.CharField(max_length=253, default="")
+    host = models.CharField(max_length=253, default="", db_default="")
     port = models.PositiveIntegerField()
     cluster_uid = models.UUIDField(db_index=True)
     field = models.CharField(max_length=16)
@@ -289,7 +300,19 @@ class OperationLog(SyncedModel):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["cluster_name", "-created_at"])]
+        indexes = [
+            models.Index(fields=["cluster_name", "-created_at"]),
+            # The System page and the metrics count operations by result: from
+            # this index, not a million rows of logs (2.4 s on SQLite).
+            models.Index(fields=["operation", "status"], name="operation_result_idx"),
+            # A cluster's page looks for its latest operations that ran hooks;
+            # with none among 10,000 the search read them all, twice.
+            models.Index(
+                fields=["cluster_name", "-created_at", "-id"],
+                condition=models.Q(hooks__isnull=False),
+                name="operation_hooks_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.operation} {self.cluster_name} ({self.status})"

@@ -82,6 +82,8 @@ class Outcome:
     exit_code: int | None = None
     completed_at: datetime = field(default_factory=timezone.now)
     hooks: str | None = None  # the hooks' results as JSON text
+    # The server node's address, seen after a create or a start succeeded.
+    server_ip: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -100,11 +102,14 @@ class Outcome:
         }
 
     def cluster_fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "actual_state": TARGET_STATE[self.operation] if self.succeeded else ActualState.FAILED,
             "reconcile_error": "" if self.succeeded else self.error,
             "last_reconciled_at": self.completed_at,
         }
+        if self.server_ip is not None:
+            fields["server_ip"] = self.server_ip
+        return fields
 
 
 def write_log(alias: str, outcome: Outcome, fields: dict[str, Any]) -> None:

@@ -39,6 +39,13 @@ def require(request: HttpRequest, action: str) -> None:
         raise PermissionDenied(refusal(action))
 
 
+def account(request: HttpRequest) -> str:
+    """Return the name of the person making request; empty for the API token (no one)."""
+    if getattr(request, TOKEN_ATTRIBUTE, False) or not request.user.is_authenticated:
+        return ""
+    return str(request.user.get_username())
+
+
 def grant_token(request: HttpRequest) -> None:
     """Mark the request as made with the API token: it acts as an operator."""
     setattr(request, TOKEN_ATTRIBUTE, True)

@@ -54,16 +54,20 @@ def _compile(queryset: QuerySet[Any], alias: str) -> Compiled:
 
 
 def _rows(
-    model: type[Model], key: str, build: Callable[[], QuerySet[Any]], params: tuple[Any, ...]
+    model: type[Model],
+    key: str,
+    build: Callable[[], QuerySet[Any]],
+    params: tuple[Any, ...],
+    suffix: str = "",
 ) -> tuple[str, Compiled, list[list[Any]]]:
-    """Run the statement; return the alias, the statement and its rows, values converted."""
+    """Run the statement (and suffix); return the alias, the statement and its rows, converted."""
     alias = router.db_for_read(model)
     compiled = _compiled.get((key, alias))
     if compiled is None:
         compiled = _compiled[(key, alias)] = _compile(build(), alias)
     connection = connections[alias]
     with connection.cursor() as cursor:
-        cursor.execute(compiled.sql, params or compiled.params)
+        cursor.execute(compiled.sql + suffix, params or compiled.params)
         rows = cursor.fetchall()
     converted = []
     for raw in rows:
@@ -99,6 +103,7 @@ class ClusterRow(NamedTuple):
     http_port: int
     https_port: int
     subnet: str
+    server_ip: str | None
     register_portainer: bool
     haproxy_route: bool
     register_argocd: bool
@@ -113,11 +118,46 @@ class ClusterRow(NamedTuple):
 ROW_FIELDS = ClusterRow._fields
 
 
-def all_clusters() -> list[ClusterRow]:
-    """Return every cluster, in the model's order, as the API lists it."""
-    build = partial(Cluster.objects.values_list, *ROW_FIELDS)
-    _, _, rows = _rows(Cluster, "all", build, ())
+def clusters_page(count: int, offset: int = 0, after: str | None = None) -> list[ClusterRow]:
+    """Return up to count clusters in the model's order (by name), as the API lists them.
+
+    Given `after`, offset counts from the first name after it. A long list is
+    read in pieces that way, each found through the name's index however far
+    along it is, where an offset makes the database step over that many rows.
+    """
+    # LIMIT and OFFSET as parameters: one compiled statement serves every page.
+    suffix = " LIMIT %s OFFSET %s"
+    if after is None:
+        build = partial(Cluster.objects.values_list, *ROW_FIELDS)
+        _, _, rows = _rows(Cluster, "page", build, (count, offset), suffix)
+    else:
+        _, _, rows = _rows(Cluster, "after", _named_after, (after, count, offset), suffix)
     return [ClusterRow._make(row) for row in rows]
+
+
+def _named_after() -> QuerySet[Any]:
+    return Cluster.objects.filter(name__gt=_NAME).values_list(*ROW_FIELDS)
+
+
+# The Docker hosts clusters are on, each found through the host index in one
+# step from the last (a loose index scan): a handful of lookups however many
+# clusters there are, where DISTINCT reads an index entry per cluster.
+HOSTS_SQL = """
+WITH RECURSIVE hosts (host) AS (
+    SELECT MIN(host) FROM clusters_cluster
+    UNION ALL
+    SELECT (SELECT MIN(host) FROM clusters_cluster WHERE host > hosts.host)
+    FROM hosts WHERE hosts.host IS NOT NULL
+)
+SELECT host FROM hosts WHERE host IS NOT NULL
+"""
+
+
+def cluster_hosts() -> list[str]:
+    """Return every Docker host that has a cluster ('' for unplaced ones), in order."""
+    with connections[router.db_for_read(Cluster)].cursor() as cursor:
+        cursor.execute(HOSTS_SQL)
+        return [host for (host,) in cursor.fetchall()]
 
 
 def cluster_named(name: str) -> Cluster | None:

@@ -89,6 +89,8 @@ FITS_DESIRED: dict[str, tuple[str, ...]] = {
     DesiredState.STOPPED: (Operation.CREATE, Operation.STOP),
     DesiredState.ABSENT: (Operation.DELETE,),
 }
+# After these, the server node has an address (a new one, perhaps) to record.
+ADDRESSED = (Operation.CREATE, Operation.START)
 INTERRUPTED = "Interrupted: Kindler was stopped while the command ran."
 ABANDONED = "Interrupted: the reconciler running it stopped before it finished."
 
@@ -551,6 +553,10 @@ class Reconciler:
         outcome.completed_at = timezone.now()
         if result.ok:
             outcome.status = OperationStatus.SUCCESS
+            if outcome.operation in ADDRESSED:
+                outcome.server_ip = server_address(driver, cluster.name, writer.feed)
+                # The hooks get the address the cluster has now.
+                cluster.server_ip = outcome.server_ip or cluster.server_ip
             state, stop = TARGET_STATE[outcome.operation], self.stop.is_set
             outcome.hooks = hooks.run_hooks(cluster, outcome.operation, state, writer.feed, stop)
             outcome.output = buffer.text()
@@ -608,6 +614,18 @@ def observe(provider: str) -> dict[str, Any] | str:
         return dict(driver_for(provider).list_clusters())
     except (DriverError, ValueError) as exc:
         return str(exc)
+
+
+def server_address(driver: Driver, name: str, say: Callable[[str], None]) -> str | None:
+    """Return the cluster's server node address, or None, saying in its log why there is none."""
+    try:
+        address = driver.server_ip(name)
+    except DriverError as exc:
+        say(f"Kindler could not read the server node's address: {exc}\n")
+        return None
+    if address is None:
+        say("Kindler found no address on the server node.\n")
+    return address
 
 
 def lock_cluster(alias: str, name: str) -> None:

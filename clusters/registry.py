@@ -335,8 +335,7 @@ def reconcilers_section() -> Section:
     """Return the live reconcilers as a status section (health, dbstatus, System page)."""
     live = live_registrations()
     data = [registration_as_json(entry) for entry in live]
-    public = [{**item, "host": None, "pid": None} for item in data]
     lines = tuple(registration_line(entry) for entry in live) or (
         "none live: start `scripts/manage reconcile` on each Docker host",
     )
-    return Section("reconcilers", "Reconcilers", data, public, lines)
+    return Section("reconcilers", "Reconcilers", data, lines)

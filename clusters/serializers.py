@@ -5,12 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from clusters.models import Cluster, OperationLog
+from clusters.models import ActualState, Cluster, OperationLog
 from clusters.queries import ClusterRow
+
+# The original web UI's words for a cluster's state: running, stopped,
+# creating, deleting, error and unknown. actual_state keeps Kindler's own.
+STATUS_WORDS: dict[str, str] = {
+    ActualState.RUNNING: "running",
+    ActualState.STOPPED: "stopped",
+    ActualState.CREATING: "creating",
+    ActualState.DELETING: "deleting",
+    ActualState.FAILED: "error",
+}
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def status_word(state: str) -> str:
+    """Return the original web UI's word for a state (unknown for absent and unknown)."""
+    return STATUS_WORDS.get(state, "unknown")
 
 
 def cluster_to_dict(cluster: Cluster | ClusterRow) -> dict[str, Any]:
@@ -27,7 +42,8 @@ def cluster_to_dict(cluster: Cluster | ClusterRow) -> dict[str, Any]:
         "register_portainer": cluster.register_portainer,
         "haproxy_route": cluster.haproxy_route,
         "register_argocd": cluster.register_argocd,
-        "status": cluster.actual_state,
+        "server_ip": cluster.server_ip,
+        "status": status_word(cluster.actual_state),
         "desired_state": cluster.desired_state,
         "actual_state": cluster.actual_state,
         "last_reconciled_at": _iso(cluster.last_reconciled_at),

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from clusters import lifecycle, live, permissions, placement, registry
+from clusters import lifecycle, live, permissions, placement, queries, registry
 from clusters.forms import ClusterEditForm, ClusterForm, DeleteConfirmForm
 from clusters.models import Cluster, DesiredState, OperationLog, free_host_ports
 
@@ -29,11 +29,14 @@ def form_status(request: HttpRequest) -> int:
 def cluster_list(request: HttpRequest) -> HttpResponse:
     """List clusters, searchable and filterable, 50 a page, with a summary by state."""
     live_hosts = registry.live_registrations()
-    hosts = set(Cluster.objects.order_by().values_list("host", flat=True).distinct())
+    hosts = set(queries.cluster_hosts())
     context = {
         **live.list_context(request),
         "waiting_hosts": sorted(hosts - {entry.host for entry in live_hosts} - {""}),
         "no_providers": not any(entry.providers for entry in live_hosts),
+        # Reconcilers that run (scripts/run starts one) but found no provider:
+        # installing one there is the way out, not starting another.
+        "hosts_without_providers": sorted({entry.host for entry in live_hosts}),
         "install_pages": registry.INSTALL_PAGES,
     }
     return render(request, "clusters/cluster_list.html", context)
@@ -74,7 +77,11 @@ def cluster_create(request: HttpRequest) -> HttpResponse:
         form = ClusterForm(initial={**free_host_ports(host), "host": host})
     if request.method == "POST" and form.is_valid():
         try:
-            cluster, _ = lifecycle.request_create(**form.cleaned_data)
+            cluster, _ = lifecycle.request_create(
+                **form.cleaned_data, created_by=permissions.account(request)
+            )
+        except lifecycle.TooManyClusters as exc:
+            form.add_error(None, str(exc))
         except ValidationError as exc:
             # The preflight (subnet overlap, provider CLI) runs only here, and a
             # name or port may have been taken since the form was checked.

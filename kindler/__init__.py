@@ -1,3 +1,3 @@
 """Kindler: inventory and lifecycle of local Kubernetes clusters."""
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus-client names a worker's live gauges gauge_live<mode>_<pid>.db.
 LIVE_GAUGE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+METRICS_FILE = re.compile(r"(counter|gauge_\w+|histogram|summary)_\d+\.db")
 
 
 def metrics_dir() -> Path:
@@ -25,11 +25,16 @@ def metrics_dir() -> Path:
 
 
 def prepare() -> Path:
-    """Empty the metrics folder and make every future worker write there."""
+    """Empty the metrics folder (private to this user) and make every future worker write there."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kindler.settings")
     path = metrics_dir()
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    # Only prometheus-client's own files: the folder is named by a setting,
+    # and a mistaken one must not cost anything else in it.
+    for name in os.listdir(path):
+        if METRICS_FILE.fullmatch(name):
+            (path / name).unlink(missing_ok=True)
     os.environ[ENV] = str(path)
     return path
 

@@ -24,10 +24,9 @@ class Section:
 
     key: str
     title: str
-    # JSON data for signed-in callers and the API token.
+    # JSON data for signed-in callers and the API token (anonymous callers
+    # of /api/health see only whether Kindler is healthy).
     data: Any
-    # What anonymous /api/health callers see instead (no host names).
-    public: Any
     lines: tuple[str, ...] = field(default=())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,16 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # Real environment variables win over the file (read_env does not overwrite).
-environ.Env.read_env(BASE_DIR / "config" / "secrets.env")
+# KINDLER_SECRETS_FILE names another file: the test suite points it at a
+# temporary one, so a person's own configuration never reaches the tests.
+KINDLER_SECRETS_FILE = Path(
+    os.environ.get("KINDLER_SECRETS_FILE") or BASE_DIR / "config" / "secrets.env"
+)
+environ.Env.read_env(KINDLER_SECRETS_FILE)
 
 SQLITE_PATH = Path(env.str("SQLITE_PATH", default=str(BASE_DIR / "data" / "kindler.db")))
-SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+# Private when Kindler makes it: the folder holds the database, sessions and keys.
+SQLITE_PATH.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 # Every secret may also come from a file named by NAME_FILE (kindler/secrets.py).
 SECRET_KEY = read_secret("SECRET_KEY") or load_or_create(SQLITE_PATH.parent / "secret_key")
@@ -96,7 +103,14 @@ PG_STATEMENT_TIMEOUT = env.float("PG_STATEMENT_TIMEOUT", default=5.0)
 PG_LOCK_TIMEOUT = env.float("PG_LOCK_TIMEOUT", default=2.0)
 # How long a write waits for SQLite's write lock before answering 503.
 SQLITE_BUSY_TIMEOUT = env.float("SQLITE_BUSY_TIMEOUT", default=3.0)
+# Every wait of one request together (connect, each statement, a probe, then
+# SQLite's write lock): past it the request answers 503 "PostgreSQL is too slow".
+KINDLER_REQUEST_DEADLINE = env.float("KINDLER_REQUEST_DEADLINE", default=11.0)
 KINDLER_HEALTH_INTERVAL = env.float("KINDLER_HEALTH_INTERVAL", default=1.0)
+# A failed recovery waits before the next one, from KINDLER_HEALTH_INTERVAL
+# doubling up to this many seconds, so a PostgreSQL that answers but cannot
+# take the replay does not make the instance flap.
+KINDLER_RECOVERY_BACKOFF_MAX = env.float("KINDLER_RECOVERY_BACKOFF_MAX", default=30.0)
 # How often the health monitor keeps a sample (latency, journal length) for
 # the System page's charts; the last 1,500 are kept.
 KINDLER_SAMPLE_INTERVAL = env.float("KINDLER_SAMPLE_INTERVAL", default=60.0)
@@ -152,6 +166,17 @@ if PG_POOL_MAX < 0 or not 0 <= PG_POOL_MIN <= (PG_POOL_MAX or PG_POOL_MIN):
 KINDLER_INSTANCES = env.int("KINDLER_INSTANCES", default=1)
 KINDLER_WORKERS = env.int("KINDLER_WORKERS", default=2)
 KINDLER_THREADS = env.int("KINDLER_THREADS", default=4)
+# The WebSocket server `manage.py serve` starts (kindler.wsserver reads
+# KINDLER_WS_BIND itself) is one more process of the instance, unless off.
+KINDLER_WS_PROCESSES = int(
+    env.str("KINDLER_WS_BIND", default="127.0.0.1:8001").strip().lower() not in ("", "off", "none")
+)
+# Seconds a client gets to send a request's whole body (kindler.asgi); then 408.
+KINDLER_BODY_TIMEOUT = env.float("KINDLER_BODY_TIMEOUT", default=10.0)
+if KINDLER_BODY_TIMEOUT <= 0:
+    raise ImproperlyConfigured(
+        f"KINDLER_BODY_TIMEOUT must be more than 0 seconds, not {KINDLER_BODY_TIMEOUT}"
+    )
 if PG_POOL_TIMEOUT <= 0:
     raise ImproperlyConfigured(
         f"PG_POOL_TIMEOUT must be more than 0 seconds, not {PG_POOL_TIMEOUT}"
@@ -279,12 +304,37 @@ KINDLER_RECOVERY_HOOKS: list[str] = ["kindler.db.sync.recovery.recover"]
 # While on PostgreSQL, copy it into the SQLite file at startup and every this
 # many seconds (0 turns the mirror off), so a failover shows current data.
 KINDLER_MIRROR_INTERVAL = env.float("KINDLER_MIRROR_INTERVAL", default=5.0)
+# Days the SQLite file keeps the tombstone of a deleted row, so a restore or a
+# failover that brings the row back to PostgreSQL does not undo the delete, and
+# the versions it acknowledged, so such a merge tells a lost save (acknowledged.py).
+KINDLER_TOMBSTONE_DAYS = env.float("KINDLER_TOMBSTONE_DAYS", default=30.0)
 
-# Failed logins and API token guesses allowed per client address or username
-# within the window (seconds) before answers are 429 with Retry-After. Counted
-# for the instance as a whole (CACHES below: files shared by its processes).
+# Patroni's REST addresses (http://host:8008, comma-separated): health, dbstatus
+# and the System page then name the member Kindler writes to (sync/patroni.py).
+KINDLER_PATRONI_API = env.str("KINDLER_PATRONI_API", default="")
+
+# Failed sign-ins allowed per account and address (and wrong API tokens per
+# address) within the window (seconds) before answers are 429 with
+# Retry-After; failed sign-ins per address, whatever the accounts; past the
+# first limit, an account is slowed from everywhere, up to the longest delay
+# (clusters/ratelimit.py). Counted for the instance as a whole (CACHES below:
+# files shared by its processes).
+# The most clusters (not marked for deletion) Kindler holds; 0 for no limit.
+KINDLER_MAX_CLUSTERS = env.int("KINDLER_MAX_CLUSTERS", default=0)
+if KINDLER_MAX_CLUSTERS < 0:
+    raise ImproperlyConfigured(
+        f"KINDLER_MAX_CLUSTERS must be 0 or more, not {KINDLER_MAX_CLUSTERS}"
+    )
+# The most clusters one signed-in person may ask for; 0 for no quota.
+KINDLER_MAX_CLUSTERS_PER_USER = env.int("KINDLER_MAX_CLUSTERS_PER_USER", default=0)
+if KINDLER_MAX_CLUSTERS_PER_USER < 0:
+    raise ImproperlyConfigured(
+        f"KINDLER_MAX_CLUSTERS_PER_USER must be 0 or more, not {KINDLER_MAX_CLUSTERS_PER_USER}"
+    )
 KINDLER_MAX_FAILED_ATTEMPTS = env.int("KINDLER_MAX_FAILED_ATTEMPTS", default=10)
+KINDLER_MAX_FAILED_ADDRESS_ATTEMPTS = env.int("KINDLER_MAX_FAILED_ADDRESS_ATTEMPTS", default=100)
 KINDLER_FAILED_ATTEMPTS_WINDOW = env.float("KINDLER_FAILED_ATTEMPTS_WINDOW", default=300.0)
+KINDLER_FAILED_ATTEMPTS_MAX_DELAY = env.float("KINDLER_FAILED_ATTEMPTS_MAX_DELAY", default=60.0)
 
 # Bearer token accepted by the JSON API besides a logged-in session; empty
 # turns token access off.
@@ -332,7 +382,7 @@ SECURE_CSP = {
 # Queries slower than this are logged (SQL only, never the parameters).
 KINDLER_SLOW_QUERY_MS = env.float("KINDLER_SLOW_QUERY_MS", default=200.0)
 # Where the web server's workers keep their metrics so /api/metrics can add them up.
-KINDLER_METRICS_DIR = Path(env.str("KINDLER_METRICS_DIR", default=f"{SQLITE_PATH}.metrics"))
+KINDLER_METRICS_DIR = Path(env.str("KINDLER_METRICS_DIR", default="") or f"{SQLITE_PATH}.metrics")
 
 # Cluster lifecycle (manage.py reconcile), in seconds: the deadline of one
 # k3d/kind command, the retry backoff after failures (doubling up to the max),
@@ -347,6 +397,10 @@ KINDLER_OBSERVE_INTERVAL = env.float("KINDLER_OBSERVE_INTERVAL", default=10.0)
 # (docs/hooks.md); empty runs none. Each hook gets KINDLER_HOOK_TIMEOUT seconds.
 KINDLER_HOOKS_DIR = env.str("KINDLER_HOOKS_DIR", default="")
 KINDLER_HOOK_TIMEOUT = env.float("KINDLER_HOOK_TIMEOUT", default=60.0)
+# Further environment variables k3d, kind and the hooks get (names or shell
+# patterns, comma-separated), beyond PATH, HOME, the locale and Docker's,
+# kubectl's and the providers' own (clusters/drivers/environment.py).
+KINDLER_CHILD_ENV = env.list("KINDLER_CHILD_ENV", default=[])
 
 # Placement (docs/placement.md): the Docker host this process's reconciler
 # acts for, the host a cluster gets when a request names none and several
@@ -365,3 +419,9 @@ KINDLER_XSRF_HEADER_NAME = "HTTP_X_XSRF_TOKEN"
 # The domain the original web UI builds cluster links under
 # (http://whoami.NAME.<domain>/); served as base_domain by /api/config.
 KINDLER_BASE_DOMAIN = env.str("KINDLER_BASE_DOMAIN", default="localhost")
+# How often a /ws/tasks connection reads the tasks it follows (clusters/websocket.py).
+KINDLER_WS_POLL_INTERVAL = env.float("KINDLER_WS_POLL_INTERVAL", default=1.0)
+if KINDLER_WS_POLL_INTERVAL <= 0:
+    raise ImproperlyConfigured(
+        f"KINDLER_WS_POLL_INTERVAL must be more than 0 seconds, not {KINDLER_WS_POLL_INTERVAL}"
+    )

@@ -11,6 +11,7 @@ urlpatterns = [
     # Sign-in and password change only: Kindler sends no mail, so the
     # password-reset pages of django.contrib.auth.urls would promise one.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/auth-check", views.auth_check, name="auth-check"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "accounts/password_change/",

@@ -24,17 +24,19 @@ from kindler.sections import read_sections
 @login_not_required
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
-    """Report whether Kindler is on PostgreSQL, and why not; public, and free of secrets.
+    """Report whether Kindler is healthy; its databases only to a signed-in caller or token.
 
     503 when nothing can be served (PostgreSQL-only mode, PostgreSQL down), so
     load balancers and orchestrators take the instance out of rotation.
     """
     status = database_status()
+    code = 503 if status.unavailable else 200
+    if not shows_details(request):
+        # Versions, hosts and counts tell a stranger what to attack; whether
+        # to send traffic here is all a probe needs.
+        return JsonResponse({"status": status.health}, status=code)
     database = status.as_json()
-    details = shows_details(request)
-    if not details:
-        database = without_details(database)
-    elif status.failover.configured:
+    if status.failover.configured:
         database["connections"] = status.connections_as_json()
     body: dict[str, Any] = {
         "status": status.health,
@@ -43,8 +45,8 @@ def health(request: HttpRequest) -> JsonResponse:
         "database": database,
     }
     for section in read_sections():
-        body[section.key] = section.data if details else section.public
-    return JsonResponse(body, status=503 if status.unavailable else 200)
+        body[section.key] = section.data
+    return JsonResponse(body, status=code)
 
 
 def shows_details(request: HttpRequest) -> bool:
@@ -54,35 +56,6 @@ def shows_details(request: HttpRequest) -> bool:
     token = str(settings.KINDLER_API_TOKEN)
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given, token)
-
-
-# What the public sees instead of PostgreSQL's own words, which name hosts,
-# ports, users and databases.
-PUBLIC_CAUSES = {
-    "primary": "PostgreSQL takes writes",
-    "fallback": "PostgreSQL cannot take writes",
-    "recovering": "local changes are being carried back to PostgreSQL",
-    "unavailable": "no PostgreSQL takes writes",
-}
-
-
-def without_details(database: dict[str, Any]) -> dict[str, Any]:
-    """Return the health report without error texts and addresses, for anonymous callers."""
-    postgres = dict(database["postgres"])
-    if postgres.get("error"):
-        postgres["error"] = (
-            "PostgreSQL cannot take writes"
-            if postgres.get("reachable")
-            else "PostgreSQL cannot be reached"
-        )
-    postgres["host"] = None
-    postgres["hosts"] = [
-        {**host, "address": None, "error": None} for host in postgres.get("hosts", [])
-    ]
-    cause = database.get("state_cause")
-    if cause != "embedded":
-        cause = PUBLIC_CAUSES.get(str(database.get("state")), cause)
-    return {**database, "postgres": postgres, "state_cause": cause}
 
 
 @require_safe
@@ -98,3 +71,14 @@ def system(request: HttpRequest) -> HttpResponse:
         "pool": connections_context(status),
     }
     return render(request, "db/system.html", context)
+
+
+@login_not_required
+@require_safe
+def auth_check(request: HttpRequest) -> HttpResponse:
+    """Answer 204 to a signed-in session and 401 otherwise, for a proxy's auth_request."""
+    # A reverse proxy in front of the original web UI asks this before it
+    # serves the app, and sends a signed-out browser to the sign-in page.
+    response = HttpResponse(status=204 if request.user.is_authenticated else 401)
+    response["Cache-Control"] = "no-store"
+    return response

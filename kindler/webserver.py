@@ -1,13 +1,15 @@
-"""The web server: granian serving kindler.wsgi, configured from the environment.
+"""The web server: granian serving kindler.asgi, configured from the environment.
 
 Run as `python -m kindler.webserver` (`manage.py serve` does, and so do the
-compose files). granian's HTTP handling is written in Rust: a request reaches
-Django with no Python-level parsing or thread hand-off on the way (what that
-saves is in docs/performance.md).
+compose files). granian's HTTP handling is written in Rust; kindler.asgi
+receives each request's body on the worker's event loop, within
+KINDLER_BODY_TIMEOUT, and only then hands it to one of the threads that run
+Django (docs/performance.md).
 
-Every value comes from the environment, read here: KINDLER_BIND, KINDLER_WORKERS,
-KINDLER_THREADS, KINDLER_ACCESS_LOG and KINDLER_GRACEFUL_TIMEOUT
-(docs/configuration.md).
+Every server value comes from the environment, read here: KINDLER_BIND,
+KINDLER_WORKERS, KINDLER_ACCESS_LOG and KINDLER_GRACEFUL_TIMEOUT; the
+workers read KINDLER_THREADS and KINDLER_BODY_TIMEOUT through Django's
+settings (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from granian.server import MPServer
 
 from kindler import multiprocess
 
-APPLICATION = "kindler.wsgi:application"
+APPLICATION = "kindler.asgi:application"
 DEFAULT_BIND = "127.0.0.1:8000"
 ACCESS_FORMAT = '%(addr)s - [%(time)s] "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms'
 
@@ -94,22 +96,36 @@ def whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+def positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Return environ[name] as a number of seconds above 0, or default when it is unset."""
+    value = environ.get(name, str(default))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a number of seconds above 0, got {value!r}")
+    return seconds
+
+
 def build(environ: Mapping[str, str] = os.environ) -> MPServer:
     """Return the server as configured by environ."""
     host, port = split_bind(environ.get("KINDLER_BIND", DEFAULT_BIND))
     access = access_log_handler(environ.get("KINDLER_ACCESS_LOG", "-"))
+    # Checked here so that a bad value stops the server with one line; the
+    # workers' threads (kindler.asgi) let a worker keep answering while one
+    # request waits on a slow PostgreSQL.
+    whole_number(environ, "KINDLER_THREADS", 4)
+    positive_seconds(environ, "KINDLER_BODY_TIMEOUT", 10)
     # Worker processes, not threads: this Python has a GIL.
     server = MPServer(
         APPLICATION,
         address=host,
         port=port,
-        interface=Interfaces.WSGI,
+        interface=Interfaces.ASGI,
         http=HTTPModes.http1,
         websockets=False,
         workers=whole_number(environ, "KINDLER_WORKERS", 2),
-        # Threads let a worker keep answering while one request waits on a
-        # slow PostgreSQL; the failover budget keeps each wait short.
-        blocking_threads=whole_number(environ, "KINDLER_THREADS", 4),
         log_access=access is not None,
         log_access_format=ACCESS_FORMAT,
         log_dictconfig=logging_config(access),
@@ -125,15 +141,31 @@ def build(environ: Mapping[str, str] = os.environ) -> MPServer:
 
 
 def load_application(target: str) -> Any:
-    """Return the WSGI application target names, loaded in a worker."""
+    """Return the ASGI application target names, loaded in a worker."""
     # A worker starts with the main process's handlers, which would only set a
     # flag here: SIGTERM while Django loads would be lost, and the worker
     # killed after KINDLER_GRACEFUL_TIMEOUT. granian puts in its own handlers
     # once the application is loaded; until then the signals end the worker.
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_DFL)
+    # Ctrl-C sends SIGINT to the whole process group, the workers included,
+    # just as the main process sends them SIGTERM. A worker given both at
+    # once sometimes never acted on either and was killed after
+    # KINDLER_GRACEFUL_TIMEOUT (10 s). The main process's SIGTERM alone stops
+    # a worker, so a worker never takes SIGINT; threads started from here
+    # on (granian's, Django's) inherit that.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    application = getattr(importlib.import_module(module), name)
+    # Loading the application set Django up. Before the first request, a new
+    # instance's SQLite file gets its tables: never a 500 behind a 200 health.
+    # Imported here, not at the top: importing it in the main process would
+    # load prometheus-client before multiprocess.prepare() names its folder,
+    # and every worker would keep its figures to itself.
+    from kindler.db.sync.prepare import prepare_sqlite
+
+    prepare_sqlite()
+    return application
 
 
 def main() -> None:
@@ -144,8 +176,11 @@ def main() -> None:
         can_listen(server.bind_addr, server.bind_port)
     except ValueError as error:
         raise SystemExit(f"kindler.webserver: {error}") from None
-    # granian copies the environment into every request's WSGI environ, where
-    # a variable named HTTP_* reads as a header the client sent.
+    # What the server and its workers write (the metrics files, an access log
+    # file) is the instance's own, as everything beside the SQLite file is.
+    os.umask(0o077)
+    # A WSGI server copies the environment into every request's environ,
+    # where a variable named HTTP_* reads as a header the client sent.
     for name in [name for name in os.environ if name.startswith("HTTP_")]:
         del os.environ[name]
     server.serve(target_loader=load_application)

@@ -1,4 +1,4 @@
-"""WSGI entry point (kindler.webserver serves it with granian)."""
+"""WSGI entry point (kindler.asgi runs it once a request's body is in)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ REQUEST_KEYS = frozenset(
 def without_process_environment(app: WSGIApp, process: Mapping[str, str]) -> WSGIApp:
     """Return app, handed each request's environ without the server's own variables.
 
-    granian starts every request's environ from a copy of the process
-    environment: the database password and the API token would otherwise sit
+    granian's WSGI interface starts every request's environ from a copy of the
+    process environment: the database password and the API token would otherwise sit
     in every request.META. Headers (HTTP_*) are left alone: kindler.webserver
     keeps variables of that name away from its workers, where they would pass
     for headers the client never sent.
@@ -54,4 +54,6 @@ def without_process_environment(app: WSGIApp, process: Mapping[str, str]) -> WSG
     return application
 
 
-application = without_process_environment(get_wsgi_application(), os.environ)
+django_application = get_wsgi_application()
+# For a WSGI server that copies the process environment into requests.
+application = without_process_environment(django_application, os.environ)

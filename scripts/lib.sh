@@ -46,3 +46,34 @@ ensure_venv() {
         touch "$stamp"
     fi
 }
+
+# Run a command once per test mode (KINDLER_TEST_MODES, default "postgres sqlite")
+# with KINDLER_TEST_MODE set: every mode, even after one failed, so a failure
+# in one never hides the other's. Prints each mode's last line (pytest's
+# summary) at the end and returns the first failing status. The first argument
+# is how many arguments the caller was given: asked for PostgreSQL-only tests
+# alone (scripts/test tests/db/sync), the SQLite run has nothing to collect
+# (status 5), which is no failure; with no arguments it is one.
+run_test_modes() {
+    local given="$1" mode status log last first=0
+    shift
+    local summaries=()
+    log="$(mktemp)"
+    for mode in ${KINDLER_TEST_MODES:-postgres sqlite}; do
+        echo "== Tests with KINDLER_TEST_MODE=$mode"
+        status=0
+        # pipefail: the status is the command's, not tee's.
+        (set -o pipefail; KINDLER_TEST_MODE="$mode" "$@" 2>&1 | tee "$log") || status=$?
+        if [ "$status" = 5 ] && [ "$mode" = sqlite ] && [ "$given" -gt 0 ]; then
+            summaries+=("$mode: no SQLite-only tests among the ones asked for")
+            continue
+        fi
+        last="$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | sed -e 's/^[= ]*//' -e 's/[= ]*$//' || true)"
+        summaries+=("$mode: $last (exit $status)")
+        if [ "$status" != 0 ] && [ "$first" = 0 ]; then first="$status"; fi
+    done
+    rm -f "$log"
+    echo "== Summary"
+    printf '%s\n' "${summaries[@]}"
+    return "$first"
+}

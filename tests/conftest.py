@@ -34,6 +34,7 @@ from kindler.db.failover.pinning import pinned_alias
 from tests.fakes import FOLDER as FAKES_FOLDER
 from tests.fakes import FakeTools
 from tests.pgserver import PostgresServer, free_port
+from tests.workers import FileGroupScheduling, in_queue_order
 
 # KINDLER_TEST_MODE=sqlite (tests/settings.py): no PostgreSQL at all, as in
 # the default setup. Tests that need PostgreSQL are then left out or skipped,
@@ -140,23 +141,55 @@ def opened(fd_link: str) -> str:
         return ""
 
 
+def postgres_only(path: Any) -> bool:
+    """Return True when path is in (or is) one of POSTGRES_ONLY_PATHS."""
+    relative = os.path.relpath(str(path), ROOT)
+    return any(
+        relative == only or relative.startswith(only + os.sep) for only in POSTGRES_ONLY_PATHS
+    )
+
+
 def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
-    if not SQLITE_ONLY:
-        return None
-    relative = os.path.relpath(str(collection_path), ROOT)
-    if any(relative == path or relative.startswith(path + os.sep) for path in POSTGRES_ONLY_PATHS):
+    # pytest asks this only of what it finds in a folder: files or folders
+    # named on the command line are collected, and skipped below.
+    if SQLITE_ONLY and postgres_only(collection_path):
         return True
     return None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not SQLITE_ONLY:
-        return
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> FileGroupScheduling | None:
+    """Share the tests among the workers by file and group (tests/workers.py) with loadfile."""
+    if config.getvalue("dist") == "loadfile":
+        return FileGroupScheduling(config, log)
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Any:
+    if SQLITE_ONLY:
+        skip_postgres_only(items)
+    result = yield
+    # After every other plugin's order (pytest-randomly's, pytest-django's).
+    if hasattr(config, "workerinput"):  # an xdist worker
+        order = {
+            nodeid: index for index, nodeid in enumerate(in_queue_order([i.nodeid for i in items]))
+        }
+        items.sort(key=lambda item: order[item.nodeid])
+    return result
+
+
+def skip_postgres_only(items: list[pytest.Item]) -> None:
+    """Mark the tests that need PostgreSQL skipped, saying why."""
     skip = pytest.mark.skip(reason=NEEDS_POSTGRES)
     for item in items:
         marker = item.get_closest_marker("django_db")
         uses_postgres = marker is not None and "postgres" in (marker.kwargs.get("databases") or [])
-        if uses_postgres or item.get_closest_marker("postgres") is not None:
+        if (
+            uses_postgres
+            or item.get_closest_marker("postgres") is not None
+            or postgres_only(item.path)
+        ):
             item.add_marker(skip)
 
 

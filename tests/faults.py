@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -69,6 +70,36 @@ class ReadOnlyServer:
         execute(
             self.pg, "ALTER SYSTEM RESET default_transaction_read_only", "SELECT pg_reload_conf()"
         )
+
+
+class BackendKiller:
+    """End every backend of Kindler's (requests, probes, replay) every few tenths of a second."""
+
+    def __init__(self, pg: PostgresServer, every: float) -> None:
+        self.pg, self.every = pg, every
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="backend-killer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(psycopg2.Error):
+                execute(
+                    self.pg,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'kindler%' AND pid <> pg_backend_pid()",
+                )
+                self.rounds += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class HeldLock:
@@ -337,6 +368,111 @@ class SmallDisk:
 
     def unfill(self) -> None:
         self.filler.unlink(missing_ok=True)
+
+
+class FullTablespace:
+    """A database's tables and indexes on a small filesystem of their own, then filled (root only).
+
+    As when PostgreSQL's disk is full: a write that needs a new page fails
+    with SQLSTATE 53100 (No space left on device), a write that fits the
+    page it changes still succeeds, and the server runs on (its WAL is on
+    another disk). inject() moves every relation of the database there, one
+    at a time with a short lock_timeout so that requests never queue long
+    behind the move, sends temporary tables there too (temp_tablespaces, so
+    Kindler's probe meets the full disk), and fills the disk; recover()
+    frees it; restore() moves everything back and drops the tablespace, so
+    that a later pg_basebackup meets none.
+    """
+
+    NAME = "kindler_small"
+
+    def __init__(self, pg: PostgresServer, dbname: str) -> None:
+        self.pg, self.dbname = pg, dbname
+        # A folder of its own: the server's OS user must reach it.
+        self.work = Path(tempfile.mkdtemp(prefix="kindler-tablespace-"))
+        self.work.chmod(0o755)
+        self.disk = SmallDisk(self.work / "disk", self.work / "disk.img")
+        self.moved = 0
+
+    def inject(self) -> None:
+        conn = admin_connection(self.pg, self.dbname)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_database_size(current_database())")
+                size_mb = int(cursor.fetchone()[0]) >> 20
+        finally:
+            conn.close()
+        # Room for the relations and what the load adds to them afterwards.
+        self.disk.size_mb = 2 * size_mb + 64
+        self.disk.mount()
+        self.disk.folder.chmod(0o755)
+        space = self.disk.folder / "pg"
+        space.mkdir()
+        if self.pg.os_user:
+            shutil.chown(space, self.pg.os_user)
+        execute(
+            self.pg,
+            f"CREATE TABLESPACE {self.NAME} LOCATION '{space}'",
+            f"ALTER SYSTEM SET temp_tablespaces = '{self.NAME}'",
+            "SELECT pg_reload_conf()",
+        )
+        self.moved = self._move("pg_default", self.NAME)
+        self.disk.fill()
+
+    def recover(self) -> None:
+        self.disk.unfill()
+
+    def restore(self) -> None:
+        if not self.disk.mounted:
+            return
+        self.disk.unfill()
+        self._move(self.NAME, "pg_default")
+        execute(self.pg, "ALTER SYSTEM RESET temp_tablespaces", "SELECT pg_reload_conf()")
+        # A session's temporary files may outlive the reload for a moment.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                execute(self.pg, f"DROP TABLESPACE {self.NAME}", "CHECKPOINT")
+                break
+            except psycopg2.errors.ObjectNotInPrerequisiteState:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.remove()
+
+    def remove(self) -> None:
+        """Unmount the filesystem and remove its folder (after restore, or with the server gone)."""
+        self.disk.unmount()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _move(self, source: str, target: str) -> int:
+        """Move the database's tables, then its indexes, from source to target; return how many."""
+        conn = admin_connection(self.pg, self.dbname)
+        moved = 0
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '100ms'")
+                cursor.execute(
+                    "SELECT c.relkind, format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace "
+                    "WHERE c.relkind IN ('r', 'i') "
+                    "AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' "
+                    "AND coalesce(t.spcname, 'pg_default') = %s ORDER BY c.relkind DESC, 2",
+                    [source],
+                )
+                for kind, name in cursor.fetchall():
+                    statement = "TABLE" if kind == "r" else "INDEX"
+                    while True:
+                        try:
+                            cursor.execute(f"ALTER {statement} {name} SET TABLESPACE {target}")
+                            break
+                        except psycopg2.errors.LockNotAvailable:
+                            time.sleep(0.05)
+                    moved += 1
+        finally:
+            conn.close()
+        return moved
 
 
 class Immutable:

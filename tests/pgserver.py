@@ -232,6 +232,37 @@ class PostgresServer:
         standby.start()
         return standby
 
+    def base_backup(self) -> Path:
+        """Return a physical copy of the running server (pg_basebackup), not started."""
+        target = self.root / f"backup-{time.monotonic_ns()}"
+        self._run(
+            "pg_basebackup",
+            "-D",
+            str(target),
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            str(self.socketdir),
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "--no-sync",
+        )
+        return target
+
+    def restore(self, backup: Path) -> None:
+        """Stop the server, put the older copy backup in place of its data, start it again."""
+        self.stop("immediate")
+        shutil.rmtree(self.datadir)
+        shutil.copytree(backup, self.datadir, symlinks=True)
+        if self.os_user:
+            for path in [self.datadir, *self.datadir.rglob("*")]:
+                shutil.chown(path, self.os_user)
+        self.start()
+
     def promote(self) -> None:
         """pg_ctl promote: a standby becomes a primary that takes writes."""
         self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "promote")

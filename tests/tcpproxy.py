@@ -1,16 +1,25 @@
-"""A TCP proxy a test can cut: Kindler loses PostgreSQL, the test keeps it."""
+"""A TCP proxy a test can cut or slow down: Kindler loses PostgreSQL, the test keeps it."""
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
+import time
 
 
 class TcpProxy:
-    """Forward 127.0.0.1:<port> to a target; cut() drops and refuses connections."""
+    """Forward 127.0.0.1:<port> to a target; cut() drops and refuses connections.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    `delay` (seconds, changeable at any time) holds back every chunk in each
+    direction by that long, so a round trip takes twice the delay; chunks are
+    queued, not forwarded one after another, so the link stays as fast as
+    before and only its latency grows.
+    """
+
+    def __init__(self, target_host: str, target_port: int, delay: float = 0.0) -> None:
+        self.delay = delay
         self.target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
@@ -63,14 +72,30 @@ class TcpProxy:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        # Each chunk with the time it may leave; None ends the sender.
+        due: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+        sender = threading.Thread(target=self._send, args=(due, sink), daemon=True)
+        sender.start()
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                due.put((time.monotonic() + self.delay, data))
         except OSError:
             pass
         finally:
+            due.put(None)
+            sender.join()
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _send(due: queue.SimpleQueue[tuple[float, bytes] | None], sink: socket.socket) -> None:
+        try:
+            while (item := due.get()) is not None:
+                at, data = item
+                if (wait := at - time.monotonic()) > 0:
+                    time.sleep(wait)
+                sink.sendall(data)
+        except OSError:
+            pass

@@ -30,13 +30,20 @@ FAULTS = [
     "haproxy disable",
     "haproxy kill",
     "Kindler restart in replay",
-    "PostgreSQL read-only",
+    "10,000-write replay under load",
+    "PostgreSQL read-only 10 s",
+    "PostgreSQL disk full 10 s",
+    "backends killed every 0.5 s for 10 s",
+    "round trip 1.2 s for 10 s",
     "row locked 5 s",
     "table locked 4 s",
     "connection slots exhausted, pool on",
     "unmigrated PostgreSQL",
     "PostgreSQL restored from an older backup",
     "PostgreSQL replaced by an empty database",
+    "restore after acknowledged deletes",
+    "earlier instance on a newer schema, through an outage",
+    "upgraded in place with a journal",
     "SQLite locked in an outage",
     "SQLite full in an outage",
     "SQLite read-only in an outage",
@@ -45,9 +52,26 @@ FAULTS = [
     "primary killed, standby promoted",
 ]
 # Faults that put a database back or replace it: Kindler writes its rows back into it.
-RESTORES = ["PostgreSQL restored from an older backup", "PostgreSQL replaced by an empty database"]
+RESTORES = [
+    "PostgreSQL restored from an older backup",
+    "PostgreSQL replaced by an empty database",
+    "restore after acknowledged deletes",
+]
+# A PostgreSQL that cannot take writes for a while, backends ended again and
+# again, a link too slow for a connection: the instance switches at most four
+# times, not once per probe or connection.
+STEADY = [
+    "PostgreSQL read-only 10 s",
+    "PostgreSQL disk full 10 s",
+    "backends killed every 0.5 s for 10 s",
+    "round trip 1.2 s for 10 s",
+]
 # Faults that need root (a tmpfs mount, chattr +i); skipped with a reason otherwise.
-ROOT_ONLY = {"SQLite full in an outage", "SQLite read-only in an outage"}
+ROOT_ONLY = {
+    "PostgreSQL disk full 10 s",
+    "SQLite full in an outage",
+    "SQLite read-only in an outage",
+}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +183,20 @@ def test_a_delete_lost_otherwise_is_missing_or_wrong() -> None:
     )
 
 
+def test_a_fault_whose_cause_health_does_not_name_breaks_the_promise() -> None:
+    phase = Phase("disk full", started=0, ended=10, expected_cause="its disk is full")
+    phase.state_cause = "probe: PostgreSQL is read-only (default_transaction_read_only is on)"
+    row = phase_row(phase, [], [], HealthWatch(1), budget=6)
+    assert (row["cause_named"], row["promise_kept"]) == (False, False)
+
+
+def test_a_fault_whose_cause_health_names_keeps_the_promise() -> None:
+    phase = Phase("disk full", started=0, ended=10, expected_cause="its disk is full")
+    phase.state_cause = "probe: PostgreSQL cannot take writes: its disk is full (No space left)"
+    row = phase_row(phase, [], [], HealthWatch(1), budget=6)
+    assert (row["cause_named"], row["promise_kept"]) == (True, True)
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     if HAPROXY is None:
@@ -190,6 +228,14 @@ def by_fault(short_run: dict[str, object], key: str) -> dict[str, object]:
     faults = short_run["faults"]
     assert isinstance(faults, list)
     return {row["fault"]: row[key] for row in faults if not row["skipped"]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_faults_short_of_an_outage_switch_at_most_four_times(short_run: dict[str, object]) -> None:
+    changes = by_fault(short_run, "state_changes")
+    steady = {name: int(str(changes[name])) <= 4 for name in STEADY}
+    assert steady == dict.fromkeys(STEADY, True), {name: changes[name] for name in STEADY}
 
 
 @pytest.mark.slow
@@ -268,3 +314,13 @@ def test_short_chaos_run_writes_rows_back_into_a_restored_or_replaced_database(
 ) -> None:
     written = by_fault(short_run, "written_back")
     assert {fault: bool(written[fault]) for fault in RESTORES} == dict.fromkeys(RESTORES, True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_short_chaos_run_names_the_full_disk_in_health(short_run: dict[str, object]) -> None:
+    causes = by_fault(short_run, "state_cause")
+    if "PostgreSQL disk full 10 s" not in causes:
+        pytest.skip("mounting a small filesystem needs root")
+    cause = str(causes["PostgreSQL disk full 10 s"])
+    assert "probe: PostgreSQL cannot take writes: its disk is full (" in cause, cause

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from django.conf import settings
 from django.test import Client
 
 from tests.conftest import BOTH
+from tests.environment import child_environ
 
 PRODUCTION_ENV = {
     "DEBUG": "false",
@@ -27,11 +27,7 @@ TLS_WARNINGS = ["security.W004", "security.W008", "security.W011", "security.W01
 
 def manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run manage.py in a fresh process with Kindler's own settings."""
-    base = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PG_", "KINDLER_", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"))
-    }
+    base = child_environ()
     return subprocess.run(
         [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args],
         env={

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
+
+from tests.environment import child_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "scripts" / "manage"
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("PG_", "KINDLER_", "DJANGO_", "VIRTUAL_ENV"))
-    }
+    env = child_environ()
+    env.pop("VIRTUAL_ENV", None)
     # Not .venv's interpreter: the system's Python must not be the one that runs manage.py.
     env["PATH"] = "/usr/bin:/bin"
     env["SQLITE_PATH"] = str(tmp_path / "kindler.db")
@@ -38,10 +36,9 @@ def test_a_refused_command_keeps_its_exit_status(tmp_path: Path) -> None:
     assert shown.stderr.splitlines()[-1] == "CommandError: No cluster named missing."
 
 
-def test_a_command_before_the_first_migrate_says_to_migrate(tmp_path: Path) -> None:
-    listed = run(tmp_path, "cluster", "list")
-    assert (listed.returncode, listed.stdout) == (1, "")
-    assert listed.stderr.splitlines()[-1] == (
-        "The database is not set up yet (no such table: clusters_cluster): "
-        "run `scripts/manage migrate` first (scripts/run does it for you)."
+def test_a_command_before_the_first_migrate_migrates_the_instances_file(tmp_path: Path) -> None:
+    listed = run(tmp_path, "cluster", "list", "--json")
+    assert (listed.returncode, json.loads(listed.stdout)) == (0, [])
+    assert f"Migrating this instance's SQLite file {tmp_path / 'kindler.db'} up to " in (
+        listed.stderr
     )

@@ -28,6 +28,15 @@ def test_prepare_empties_the_folder_a_previous_server_left(metrics_dir: Path) ->
     assert list(metrics_dir.iterdir()) == []
 
 
+def test_prepare_leaves_other_files_alone_and_makes_the_folder_private(metrics_dir: Path) -> None:
+    (metrics_dir / "notes.txt").write_text("not the server's")
+    metrics_dir.chmod(0o755)
+    with override_settings(KINDLER_METRICS_DIR=metrics_dir):
+        multiprocess.prepare()
+    assert sorted(os.listdir(metrics_dir)) == ["notes.txt"]
+    assert metrics_dir.stat().st_mode & 0o777 == 0o700
+
+
 def test_prepare_points_future_workers_at_the_folder(metrics_dir: Path) -> None:
     with override_settings(KINDLER_METRICS_DIR=metrics_dir):
         multiprocess.prepare()

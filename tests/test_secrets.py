@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from kindler.secrets import read_secret
+from tests.environment import child_environ
 from tests.faults import admin_connection
 from tests.pgserver import PostgresServer
 
@@ -91,12 +91,7 @@ def test_an_error_never_shows_what_the_file_holds(tmp_path: Path) -> None:
 
 def run_kindler(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
     """Run code in a fresh Kindler process (settings read from env), as a start would."""
-    clean = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PG_", "KINDLER_", "SECRET_KEY", "SQLITE_"))
-    }
-    clean.update(DJANGO_SETTINGS_MODULE="kindler.settings", **env)
+    clean = child_environ(DJANGO_SETTINGS_MODULE="kindler.settings", **env)
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],
         env=clean,

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from tests.conftest import SQLITE_ONLY
-from tests.factories import make_cluster
+from tests.factories import make_cluster, make_superuser
 from tests.test_metrics import samples
 
 pytestmark = [
@@ -41,7 +41,12 @@ def test_the_system_page_names_sqlite(person: Client) -> None:
     assert (response.status_code, response.context["status"].active) == (200, "sqlite")
 
 
-def test_health_is_healthy_on_sqlite(client: Client) -> None:
+def test_the_public_health_is_healthy_on_sqlite(client: Client) -> None:
+    assert client.get("/api/health").json() == {"status": "healthy"}
+
+
+def test_health_shows_sqlite_to_a_signed_in_person(client: Client) -> None:
+    client.force_login(make_superuser())
     body = client.get("/api/health").json()
     assert (
         body["status"],

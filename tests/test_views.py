@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
 from kindler.db import telemetry
+from kindler.db.sync import identity
+from kindler.db.sync.mirror import mirror
 from tests.conftest import BOTH
 from tests.factories import make_cluster, make_operation
 
@@ -31,6 +34,17 @@ def test_the_system_page_needs_a_login(client: Client) -> None:
 def test_the_system_page_names_the_active_database(person: Client) -> None:
     response = person.get("/system/")
     assert response.context["status"].active == "postgres"
+
+
+@pytest.mark.postgres
+def test_the_system_page_names_the_primary_node(person: Client) -> None:
+    mirror()
+    current = identity.read()
+    response = person.get("/system/")
+    node = re.escape(f"{current.server} (system {current.system_identifier}, timeline")
+    assert re.search(
+        rf"<dt>Primary node</dt><dd>{node} {current.timeline}\), checked ", response.text
+    )
 
 
 def test_the_system_page_shows_the_state_and_its_cause(person: Client) -> None:
@@ -79,3 +93,31 @@ def test_the_system_page_shows_the_sync_figures(person: Client) -> None:
 def test_the_navigation_links_to_the_system_page(person: Client) -> None:
     response = person.get("/system/")
     assert '<a href="/system/">System</a>' in response.content.decode()
+
+
+def test_the_auth_check_answers_204_to_a_signed_in_session(person: Client) -> None:
+    response = person.get("/accounts/auth-check")
+    assert (response.status_code, response.content, response["Cache-Control"]) == (
+        204,
+        b"",
+        "no-store, private",
+    )
+
+
+def test_the_auth_check_answers_401_without_a_session(client: Client) -> None:
+    response = client.get("/accounts/auth-check")
+    assert (response.status_code, response.content, response["Cache-Control"]) == (
+        401,
+        b"",
+        "no-store",
+    )
+
+
+def test_the_auth_check_answers_401_to_the_api_token(client: Client, settings: Any) -> None:
+    settings.KINDLER_API_TOKEN = "t" * 40
+    response = client.get("/accounts/auth-check", headers={"Authorization": "Bearer " + "t" * 40})
+    assert response.status_code == 401
+
+
+def test_the_auth_check_refuses_a_post(person: Client) -> None:
+    assert person.post("/accounts/auth-check").status_code == 405

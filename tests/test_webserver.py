@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
 import os
 import re
@@ -19,9 +21,11 @@ from granian.constants import Interfaces
 
 from kindler import webserver
 from tests.conftest import BOTH, WebServer, wait_for
+from tests.pgserver import free_port
 
 TOKEN = "webserver-token-for-tests-0123456789"
 GRACEFUL_TIMEOUT = 5
+SERVER_STOPPED = "[INFO] Granian shutdown completed, see ya!"
 ACCESS_LINE = re.compile(r'127\.0\.0\.1 - \[[^]]+\] "GET /api/health HTTP/1\.1" 200 \d+\.\dms')
 
 
@@ -111,12 +115,12 @@ def test_build_reads_the_defaults() -> None:
         server.respawn_failed_workers,
         server.workers_kill_timeout,
     ) == (
-        "kindler.wsgi:application",
+        "kindler.asgi:application",
         "127.0.0.1",
         8000,
         2,
-        4,
-        Interfaces.WSGI,
+        1,
+        Interfaces.ASGI,
         False,
         True,
         True,
@@ -131,6 +135,7 @@ def test_build_reads_every_setting_from_the_environment(tmp_path: Path) -> None:
             "KINDLER_BIND": "0.0.0.0:9001",
             "KINDLER_WORKERS": "3",
             "KINDLER_THREADS": "8",
+            "KINDLER_BODY_TIMEOUT": "2.5",
             "KINDLER_ACCESS_LOG": str(tmp_path / "access.log"),
             "KINDLER_GRACEFUL_TIMEOUT": "20",
         }
@@ -139,11 +144,10 @@ def test_build_reads_every_setting_from_the_environment(tmp_path: Path) -> None:
         server.bind_addr,
         server.bind_port,
         server.workers,
-        server.blocking_threads,
         server.interface,
         server.log_access,
         server.workers_kill_timeout,
-    ) == ("0.0.0.0", 9001, 3, 8, Interfaces.WSGI, True, 20)
+    ) == ("0.0.0.0", 9001, 3, Interfaces.ASGI, True, 20)
 
 
 @pytest.mark.usefixtures("granian_loggers")
@@ -156,6 +160,15 @@ def test_build_refuses_a_number_that_is_not_whole(name: str) -> None:
     with pytest.raises(ValueError, match="must be a whole number") as error:
         webserver.build({name: "2.5"})
     assert str(error.value) == f"{name} must be a whole number, got '2.5'"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan", ""])
+def test_build_refuses_a_body_timeout_that_is_not_positive_seconds(value: str) -> None:
+    with pytest.raises(ValueError, match="KINDLER_BODY_TIMEOUT") as error:
+        webserver.build({"KINDLER_BODY_TIMEOUT": value})
+    assert str(error.value) == (
+        f"KINDLER_BODY_TIMEOUT must be a number of seconds above 0, got {value!r}"
+    )
 
 
 def start_with_bind(bind: str) -> tuple[int, str, str]:
@@ -246,3 +259,65 @@ def test_sigterm_stops_workers_still_loading_django_at_once(
     server.process.send_signal(signal.SIGTERM)
     status = server.process.wait(timeout=40)
     assert (status, time.monotonic() - started < 5) == (0, True)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_group_stops_serve_at_once_when_idle(
+    kindler_env: dict[str, str], stop: signal.Signals
+) -> None:
+    # KINDLER_GRACEFUL_TIMEOUT=0 waits for the workers without a limit: one
+    # that never acts on the stop would hang serve until the timeout below.
+    port, ws_port = free_port(), free_port()
+    env = {
+        **kindler_env,
+        "KINDLER_BIND": f"127.0.0.1:{port}",
+        "KINDLER_WS_BIND": f"127.0.0.1:{ws_port}",
+        "KINDLER_GRACEFUL_TIMEOUT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    serve = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = WebServer(serve, port, Path(str(settings.DATABASES["sqlite"]["NAME"]) + ".metrics"))
+    started: list[str] = []
+    try:
+        assert serve.stdout is not None
+        while not started or not started[-1].startswith("Reconciling the clusters"):
+            line = serve.stdout.readline()
+            assert line, "serve ended before the reconciler started:\n" + "\n".join(started)
+            started.append(line.decode().rstrip("\n"))
+        wait_for(server.answers, seconds=60)
+        # The WebSocket server's worker too has loaded Django and put in
+        # granian's handlers: a worker signalled before that simply ends.
+        wait_for(lambda: http_status(ws_port) is not None, seconds=60)
+        # The way a terminal delivers Ctrl-C: to every process of the group at once.
+        os.killpg(serve.pid, stop)
+        rest, _ = serve.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait()
+    lines = [*started, *rest.decode().splitlines()]
+    refused = [line for line in lines if "refused to gracefully stop" in line]
+    ends = sorted(line for line in lines if line in (SERVER_STOPPED, "Reconciler stopped."))
+    # granian's last line twice: the web server and the WebSocket server.
+    stopped = ["Reconciler stopped.", SERVER_STOPPED, SERVER_STOPPED]
+    assert (serve.returncode, refused, ends) == (0, [], stopped)
+
+
+def http_status(port: int) -> int | None:
+    """Return the status a plain GET / on port answers, or None while nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ipaddress
 import os
 import re
 import shlex
@@ -16,11 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from clusters.drivers.environment import child_environment
+
 # A process asked to stop (SIGTERM) gets this long before SIGKILL.
 KILL_GRACE_SECONDS = 2.0
 # After the command exits, how long its stray children may keep the output open.
 DRAIN_SECONDS = 1.0
 LIST_TIMEOUT_SECONDS = 30.0
+# The output of one command kept in memory: its first and last halves of this
+# many characters, and a count of what fell between.
+OUTPUT_LIMIT_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,13 @@ class Driver:
         """Return every cluster the provider knows, by name; raise DriverError if it cannot."""
         raise NotImplementedError
 
+    def server_ip(self, name: str) -> str | None:
+        """Return the address of the cluster's server node, None when it has none now.
+
+        Raise DriverError when the provider cannot say.
+        """
+        raise NotImplementedError
+
     def command_for(self, operation: str, cluster: Any, timeout: float) -> Command:
         """Return the command line that performs operation on cluster."""
         if operation == "create":
@@ -122,6 +135,16 @@ class Driver:
     def status(self, name: str) -> ClusterStatus:
         """Return what the provider says about one cluster (absent when it does not know it)."""
         return self.list_clusters().get(name, ClusterStatus(name, "absent", 0, 0))
+
+
+def ipv4_or_none(value: Any) -> str | None:
+    """Return value as an IPv4 address, None when empty; raise DriverError when it is neither."""
+    if value in (None, ""):
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError):
+        raise DriverError(f"{value!r} is not an IPv4 address") from None
 
 
 def seconds(value: float) -> str:
@@ -162,6 +185,7 @@ def run(
     poll_interval: float = 0.2,
     merge_stderr: bool = True,
     env: dict[str, str] | None = None,
+    output_limit: int = OUTPUT_LIMIT_CHARS,
 ) -> Result:
     """Run command in its own process group, passing output to on_output as it comes.
 
@@ -171,9 +195,12 @@ def run(
     When the deadline passes or should_stop() turns true, the whole group is
     terminated (SIGTERM, then SIGKILL after a grace period), so nothing the
     command started outlives it. A binary missing from PATH is a Result, not
-    an exception.
+    an exception. The command gets env, by default child_environment(): never
+    Kindler's secrets. Its output is kept to output_limit characters, the
+    beginning and the end, both in the Result and between two on_output calls.
     """
-    path = shutil.which(command.binary, path=(env or os.environ).get("PATH"))
+    env = child_environment() if env is None else env
+    path = shutil.which(command.binary, path=env.get("PATH"))
     if path is None:
         return Result(exit_code=None, output="", missing=True)
     process = subprocess.Popen(
@@ -184,8 +211,8 @@ def run(
         start_new_session=True,
         env=env,
     )
-    stdout = _Reader(process.stdout)
-    stderr = _Reader(process.stderr) if not merge_stderr else None
+    stdout = _Reader(process.stdout, output_limit)
+    stderr = _Reader(process.stderr, output_limit) if not merge_stderr else None
     if command.stdin is not None:
         threading.Thread(target=_feed, args=(process.stdin, command.stdin), daemon=True).start()
     deadline = time.monotonic() + timeout
@@ -255,14 +282,46 @@ def _deliver(reader: _Reader, on_output: Callable[[str], None]) -> None:
     on_output(reader.take_new())
 
 
-class _Reader:
-    """Read a pipe to its end in a thread, keeping all of it and what is new."""
+class ClippedText:
+    """Text that keeps its first and last limit/2 characters and counts what fell between."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, limit: int) -> None:
+        self.head_limit = limit // 2
+        self.tail_limit = limit - self.head_limit
+        self.head = ""
+        self.tail = ""
+        self.omitted = 0
+
+    def append(self, text: str) -> None:
+        if len(self.head) < self.head_limit:
+            room = self.head_limit - len(self.head)
+            self.head, text = self.head + text[:room], text[room:]
+        if not text:
+            return
+        tail = self.tail + text
+        excess = len(tail) - self.tail_limit
+        if excess > 0:
+            self.omitted += excess
+            tail = tail[excess:]
+        self.tail = tail
+
+    def text(self) -> str:
+        if not self.omitted:
+            return self.head + self.tail
+        marker = f"[... {self.omitted} characters of output omitted ...]"
+        head = self.head if self.head.endswith("\n") else self.head + "\n"
+        return f"{head}{marker}\n{self.tail}"
+
+
+class _Reader:
+    """Read a pipe to its end in a thread, keeping the start and end of all and of what is new."""
+
+    def __init__(self, pipe: Any, limit: int) -> None:
         self._pipe = pipe
+        self._limit = limit
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._parts: list[str] = []
-        self._delivered = 0
+        self._all = ClippedText(limit)
+        self._new = ClippedText(limit)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -271,8 +330,10 @@ class _Reader:
         fd = self._pipe.fileno()
         while True:
             data = os.read(fd, 65536)
+            text = self._decoder.decode(data, final=not data)
             with self._lock:
-                self._parts.append(self._decoder.decode(data, final=not data))
+                self._all.append(text)
+                self._new.append(text)
             if not data:
                 break
         self._pipe.close()
@@ -285,10 +346,9 @@ class _Reader:
 
     def text(self) -> str:
         with self._lock:
-            return "".join(self._parts)
+            return self._all.text()
 
     def take_new(self) -> str:
         with self._lock:
-            new = "".join(self._parts[self._delivered :])
-            self._delivered = len(self._parts)
+            new, self._new = self._new.text(), ClippedText(self._limit)
         return new

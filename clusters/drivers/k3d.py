@@ -11,6 +11,7 @@ from clusters.drivers.base import (
     Driver,
     DriverError,
     capture,
+    ipv4_or_none,
     seconds,
 )
 
@@ -57,6 +58,31 @@ class K3dDriver(Driver):
     def list_clusters(self) -> dict[str, ClusterStatus]:
         output = capture(("k3d", "cluster", "list", "-o", "json"))
         return parse_list(output)
+
+    def server_ip(self, name: str) -> str | None:
+        output = capture(("k3d", "cluster", "list", "-o", "json"))
+        return server_address(output, name)
+
+
+def server_address(output: str, name: str) -> str | None:
+    """Return the first server node's address of cluster name in `k3d cluster list -o json`.
+
+    Each node carries its container's address as IP.IP; a stopped node has
+    none. Raise DriverError when the output does not list the cluster.
+    """
+    parse_list(output)  # the same checks as a listing
+    for item in json.loads(output or "[]"):
+        if item["name"] != name:
+            continue
+        nodes = item.get("nodes")
+        if not isinstance(nodes, list):
+            raise DriverError(f"k3d cluster list -o json printed no nodes for {name}")
+        for node in nodes:
+            if isinstance(node, dict) and node.get("role") == "server":
+                address = node.get("IP")
+                return ipv4_or_none(address.get("IP") if isinstance(address, dict) else None)
+        return None
+    raise DriverError(f"k3d cluster list -o json does not list {name}")
 
 
 def parse_list(output: str) -> dict[str, ClusterStatus]:

@@ -8,12 +8,23 @@ restart cleanly.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from clusters.drivers.base import ClusterStatus, Command, Driver, capture, seconds
+from clusters.drivers.base import (
+    ClusterStatus,
+    Command,
+    Driver,
+    DriverError,
+    capture,
+    ipv4_or_none,
+    seconds,
+)
 
 CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+# The Docker network kind puts every node on.
+NETWORK = "kind"
 PS_FORMAT = '{{.Label "' + CLUSTER_LABEL + '"}}\t{{.State}}'
 
 
@@ -59,6 +70,10 @@ class KindDriver(Driver):
     def stop(self, cluster: Any) -> Command:
         return Command(("docker", "stop", node_container(cluster.name)))
 
+    def server_ip(self, name: str) -> str | None:
+        output = capture(("docker", "inspect", "--type", "container", node_container(name)))
+        return container_address(output)
+
     def list_clusters(self) -> dict[str, ClusterStatus]:
         # Both at once: a reconcile pass waits for the slower one only.
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -84,3 +99,18 @@ class KindDriver(Driver):
             )
             for name in names
         }
+
+
+def container_address(output: str) -> str | None:
+    """Return the node's address on kind's network from `docker inspect` output.
+
+    A stopped container has none. Raise DriverError when the output is not
+    docker's.
+    """
+    try:
+        [container] = json.loads(output)
+        networks = container["NetworkSettings"]["Networks"]
+        address = networks[NETWORK]["IPAddress"] if NETWORK in networks else None
+    except (ValueError, RecursionError, TypeError, KeyError):
+        raise DriverError("docker inspect printed something that is not one container") from None
+    return ipv4_or_none(address)

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.apps import AppConfig
+from django.core import checks
 from django.core.signals import got_request_exception
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_migrate, post_save, pre_migrate
@@ -21,9 +22,9 @@ class DatabaseConfig(AppConfig):
         # Imported here, not at the top: these modules use models, which
         # cannot be imported before the app registry is ready.
         from kindler.db import files, samples, status, telemetry
-        from kindler.db.failover import middleware, monitor, state, timeouts
+        from kindler.db.failover import middleware, monitor, schema, state, timeouts
         from kindler.db.models import rows_updated
-        from kindler.db.sync import accounts, journal, recovery, writethrough
+        from kindler.db.sync import accounts, identity, journal, recovery, writethrough
 
         timeouts.install()
         got_request_exception.connect(
@@ -34,15 +35,20 @@ class DatabaseConfig(AppConfig):
         )
         pre_migrate.connect(journal.on_pre_migrate, dispatch_uid="kindler.db.journal_triggers_off")
         post_migrate.connect(journal.on_post_migrate, dispatch_uid="kindler.db.journal_triggers")
+        post_migrate.connect(schema.on_post_migrate, dispatch_uid="kindler.db.schema_record")
         accounts.connect()
         connection_created.connect(
             telemetry.observe_connection, dispatch_uid="kindler.db.observe_connection"
         )
         connection_created.connect(files.make_private, dispatch_uid="kindler.db.private_files")
+        checks.register(files.check_secrets_file, checks.Tags.security, deploy=True)
         monitor.probed.connect(samples.record_probe, dispatch_uid="kindler.db.record_sample")
         state.switched.connect(telemetry.record_switch, dispatch_uid="kindler.db.record_switch")
         state.host_moved.connect(
             telemetry.record_host_change, dispatch_uid="kindler.db.record_host_change"
+        )
+        identity.primary_changed.connect(
+            telemetry.record_primary_change, dispatch_uid="kindler.db.record_primary_change"
         )
         monitor.probed.connect(
             status.record_connections, dispatch_uid="kindler.db.connection_history"

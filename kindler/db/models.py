@@ -7,7 +7,8 @@ transaction by construction, and has the row before and after the change
 without an extra query. The model layer only keeps `version` moving.
 
 Where each table lives:
-- SQLite only: InstanceIdentity, JournalEntry, SyncRun (per instance, per file).
+- SQLite only: InstanceIdentity, JournalEntry, SyncRun, KnownDatabase, Tombstone,
+  AcknowledgedVersion (per file).
 - PostgreSQL only: AppliedEntry, Conflict, RowChange (shared by every instance).
 Both aliases get every table from migrate; the unused copies stay empty.
 """
@@ -110,6 +111,10 @@ class JournalEntry(models.Model):
     before = models.TextField(null=True)  # noqa: DJ001
     data = models.TextField(null=True)  # noqa: DJ001
     created_at = models.CharField(max_length=32)
+    # The version of the code whose triggers wrote it ("" before 0.2.0). Its
+    # rows lack the columns later migrations added; replay gives them the
+    # columns' database defaults.
+    schema = models.CharField(max_length=32, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name_plural = "journal entries"
@@ -243,14 +248,22 @@ class DatabaseIdentity(models.Model):
 class KnownDatabase(models.Model):
     """The PostgreSQL this SQLite file last mirrored (one row), and how far.
 
-    An identity that differs from this one, or a change log that went back,
-    means PostgreSQL was replaced or restored: local rows are merged into
-    it, never dropped.
+    An identity that differs from this one, another node, timeline or start
+    time, or a change log that went back, means PostgreSQL was replaced,
+    restored or failed over: local rows are merged into it, never dropped.
     """
 
     database_uuid = models.UUIDField(null=True)
     system_identifier = models.BigIntegerField(null=True)
     database_oid = models.BigIntegerField(null=True)
+    # The server's WAL timeline: a promoted standby (a failover) starts a new one.
+    timeline = models.BigIntegerField(null=True)
+    # The node that answered (inet_server_addr():port), to name a change of primary.
+    server = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # When the server last started (pg_postmaster_start_time()): restoring an
+    # older copy, or a crash that lost commits, needs a restart, and on the
+    # same node and timeline the change log's position may not show it.
+    started_at = models.DateTimeField(null=True)
     # The change log's sequence as last mirrored.
     position = models.BigIntegerField(default=0)
     # The mirror's high-water mark: PostgreSQL's snapshot xmin at its last run.
@@ -264,6 +277,8 @@ class KnownDatabase(models.Model):
 class RestoredWhy(models.TextChoices):
     ADOPTED = "adopted", "adopted (new database)"
     RESTORED = "restored", "restored (PostgreSQL lacked it)"
+    FAILOVER = "failover", "failover (the new primary lacked it)"
+    DELETED = "deleted", "delete applied again (PostgreSQL had the row back)"
 
 
 class RestoredRow(models.Model):
@@ -281,3 +296,53 @@ class RestoredRow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.why} {self.model} {self.name or self.row_uid}"
+
+
+class Tombstone(models.Model):
+    """A synced row this SQLite file deleted or saw deleted (SQLite only), kept for a while.
+
+    Written by a trigger on every delete, whatever the path (a delete made
+    here, copied by the write-through or by the mirror), and dropped when a
+    row with that uid is inserted again. When PostgreSQL comes back restored
+    or from a failover that lost the delete, the row it holds again is
+    deleted again (kindler.db.sync.carry). Kept KINDLER_TOMBSTONE_DAYS.
+    """
+
+    model = models.CharField(max_length=100)
+    uid = models.CharField(max_length=36)
+    version = models.BigIntegerField()
+    deleted_at = models.CharField(max_length=32, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "uid"], name="kindler_db_tombstone_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.uid} v{self.version}"
+
+
+class AcknowledgedVersion(models.Model):
+    """A version of a synced row this instance saved on PostgreSQL (SQLite only), kept a while.
+
+    Written by the write-through copy with the row: the version, a digest of
+    what a writer sets in it (empty when the save was partial and SQLite's
+    copy may hold other columns older than PostgreSQL's) and the columns the
+    save changed (empty for an insert). A merge after a failover or a
+    restore tells from them whether PostgreSQL lacks a version this instance
+    acknowledged although its version number differs (kindler.db.sync.carry).
+    Kept KINDLER_TOMBSTONE_DAYS, the newest ACKNOWLEDGED_PER_ROW of each row.
+    """
+
+    model = models.CharField(max_length=100)
+    uid = models.CharField(max_length=36)
+    version = models.BigIntegerField()
+    digest = models.CharField(max_length=64, blank=True)
+    changed = models.TextField(blank=True)
+    acknowledged_at = models.CharField(max_length=32, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "uid"], name="kindler_db_ack_row")]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.uid} v{self.version}"

@@ -310,7 +310,13 @@ def _clean(conn: Any) -> bool:
     status = conn.info.transaction_status
     if status in (ext.TRANSACTION_STATUS_INTRANS, ext.TRANSACTION_STATUS_INERROR):
         try:
-            conn.rollback()
+            if conn.autocommit:
+                # Kindler's backend began it with a statement (kindler.db.backends):
+                # the driver's rollback() would send nothing.
+                with conn.cursor() as cursor:
+                    cursor.execute("ROLLBACK")
+            else:
+                conn.rollback()
         except psycopg2.Error:
             return False
         status = conn.info.transaction_status

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from kindler.db import files
 from kindler.db.failover import state
 from kindler.db.failover.monitor import Probe
 from kindler.db.failover.pinning import sqlite_fallback_enabled
@@ -86,14 +86,10 @@ def append_line(path: Path, sample: dict[str, Any], keep: int) -> None:
     `keep` lines' worth.
     """
     line = json.dumps(sample) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    files.append_line(path, line)
     if path.stat().st_size > keep * 2 * len(line):
         lines = path.read_text(encoding="utf-8").splitlines()[-keep:]
-        spare = path.with_name(f"{path.name}.{os.getpid()}")
-        spare.write_text("".join(kept + "\n" for kept in lines), encoding="utf-8")
-        spare.replace(path)
+        files.replace_text(path, "".join(kept + "\n" for kept in lines))
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

@@ -20,12 +20,15 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from prometheus_client import CollectorRegistry
 
+from kindler import __version__
 from kindler.db import POSTGRES, SQLITE, telemetry
+from kindler.db.failover import schema
 from kindler.db.failover.monitor import Probe, Snapshot, monitor
 from kindler.db.failover.pinning import sqlite_fallback_enabled
 from kindler.db.models import SyncRun
 from kindler.db.samples import append_line, read_lines
-from kindler.db.sync import conflicts, journal, runs
+from kindler.db.sync import conflicts, identity, journal, patroni, runs
+from kindler.db.sync.identity import Node
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class DatabaseStatus:
     switches: list[dict[str, Any]]
     # "sqlite", or "off" in PostgreSQL-only mode (KINDLER_FALLBACK).
     fallback: str = "sqlite"
+    # The PostgreSQL node writes go to, as the last check of PostgreSQL found it
+    # (None before the first one, or with no SQLite file to remember it).
+    node: Node | None = None
+    # The schema version the database Kindler writes to records (kindler_schema).
+    schema: str | None = None
 
     @property
     def active(self) -> str | None:
@@ -100,10 +108,18 @@ class DatabaseStatus:
         return self.failover.configured and self.failover.active is None
 
     @property
+    def upgrade_required(self) -> bool:
+        """Return True when PostgreSQL holds a schema newer than this code."""
+        probe = self.failover.probe
+        return probe is not None and probe.upgrade_required
+
+    @property
     def health(self) -> str:
-        """Return healthy, degraded (on SQLite) or unhealthy (nothing to serve from)."""
+        """Return healthy, degraded (on SQLite), upgrade required, or unhealthy."""
         if self.unavailable:
             return "unhealthy"
+        if self.upgrade_required:
+            return "upgrade required"
         return "degraded" if self.degraded else "healthy"
 
     @property
@@ -129,8 +145,14 @@ class DatabaseStatus:
                 "error": probe.error if probe else None,
                 "host": self.host,
                 "hosts": self.hosts_as_json(),
+                "node": self.node.as_json() if self.node is not None else None,
             },
             "sync": self.sync.as_json() if self.sync is not None else None,
+            "schema": {
+                "code": __version__,
+                "database": self.schema,
+                "upgrade_required": self.upgrade_required,
+            },
         }
 
     def hosts_as_json(self) -> list[dict[str, Any]]:
@@ -172,7 +194,20 @@ def database_status(snapshot: Snapshot | None = None) -> DatabaseStatus:
         sync=sync_status(snapshot) if snapshot.configured and with_sqlite else None,
         switches=telemetry.switch_history(),
         fallback="sqlite" if with_sqlite else "off",
+        node=patroni.named(identity.primary_node())
+        if snapshot.configured and with_sqlite
+        else None,
+        schema=_schema_version(snapshot),
     )
+
+
+def _schema_version(snapshot: Snapshot) -> str | None:
+    if snapshot.configured:
+        return snapshot.probe.schema if snapshot.probe is not None else None
+    # The embedded SQLite file is the database: it records its own.
+    with contextlib.suppress(DatabaseError):
+        return schema.recorded_version(SQLITE)
+    return None
 
 
 def sync_status(snapshot: Snapshot) -> SyncStatus:
@@ -353,8 +388,8 @@ def connection_budget(snapshot: Snapshot) -> ConnectionBudget | None:
             max_connections, reserved = cursor.fetchone()
     return ConnectionBudget(
         instances=int(settings.KINDLER_INSTANCES),
-        # The web workers and the reconciler.
-        processes=int(settings.KINDLER_WORKERS) + 1,
+        # The web workers, the reconciler and the WebSocket server.
+        processes=int(settings.KINDLER_WORKERS) + 1 + int(settings.KINDLER_WS_PROCESSES),
         per_process=per_process,
         pooled=pooled,
         max_connections=max_connections,

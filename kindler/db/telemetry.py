@@ -25,10 +25,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from kindler import multiprocess
-from kindler.db import POSTGRES, SQLITE
+from kindler.db import POSTGRES, SQLITE, files
 from kindler.db.failover.monitor import Snapshot
 from kindler.db.failover.pinning import sqlite_fallback_enabled
 from kindler.db.failover.state import HostMove, Transition
+from kindler.db.sync.identity import NodeChange
 
 slow_logger = logging.getLogger("kindler.db.slow")
 
@@ -209,13 +210,27 @@ def record_host_change(sender: Any, move: HostMove, **kwargs: Any) -> None:
     )
 
 
+def record_primary_change(sender: Any, change: NodeChange, **kwargs: Any) -> None:
+    """Add a change of PostgreSQL's primary node (seen through any proxy) to the switch history."""
+    _append_history(
+        {
+            "at": change.at.isoformat(),
+            "source": "primary",
+            "target": "primary",
+            "cause": change.cause,
+            "seconds_in_source": 0.0,
+            "pid": os.getpid(),
+            "node": {"source": str(change.source), "target": str(change.target)},
+        }
+    )
+
+
 def _append_history(entry: dict[str, Any]) -> None:
     line = json.dumps(entry)
     path = history_path()
     try:
         # One short O_APPEND write per line: processes never interleave.
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        files.append_line(path, line + "\n")
         if path.stat().st_size > 256 * 1024:
             _trim(path)
     except OSError as exc:
@@ -224,9 +239,7 @@ def _append_history(entry: dict[str, Any]) -> None:
 
 def _trim(path: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines()[-SWITCH_HISTORY:]
-    spare = path.with_name(path.name + f".{os.getpid()}")
-    spare.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    spare.replace(path)
+    files.replace_text(path, "".join(line + "\n" for line in lines))
 
 
 def switch_history(limit: int = SWITCH_HISTORY) -> list[dict[str, Any]]:

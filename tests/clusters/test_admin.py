@@ -10,7 +10,7 @@ from django.test import Client
 
 from clusters.models import Cluster, DesiredState, OperationLog
 from tests.conftest import BOTH
-from tests.factories import make_cluster, make_operation, make_superuser
+from tests.factories import make_cluster, make_operation, make_superuser, make_user
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -74,7 +74,7 @@ def test_bulk_delete_is_not_offered(alias: str, admin_client: Client) -> None:
     make_cluster(name="dev")
     response = admin_client.get("/admin/clusters/cluster/")
     choices = [value for value, _ in response.context["action_form"].fields["action"].choices]
-    assert choices == ["", ACTION]
+    assert choices == ["", ACTION, "start_clusters", "stop_clusters"]
 
 
 def messages_of(response: Any) -> list[str]:
@@ -287,3 +287,151 @@ def test_the_add_page_refuses_a_port_out_of_range_with_422(
         "Ports must be between 1024 and 65535."
     ]
     assert Cluster.objects.exists() is False
+
+
+def make_staff(*permissions: str) -> Any:
+    """Save and return a staff user holding only the named cluster permissions."""
+    from django.contrib.auth.models import Permission, User
+
+    user = make_user("staff")
+    User.objects.filter(pk=user.pk).update(is_staff=True)
+    User.user_permissions.through.objects.bulk_create(
+        [
+            User.user_permissions.through(user_id=user.pk, permission=permission)
+            for permission in Permission.objects.filter(
+                content_type__app_label="clusters", codename__in=permissions
+            )
+        ]
+    )
+    return User.objects.get(pk=user.pk)
+
+
+def change_data(cluster: Cluster, **changes: str) -> dict[str, str]:
+    data = {
+        "name": cluster.name,
+        "provider": cluster.provider,
+        "host": cluster.host,
+        "node_port": str(cluster.node_port),
+        "pf_port": str(cluster.pf_port),
+        "http_port": str(cluster.http_port),
+        "https_port": str(cluster.https_port),
+        "subnet": "",
+        "desired_state": cluster.desired_state,
+        "register_portainer": "on",
+    }
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize("state", ["stopped", "absent"])
+def test_the_change_form_never_changes_the_desired_state(
+    alias: str, client: Client, state: str
+) -> None:
+    cluster = make_cluster(name="dev")
+    client.force_login(make_staff("view_cluster", "change_cluster"))
+    response = client.post(
+        f"/admin/clusters/cluster/{cluster.pk}/change/", change_data(cluster, desired_state=state)
+    )
+    assert response.status_code == 302
+    assert Cluster.objects.get().desired_state == DesiredState.PRESENT
+
+
+def test_the_change_form_never_changes_the_name_the_provider_or_the_host(
+    alias: str, admin_client: Client
+) -> None:
+    cluster = make_cluster(name="devops", provider="k3d", host="docker-1")
+    changed = change_data(cluster, name="renamed", provider="kind", host="docker-2")
+    response = admin_client.post(f"/admin/clusters/cluster/{cluster.pk}/change/", changed)
+    assert response.status_code == 302
+    assert list(Cluster.objects.values_list("name", "provider", "host")) == [
+        ("devops", "k3d", "docker-1")
+    ]
+
+
+def test_state_actions_are_not_offered_without_their_permission(alias: str, client: Client) -> None:
+    make_cluster(name="dev")
+    client.force_login(make_staff("view_cluster", "change_cluster"))
+    response = client.get("/admin/clusters/cluster/")
+    # Without any action it may take, the page shows no action form at all.
+    assert response.context["action_form"] is None
+
+
+@pytest.mark.parametrize("action", ["stop_clusters", "start_clusters", ACTION])
+def test_state_actions_change_nothing_without_their_permission(
+    alias: str, client: Client, action: str
+) -> None:
+    running = make_cluster(name="dev")
+    stopped = make_cluster(name="qa", desired_state=DesiredState.STOPPED)
+    client.force_login(make_staff("view_cluster", "change_cluster"))
+    client.post(
+        "/admin/clusters/cluster/", {"action": action, "_selected_action": [running.pk, stopped.pk]}
+    )
+    assert sorted(Cluster.objects.values_list("name", "desired_state")) == [
+        ("dev", DesiredState.PRESENT),
+        ("qa", DesiredState.STOPPED),
+    ]
+
+
+def test_an_operator_stops_and_starts_clusters_with_the_actions(alias: str, client: Client) -> None:
+    running = make_cluster(name="dev")
+    stopped = make_cluster(name="qa", desired_state=DesiredState.STOPPED)
+    client.force_login(make_staff("view_cluster", "change_cluster", "operate_cluster"))
+    selected = [running.pk, stopped.pk]
+    client.post(
+        "/admin/clusters/cluster/", {"action": "stop_clusters", "_selected_action": selected}
+    )
+    after_stop = sorted(Cluster.objects.values_list("name", "desired_state"))
+    client.post(
+        "/admin/clusters/cluster/", {"action": "start_clusters", "_selected_action": selected}
+    )
+    after_start = sorted(Cluster.objects.values_list("name", "desired_state"))
+    operations = sorted(OperationLog.objects.values_list("cluster_name", "operation"))
+    assert (after_stop, after_start, operations) == (
+        [("dev", DesiredState.STOPPED), ("qa", DesiredState.STOPPED)],
+        [("dev", DesiredState.PRESENT), ("qa", DesiredState.PRESENT)],
+        [("dev", "start"), ("dev", "stop"), ("qa", "start")],
+    )
+
+
+def test_the_add_page_past_kindler_max_clusters_is_422(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS = 1
+    make_cluster(name="one")
+    data = {
+        "name": "dev",
+        "provider": "k3d",
+        "node_port": "30080",
+        "pf_port": "19000",
+        "http_port": "18080",
+        "https_port": "18443",
+        "subnet": "",
+    }
+    response = admin_client.post("/admin/clusters/cluster/add/", data)
+    assert response.status_code == 422
+    assert response.context["adminform"].form.non_field_errors() == [
+        "Kindler holds its most clusters (1, KINDLER_MAX_CLUSTERS): delete one before creating "
+        "another."
+    ]
+    assert Cluster.objects.filter(name="dev").exists() is False
+
+
+def test_the_add_page_past_a_persons_quota_is_422(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS_PER_USER = 1
+    make_cluster(name="one", created_by="admin")
+    data = {
+        "name": "dev",
+        "provider": "k3d",
+        "node_port": "30080",
+        "pf_port": "19000",
+        "http_port": "18080",
+        "https_port": "18443",
+        "subnet": "",
+    }
+    response = admin_client.post("/admin/clusters/cluster/add/", data)
+    assert response.status_code == 422
+    assert response.context["adminform"].form.non_field_errors() == [
+        "admin holds their most clusters (1, KINDLER_MAX_CLUSTERS_PER_USER): delete one of "
+        "theirs before creating another."
+    ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +44,7 @@ CLUSTER_KEYS = [
     "register_portainer",
     "haproxy_route",
     "register_argocd",
+    "server_ip",
     "status",
     "desired_state",
     "actual_state",
@@ -69,6 +72,38 @@ def test_list_returns_every_cluster_in_the_original_shape(alias: str, admin_clie
     assert row["name"] == "dev"
     assert row["cluster_subnet"] == "10.101.0.0/16"
     assert row["status"] == row["actual_state"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("actual_state", "status"),
+    [
+        ("running", "running"),
+        ("stopped", "stopped"),
+        ("creating", "creating"),
+        ("deleting", "deleting"),
+        ("failed", "error"),
+        ("unknown", "unknown"),
+        ("absent", "unknown"),
+    ],
+)
+def test_status_is_the_original_web_uis_word_for_the_actual_state(
+    alias: str, admin_client: Client, actual_state: str, status: str
+) -> None:
+    make_cluster(name="dev", actual_state=actual_state)
+    listed = admin_client.get("/api/clusters").json()[0]
+    shown = admin_client.get("/api/clusters/dev").json()
+    assert (listed["status"], shown["status"], shown["actual_state"]) == (
+        status,
+        status,
+        actual_state,
+    )
+
+
+def test_server_ip_is_listed_and_shown(alias: str, admin_client: Client) -> None:
+    make_cluster(name="dev", server_ip="172.19.0.2")
+    listed = admin_client.get("/api/clusters").json()[0]
+    shown = admin_client.get("/api/clusters/dev").json()
+    assert (listed["server_ip"], shown["server_ip"]) == ("172.19.0.2", "172.19.0.2")
 
 
 def test_list_is_empty_without_clusters(alias: str, admin_client: Client) -> None:
@@ -327,6 +362,7 @@ def test_status_answers_from_the_reconcilers_last_observation(
     assert body == {
         "name": "dev",
         "status": "running",
+        "observed_state": "running",
         "nodes_ready": 1,
         "nodes_total": 2,
         "host": cluster.host,
@@ -341,13 +377,14 @@ def test_status_answers_from_the_reconcilers_last_observation(
     assert fakes.calls() == []
 
 
-def test_status_says_absent_for_a_cluster_the_provider_does_not_list(
+def test_status_says_unknown_and_observed_absent_for_a_cluster_the_provider_does_not_list(
     alias: str, admin_client: Client
 ) -> None:
     make_cluster(name="dev")
     Heartbeat(providers={"k3d": "v5.7.4"}).record_observation({"k3d": {}})
     body = admin_client.get("/api/clusters/dev/status").json()
-    assert (body["status"], body["nodes_total"], body["observation_error"]) == ("absent", 0, None)
+    assert (body["status"], body["observed_state"], body["nodes_total"]) == ("unknown", "absent", 0)
+    assert body["observation_error"] is None
 
 
 def test_status_is_unknown_before_any_reconciler_observed(alias: str, admin_client: Client) -> None:
@@ -557,10 +594,43 @@ def test_patch_with_a_null_subnet_clears_it(alias: str, admin_client: Client) ->
     assert response.json()["cluster_subnet"] is None
 
 
-def test_patch_never_renames(alias: str, admin_client: Client) -> None:
-    make_cluster(name="dev")
-    patch_json(admin_client, "/api/clusters/dev", {"name": "renamed"})
-    assert list(Cluster.objects.values_list("name", flat=True)) == ["dev"]
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("name", "renamed", "A cluster keeps its name: create a cluster under the other name."),
+        (
+            "provider",
+            "kind",
+            "A cluster keeps its provider: delete it and create it again with the other provider.",
+        ),
+        (
+            "host",
+            "docker-2",
+            "A cluster stays on its Docker host: delete it and create it on the other host.",
+        ),
+    ],
+)
+def test_patch_refuses_to_change_what_identifies_the_cluster(
+    alias: str, admin_client: Client, field: str, value: str, message: str
+) -> None:
+    cluster = make_cluster(name="dev", provider="k3d", host="docker-1")
+    response = patch_json(admin_client, "/api/clusters/dev", {field: value, "http_port": 18123})
+    assert (response.status_code, response.json()) == (
+        422,
+        {"detail": [{"loc": ["body", field], "msg": message}]},
+    )
+    assert list(Cluster.objects.values_list("name", "provider", "host", "http_port")) == [
+        ("dev", "k3d", "docker-1", cluster.http_port)
+    ]
+
+
+def test_patch_accepts_the_same_name_provider_and_host_again(
+    alias: str, admin_client: Client
+) -> None:
+    make_cluster(name="dev", provider="k3d", host="docker-1")
+    body = {"name": "dev", "provider": "k3d", "host": "docker-1", "http_port": 18123}
+    response = patch_json(admin_client, "/api/clusters/dev", body)
+    assert (response.status_code, response.json()["http_port"]) == (200, 18123)
 
 
 def test_patch_refuses_invalid_fields_with_422(alias: str, admin_client: Client) -> None:
@@ -916,12 +986,43 @@ def test_json_nested_5000_deep_is_400(alias: str, admin_client: Client) -> None:
     assert Cluster.objects.count() == 0
 
 
+# What kindler.db.backends sends ahead of a statement, in the same round trip.
+CARRIED = re.compile(r'^(?:(?:BEGIN|SAVEPOINT "\w+");)+')
+
+
 def statements(alias: str, send: Any) -> tuple[int, list[str]]:
     """Return the status send() got and the first word of each statement it ran on alias."""
     with CaptureQueriesContext(connections[alias]) as queries:
         response = send()
-    words = [q["sql"].split()[0].upper() for q in queries]
+    words = [CARRIED.sub("", q["sql"]).split()[0].upper() for q in queries]
     return response.status_code, [w for w in words if w not in ("SAVEPOINT", "RELEASE")]
+
+
+def round_trips(send: Any) -> tuple[int, dict[str, list[str]]]:
+    """Return the status send() got and, per alias, each round trip's statements by first word.
+
+    "BEGIN;SELECT" is one round trip that carried a BEGIN ahead of a SELECT.
+    """
+    captures = {alias: CaptureQueriesContext(connections[alias]) for alias in BOTH}
+    with contextlib.ExitStack() as stack:
+        for capture in captures.values():
+            stack.enter_context(capture)
+        response = send()
+    return response.status_code, {
+        alias: [shape(query["sql"]) for query in capture.captured_queries]
+        for alias, capture in captures.items()
+    }
+
+
+def shape(sql: str) -> str:
+    times, many, statement = sql.partition(" times: ")
+    if many and times.isdigit():
+        # An executemany, logged as "<n> times: <sql>": one round trip per row.
+        return f"{shape(statement)} x{times}"
+    carried = CARRIED.match(sql)
+    ahead = carried.group(0).split(";")[:-1] if carried else []
+    rest = sql[carried.end() :] if carried else sql
+    return ";".join(word.split()[0].upper() for word in [*ahead, rest])
 
 
 def test_a_create_reads_the_registry_once_and_looks_nothing_else_up(
@@ -952,6 +1053,75 @@ def test_a_create_with_no_live_reconciler_reads_the_registry_once_too(
     assert Cluster.objects.get().host == "docker-9"
 
 
+# Each write's round trips (create, update, delete), per database, in the
+# request's own transaction (not a test's). On PostgreSQL BEGIN and the
+# savepoint travel with the next statement, and the write-through copy into
+# SQLite follows the commit; on SQLite the journal is written by triggers.
+# The copy: a faster sync and SQLite's write lock, the journal read once,
+# then per row its copy read and written, and the versions acknowledged.
+COPY_AHEAD = ["PRAGMA", "BEGIN", "SELECT"]
+COPY_DONE = ["COMMIT", "PRAGMA"]
+WRITE_ROUND_TRIPS = {
+    "postgres": [
+        {
+            "postgres": ["BEGIN;SELECT", "SAVEPOINT;INSERT", "INSERT", "COMMIT"],
+            "sqlite": [
+                *COPY_AHEAD,
+                "SELECT",
+                "INSERT",
+                "SELECT",
+                "INSERT",
+                "INSERT x2",
+                *COPY_DONE,
+            ],
+        },
+        {
+            "postgres": ["BEGIN;SELECT", "SAVEPOINT;UPDATE", "COMMIT"],
+            "sqlite": [*COPY_AHEAD, "SELECT", "INSERT", "INSERT x1", *COPY_DONE],
+        },
+        {
+            "postgres": ["BEGIN;SELECT", "UPDATE", "INSERT", "COMMIT"],
+            "sqlite": [
+                *COPY_AHEAD,
+                "SELECT",
+                "UPDATE",
+                "SELECT",
+                "INSERT",
+                "INSERT x2",
+                *COPY_DONE,
+            ],
+        },
+    ],
+    "sqlite": [
+        {"sqlite": ["SELECT", "BEGIN", "SAVEPOINT", "INSERT", "INSERT", "COMMIT"]},
+        {"sqlite": ["SELECT", "BEGIN", "SAVEPOINT", "UPDATE", "COMMIT"]},
+        {"sqlite": ["SELECT", "BEGIN", "UPDATE", "INSERT", "COMMIT"]},
+    ],
+}
+
+
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_create_update_and_delete_make_these_round_trips(alias: str, settings: Any) -> None:
+    make_registration()
+    settings.KINDLER_API_TOKEN = TOKEN
+    client = Client(headers={"Authorization": f"Bearer {TOKEN}"})
+    body = {"name": "dev", "provider": "k3d", "http_port": 18090, "https_port": 18453}
+    trips = [
+        round_trips(lambda: created(client, **body, pf_port=19001)),
+        round_trips(
+            lambda: client.patch(
+                "/api/clusters/dev",
+                json.dumps({"node_port": 31000}),
+                content_type="application/json",
+            )
+        ),
+        round_trips(lambda: client.delete("/api/clusters/dev")),
+    ]
+    expected = [{a: trips.get(a, []) for a in BOTH} for trips in WRITE_ROUND_TRIPS[alias]]
+    print(trips)
+    assert trips == list(zip([202, 200, 202], expected, strict=True))
+
+
 def test_reads_of_the_api_run_one_query(alias: str, settings: Any) -> None:
     make_cluster(name="dev")
     settings.KINDLER_API_TOKEN = TOKEN
@@ -977,4 +1147,75 @@ def test_an_update_onto_a_taken_port_is_422_naming_the_holder(alias: str, settin
                 {"loc": ["body", "http_port"], "msg": "Port 18090 is already used by cluster dev."}
             ]
         },
+    )
+
+
+LIMIT = (
+    "Kindler holds its most clusters (2, KINDLER_MAX_CLUSTERS): delete one before creating another."
+)
+
+
+def test_create_past_kindler_max_clusters_is_422(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS = 2
+    make_cluster(name="one")
+    make_cluster(name="two")
+    response = created(admin_client, name="three", provider="k3d")
+    assert (response.status_code, response.json()) == (
+        422,
+        {"detail": [{"loc": ["body"], "msg": LIMIT}]},
+    )
+    assert sorted(Cluster.objects.values_list("name", flat=True)) == ["one", "two"]
+
+
+def test_clusters_marked_for_deletion_leave_room(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS = 2
+    make_cluster(name="one")
+    make_cluster(name="two", desired_state=DesiredState.ABSENT)
+    assert created(admin_client, name="three", provider="k3d").status_code == 202
+
+
+QUOTA = (
+    "alice holds their most clusters (1, KINDLER_MAX_CLUSTERS_PER_USER): delete one of theirs "
+    "before creating another."
+)
+
+
+def test_create_past_a_persons_quota_is_422(alias: str, client: Client, settings: Any) -> None:
+    settings.KINDLER_MAX_CLUSTERS_PER_USER = 1
+    client.force_login(make_superuser(username="alice"))
+    first = created(client, name="one", provider="k3d")
+    second = created(client, name="two", provider="k3d")
+    assert (first.status_code, second.status_code, second.json()) == (
+        202,
+        422,
+        {"detail": [{"loc": ["body"], "msg": QUOTA}]},
+    )
+    assert list(Cluster.objects.values_list("name", "created_by")) == [("one", "alice")]
+
+
+def test_a_persons_quota_counts_only_their_clusters(
+    alias: str, client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS_PER_USER = 1
+    make_cluster(name="bobs", created_by="bob")
+    make_cluster(name="nobodys")
+    client.force_login(make_superuser(username="alice"))
+    assert created(client, name="one", provider="k3d").status_code == 202
+
+
+def test_the_api_token_has_no_quota(alias: str, client: Client, settings: Any) -> None:
+    settings.KINDLER_MAX_CLUSTERS_PER_USER = 1
+    settings.KINDLER_API_TOKEN = "quota-token-" + "x" * 24
+    auth = {"Authorization": f"Bearer {settings.KINDLER_API_TOKEN}"}
+    answers = [
+        post_json(client, "/api/clusters", {"name": name, "provider": "k3d"}, **auth).status_code
+        for name in ("one", "two")
+    ]
+    assert (answers, list(Cluster.objects.values_list("created_by", flat=True))) == (
+        [202, 202],
+        ["", ""],
     )

@@ -178,3 +178,16 @@ def test_a_refusal_exits_1_with_one_line_and_no_traceback(kindler_env: dict[str,
             "with a letter or digit (a DNS-1123 label), e.g. dev-1."
         ],
     )
+
+
+def test_create_past_kindler_max_clusters_is_refused_in_one_line(alias: str, settings: Any) -> None:
+    settings.KINDLER_MAX_CLUSTERS = 2
+    make_cluster(name="one")
+    make_cluster(name="two")
+    with pytest.raises(CommandError) as caught:
+        run("create", "three")
+    assert str(caught.value) == (
+        "Kindler holds its most clusters (2, KINDLER_MAX_CLUSTERS): delete one before creating "
+        "another."
+    )
+    assert Cluster.objects.filter(name="three").exists() is False

@@ -224,3 +224,67 @@ def test_cluster_status_is_unknown_when_the_provider_cannot_say(
 
 def test_cluster_status_of_an_unknown_provider_is_unknown() -> None:
     assert cluster_status(spec(provider="minikube")) == ClusterStatus("dev", "unknown", 0, 0)
+
+
+def test_k3d_server_ip_is_the_server_node_address(fakes: FakeTools) -> None:
+    fakes.add("other")
+    fakes.add("dev")
+    assert K3dDriver().server_ip("dev") == "172.20.0.2"
+    assert fakes.calls() == [["k3d", "cluster", "list", "-o", "json"]]
+
+
+def test_k3d_server_ip_of_a_stopped_cluster_is_none(fakes: FakeTools) -> None:
+    fakes.add("dev", running=False)
+    assert K3dDriver().server_ip("dev") is None
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("[]", "k3d cluster list -o json does not list dev"),
+        ('[{"name": "dev"}]', "k3d cluster list -o json printed no nodes for dev"),
+        (
+            '[{"name": "dev", "nodes": [{"role": "server", "IP": {"IP": "300.1.1.1"}}]}]',
+            "'300.1.1.1' is not an IPv4 address",
+        ),
+    ],
+)
+def test_k3d_server_ip_from_output_k3d_never_prints_is_a_driver_error(
+    monkeypatch: pytest.MonkeyPatch, output: str, message: str
+) -> None:
+    monkeypatch.setattr("clusters.drivers.k3d.capture", lambda argv: output)
+    with pytest.raises(DriverError) as caught:
+        K3dDriver().server_ip("dev")
+    assert str(caught.value) == message
+
+
+def test_kind_server_ip_is_the_control_plane_address_on_the_kind_network(
+    fakes: FakeTools,
+) -> None:
+    fakes.add("dev", provider="kind")
+    fakes.add("qa", provider="kind")
+    assert KindDriver().server_ip("qa") == "172.18.0.3"
+    assert fakes.calls() == [["docker", "inspect", "--type", "container", "qa-control-plane"]]
+
+
+def test_kind_server_ip_of_a_stopped_node_is_none(fakes: FakeTools) -> None:
+    fakes.add("dev", provider="kind", running=False)
+    assert KindDriver().server_ip("dev") is None
+
+
+def test_kind_server_ip_of_a_missing_container_is_a_driver_error(fakes: FakeTools) -> None:
+    with pytest.raises(DriverError) as caught:
+        KindDriver().server_ip("dev")
+    assert str(caught.value) == (
+        "docker inspect --type container dev-control-plane exited with status 1: "
+        "Error: No such container: dev-control-plane"
+    )
+
+
+@pytest.mark.parametrize("output", ["", "[]", "[{}]", '[{"NetworkSettings": null}]', "{}"])
+def test_kind_server_ip_from_output_docker_never_prints_is_a_driver_error(
+    monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    monkeypatch.setattr("clusters.drivers.kind.capture", lambda argv: output)
+    with pytest.raises(DriverError, match=r"^docker inspect printed something that is not one"):
+        KindDriver().server_ip("dev")

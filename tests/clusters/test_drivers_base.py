@@ -100,3 +100,31 @@ def test_last_line_leaves_out_terminal_escapes() -> None:
     assert last_line("ok\n\x1b[31mFATA\x1b[0m[0000] no docker\x1b]0;x\x07\n") == (
         "FATA[0000] no docker"
     )
+
+
+def test_output_past_the_limit_keeps_its_beginning_and_end_and_counts_the_rest() -> None:
+    # 1,000 lines of 100 characters (with the line break) against a 10,000 limit.
+    script = 'i=0; while [ $i -lt 1000 ]; do printf "%099d\\n" $i; i=$((i+1)); done'
+    result = run(Command(("sh", "-c", script)), timeout=30, output_limit=10_000)
+    lines = result.output.splitlines()
+    assert lines[:50] == [f"{i:099d}" for i in range(50)]
+    assert lines[50] == "[... 90000 characters of output omitted ...]"
+    assert lines[51:] == [f"{i:099d}" for i in range(950, 1000)]
+
+
+def test_output_delivered_between_two_polls_is_bounded_too() -> None:
+    chunks: list[str] = []
+    script = "head -c 5000000 /dev/zero | tr '\\0' x; echo; echo end"
+    result = run(
+        Command(("sh", "-c", script)),
+        timeout=60,
+        on_output=chunks.append,
+        poll_interval=1.0,
+        output_limit=10_000,
+    )
+    # The limit, and a line saying how much was left out.
+    assert max(len(chunk) for chunk in chunks) <= 10_100
+    assert "".join(chunks).endswith("x\nend\n")
+    assert result.output == (
+        "x" * 5000 + "\n[... 4990005 characters of output omitted ...]\n" + "x" * 4995 + "\nend\n"
+    )

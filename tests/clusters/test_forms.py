@@ -95,8 +95,8 @@ def test_a_bad_server_ip_is_refused(alias: str) -> None:
     assert errors_of(server_ip="10.0.0") == {"server_ip": ["Enter a valid IPv4 address."]}
 
 
-def test_the_edit_form_has_no_name_field() -> None:
-    assert "name" not in ClusterEditForm().fields
+def test_the_edit_form_has_no_name_provider_or_host_field() -> None:
+    assert {"name", "provider", "host"} & set(ClusterEditForm().fields) == set()
 
 
 def test_the_edit_form_does_not_clash_with_the_cluster_itself(alias: str) -> None:

@@ -35,6 +35,7 @@ def hooks_dir(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) ->
     settings.KINDLER_HOOKS_DIR = str(folder)
     settings.KINDLER_HOOK_TIMEOUT = 10.0
     settings.KINDLER_LOG_FLUSH_INTERVAL = 0.1
+    settings.KINDLER_CHILD_ENV = [*settings.KINDLER_CHILD_ENV, "HOOK_OUT"]
     monkeypatch.setenv("HOOK_OUT", str(out))
     return folder
 
@@ -88,7 +89,7 @@ def test_a_hook_reads_the_cluster_as_json_on_stdin(
         "http_port": cluster.http_port,
         "https_port": cluster.https_port,
         "subnet": cluster.subnet,
-        "server_ip": None,
+        "server_ip": "172.19.0.2",
         "register_portainer": True,
         "haproxy_route": True,
         "register_argocd": True,
@@ -117,7 +118,7 @@ def test_a_hook_gets_the_operation_and_the_cluster_fields_in_its_environment(
         "KINDLER_CLUSTER_PROVIDER=k3d",
         "KINDLER_CLUSTER_REGISTER_ARGOCD=false",
         "KINDLER_CLUSTER_REGISTER_PORTAINER=true",
-        "KINDLER_CLUSTER_SERVER_IP=",
+        "KINDLER_CLUSTER_SERVER_IP=172.30.0.2",
         "KINDLER_CLUSTER_SUBNET=172.30.0.0/24",
         f"KINDLER_CLUSTER_UID={cluster.uid}",
         "KINDLER_OPERATION=create",
@@ -142,7 +143,7 @@ def test_a_failing_hook_warns_and_leaves_the_operation_done(
     start = lines.index("# hook 10-fails")
     assert lines[start + 1] == "portainer said 401"
     assert lines[start + 2].startswith("# hook 10-fails: failed with exit status 3 in ")
-    assert fakes.clusters() == {"dev": {"provider": "k3d", "running": True}}
+    assert fakes.running() == {"dev": True}
 
 
 def test_a_hook_past_its_timeout_is_killed_and_warns(
@@ -278,3 +279,29 @@ def test_the_api_lists_each_operation_s_hooks_and_warning(
         ("10-fails", "failed", 4)
     ]
     assert entry["warning"] == "Hook 10-fails did not succeed; the operation itself did."
+
+
+def test_a_hook_never_sees_kindlers_secrets(
+    alias: str, fakes: FakeTools, hooks_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("SECRET_KEY", "PG_PASSWORD", "KINDLER_API_TOKEN", "KINDLER_ADMIN_PASSWORD"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    hook(hooks_dir, "10-env", "env")
+    _cluster, log = create()
+    assert "-value" not in log.log_output
+    assert f"HOOK_OUT={hooks_dir.parent / 'out'}\n" in log.log_output
+
+
+def test_a_hook_printing_much_keeps_its_beginning_and_end_and_says_what_was_left_out(
+    alias: str, fakes: FakeTools, hooks_dir: Path
+) -> None:
+    hook(
+        hooks_dir, "10-loud", "echo first; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo last"
+    )
+    _cluster, log = create()
+    assert results(log)[0]["status"] == "ok"
+    section = log.log_output[log.log_output.index("# hook 10-loud\n") :]
+    assert section.startswith("# hook 10-loud\nfirst\nxxx")
+    assert "characters of output omitted ...]\n" in section
+    assert "x\nlast\n# hook 10-loud: ok in " in section
+    assert len(log.log_output) < 260_000

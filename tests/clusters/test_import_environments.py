@@ -13,7 +13,7 @@ from django.db.models.signals import pre_save
 
 from clusters.models import Cluster, OperationLog
 from tests.conftest import BOTH
-from tests.factories import cluster_fields, make_cluster
+from tests.factories import cluster_fields, make_cluster, make_registration
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -121,6 +121,24 @@ def test_a_subnet_overlapping_another_clusters_is_rejected(alias: str, tmp_path:
         f"{path}:1: rejected: subnet: subnet 10.101.4.0/24 overlaps cluster dev"
     ]
     assert Cluster.objects.filter(name="qa").exists() is False
+
+
+def test_a_provider_the_hosts_live_reconciler_lacks_is_rejected(alias: str, tmp_path: Path) -> None:
+    make_registration(host="docker-1", providers={"k3d": "v5.8.3"})
+    path = tmp_path / "environments.csv"
+    path.write_text(
+        "qa,kind,30080,19005,true,true,18190,18503,\n"
+        "ci,k3d,30081,19006,true,true,18191,18504,10.120.0.0/16\n"
+    )
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_environments", str(path), stdout=StringIO(), stderr=err)
+    assert err.getvalue().splitlines() == [
+        f"{path}:1: rejected: provider: the reconciler on docker-1 has no kind on its PATH; "
+        "install it: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+    ]
+    assert list(Cluster.objects.values_list("name", "host")) == [("ci", "docker-1")]
+    assert OperationLog.objects.exclude(operation="import").count() == 0
 
 
 def test_a_missing_file_is_a_clear_error(alias: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,22 @@ def test_the_empty_dashboard_says_what_to_install(alias: str, admin_client: Clie
     response = admin_client.get("/")
     assert response.context["no_providers"] is True
     assert 'href="https://k3d.io/#installation"' in response.text
+    assert "No reconciler is running. <code>scripts/run</code> starts one" in response.text
+
+
+def test_a_live_reconciler_without_providers_is_not_told_to_start(
+    alias: str, admin_client: Client
+) -> None:
+    make_registration(host="vm", providers={})
+    response = admin_client.get("/")
+    notices = re.findall(r'<p class="notice notice-error">(.*?)</p>', response.text)
+    assert notices == [
+        "The reconciler running on vm finds neither k3d nor kind. Install "
+        '<a href="https://k3d.io/#installation">k3d</a> or '
+        '<a href="https://kind.sigs.k8s.io/docs/user/quick-start/#installation">kind</a> '
+        "(and Docker) there, then restart it (<code>scripts/run</code> again, when "
+        "<code>scripts/run</code> started it)."
+    ]
 
 
 def test_the_create_form_places_on_the_default_host(alias: str, admin_client: Client) -> None:

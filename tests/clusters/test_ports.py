@@ -36,10 +36,18 @@ def insert_raw(alias: str, before_placement: bool = False, **overrides: Any) -> 
     """Insert a cluster with plain SQL, as psql or a replay would: no model validation."""
     cluster = Cluster(**cluster_fields(**overrides))
     cluster.created_at = cluster.updated_at = timezone.now()
+    db = connections[alias]
     fields = [field for field in Cluster._meta.concrete_fields if not field.primary_key]
     if before_placement:
-        fields = [field for field in fields if field.name != "host"]
-    db = connections[alias]
+        # The table as an earlier migration left it: without host, and
+        # without every column added after it.
+        with db.cursor() as cursor:
+            present = {
+                column.name
+                for column in db.introspection.get_table_description(cursor, "clusters_cluster")
+            }
+        fields = [field for field in fields if field.column in present]
+        assert "host" not in present
     columns = ", ".join(db.ops.quote_name(str(field.column)) for field in fields)
     values = [field.get_db_prep_save(getattr(cluster, field.attname), db) for field in fields]
     marks = ", ".join(["%s"] * len(fields))
@@ -453,6 +461,9 @@ def test_the_claim_and_journal_triggers_exist_after_migrate(alias: str) -> None:
                 for kind in ("journal", "guard")
                 for op in ("insert", "update", "delete")
             ),
+            # The SQLite copy remembers deletes, and forgets one when the name returns.
+            "kindler_tombstone_clusters_cluster_insert",
+            "kindler_tombstone_clusters_cluster_delete",
         },
         "postgres": {
             "clusters_portclaim_insert",

@@ -48,7 +48,32 @@ def test_a_missing_name_is_none(alias: str) -> None:
 def test_every_cluster_comes_in_the_models_order(alias: str) -> None:
     for name in ("uat", "dev", "prod"):
         make_cluster(name=name)
-    assert [c.name for c in queries.all_clusters()] == ["dev", "prod", "uat"]
+    assert [c.name for c in queries.clusters_page(10)] == ["dev", "prod", "uat"]
+
+
+def test_the_hosts_with_clusters_come_once_each_in_order(alias: str) -> None:
+    for name, host in (("dev", "b"), ("uat", "a"), ("prod", "a"), ("lab", "c")):
+        make_cluster(name=name, host=host)
+    # Unplaced: as an instance of 0.1.0 inserts it, with the column's database default.
+    Cluster.objects.filter(name="lab").update(host="")
+    assert queries.cluster_hosts() == ["", "a", "b"]
+
+
+def test_no_clusters_no_hosts(alias: str) -> None:
+    assert queries.cluster_hosts() == []
+
+
+def test_a_page_starts_at_its_offset_and_holds_its_count(alias: str) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        make_cluster(name=name)
+    assert [c.name for c in queries.clusters_page(2, offset=1)] == ["b", "c"]
+
+
+def test_a_page_after_a_name_starts_past_it(alias: str) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        make_cluster(name=name)
+    pages = [queries.clusters_page(2, after="b"), queries.clusters_page(2, offset=1, after="b")]
+    assert [[c.name for c in page] for page in pages] == [["c", "d"], ["d", "e"]]
 
 
 def test_the_listed_rows_serialize_as_the_models_do(alias: str) -> None:
@@ -60,7 +85,7 @@ def test_the_listed_rows_serialize_as_the_models_do(alias: str) -> None:
         reconcile_error="boom",
     )
     make_cluster(name="uat", desired_state="stopped")
-    listed = [cluster_to_dict(row) for row in queries.all_clusters()]
+    listed = [cluster_to_dict(row) for row in queries.clusters_page(10)]
     assert listed == [cluster_to_dict(cluster) for cluster in Cluster.objects.all()]
 
 

@@ -21,6 +21,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from clusters import lifecycle
+from clusters.drivers import DriverError
 from clusters.models import Cluster, OperationLog
 from clusters.reconciler import (
     INTERRUPTED,
@@ -33,7 +34,7 @@ from kindler.db.failover.pinning import pinned_alias
 from tests.conftest import BOTH, wait_for
 from tests.factories import cluster_fields, make_cluster, make_operation
 from tests.fakes import FakeTools
-from tests.pgserver import PostgresServer
+from tests.pgserver import PostgresServer, free_port
 
 pytestmark = pytest.mark.django_db(databases=BOTH)
 
@@ -112,7 +113,51 @@ def test_create_runs_the_command_and_the_cluster_runs(alias: str, fakes: FakeToo
          "-p", f"{cluster.pf_port}:30080@server:0", "--wait", "--timeout", "300s"],
     ]  # fmt: skip
     assert (fresh(cluster).actual_state, fresh(cluster).reconcile_error) == ("running", "")
-    assert fakes.clusters() == {"dev": {"provider": "k3d", "running": True}}
+    assert fakes.running() == {"dev": True}
+
+
+def test_create_records_the_server_nodes_address(alias: str, fakes: FakeTools) -> None:
+    cluster, _task = create(name="dev", subnet="10.101.0.0/16")
+    reconcile()
+    assert fresh(cluster).server_ip == fakes.address("dev") == "10.101.0.2"
+
+
+def test_a_kind_create_records_the_control_plane_address(alias: str, fakes: FakeTools) -> None:
+    fakes.add("other", provider="kind")
+    cluster, _task = create(name="qa", provider="kind")
+    reconcile()
+    assert fresh(cluster).server_ip == fakes.address("qa") == "172.18.0.3"
+
+
+def test_start_records_the_address_the_server_node_has_now(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, running=False, name="dev", server_ip="10.9.9.9")
+    lifecycle.request_start(cluster)
+    reconcile()
+    assert fresh(cluster).server_ip == fakes.address("dev") == "172.19.0.2"
+
+
+def test_stop_keeps_the_recorded_address(alias: str, fakes: FakeTools) -> None:
+    cluster = existing(fakes, name="dev", server_ip="172.19.0.2")
+    lifecycle.request_stop(cluster)
+    reconcile()
+    assert (fresh(cluster).actual_state, fresh(cluster).server_ip) == ("stopped", "172.19.0.2")
+
+
+def test_an_address_that_cannot_be_read_is_said_in_the_log_and_the_create_succeeds(
+    alias: str, fakes: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster, task = create(name="dev")
+
+    def unreadable(self: Any, name: str) -> str:
+        raise DriverError("k3d cluster list -o json does not list dev")
+
+    monkeypatch.setattr("clusters.drivers.k3d.K3dDriver.server_ip", unreadable)
+    reconcile()
+    assert (log_of(task).status, fresh(cluster).server_ip) == ("success", None)
+    assert (
+        "Kindler could not read the server node's address: "
+        "k3d cluster list -o json does not list dev\n"
+    ) in log_of(task).log_output
 
 
 def test_create_records_the_operation_on_the_requested_task(alias: str, fakes: FakeTools) -> None:
@@ -659,7 +704,11 @@ def test_the_run_command_stops_the_reconciler_with_the_web_server(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**reconciler_env(kindler_env, fakes), "KINDLER_BIND": f"127.0.0.1:{port}"}
+    env = {
+        **reconciler_env(kindler_env, fakes),
+        "KINDLER_BIND": f"127.0.0.1:{port}",
+        "KINDLER_WS_BIND": f"127.0.0.1:{free_port()}",
+    }
     env.pop("PYTHONUNBUFFERED", None)  # buffered, as under a service manager
     serve = subprocess.Popen(
         [*MANAGE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -682,7 +731,7 @@ def test_the_run_command_stops_the_reconciler_with_the_web_server(
     stdout, _ = serve.communicate(timeout=60)
     assert serve.returncode == 0
     assert stdout.splitlines()[-1] == "Reconciler stopped."
-    assert len(started) == 2
+    assert len(started) == 3  # the web server, the WebSocket server, the reconciler
     assert [pid for pid in started if process_alive(pid)] == []
 
 

@@ -154,15 +154,9 @@ def test_the_health_endpoint_lists_live_reconcilers(alias: str, admin_client: Cl
     ]
 
 
-def test_the_public_health_endpoint_names_no_host(alias: str, client: Client) -> None:
-    entry = make_registration(host="docker-1", providers={"k3d": "v5.7.4"})
-    [reconciler] = client.get("/api/health").json()["reconcilers"]
-    assert (reconciler["host"], reconciler["pid"], reconciler["providers"]) == (
-        None,
-        None,
-        {"k3d": "v5.7.4"},
-    )
-    assert reconciler["last_seen"] == entry.last_seen.isoformat()
+def test_the_public_health_endpoint_names_no_reconciler(alias: str, client: Client) -> None:
+    make_registration(host="docker-1", providers={"k3d": "v5.7.4"})
+    assert client.get("/api/health").json() == {"status": "healthy"}
 
 
 def test_dbstatus_shows_the_live_reconcilers(alias: str) -> None:

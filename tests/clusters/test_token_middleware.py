@@ -117,3 +117,21 @@ def test_a_view_failing_on_the_token_path_answers_the_api_500(
 def test_an_unknown_api_path_with_a_token_is_the_api_404(alias: str, token_client: Client) -> None:
     response = token_client.get("/api/no-such-thing")
     assert (response.status_code, response.json()) == (404, {"detail": "Not found"})
+
+
+def test_a_token_answer_is_kept_out_of_caches(alias: str, token_client: Client) -> None:
+    response = token_client.get("/api/clusters")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store, private"
+
+
+def test_a_token_request_for_an_unknown_host_is_refused_as_a_session_one_is(
+    alias: str, token_client: Client
+) -> None:
+    make_superuser()
+    signed_in = Client()
+    assert signed_in.login(username="admin", password="password")
+    by_token = token_client.get("/api/clusters", headers={"Host": "evil.example"})
+    by_session = signed_in.get("/api/clusters", headers={"Host": "evil.example"})
+    assert (by_token.status_code, by_token.json()) == (400, {"detail": "Bad request"})
+    assert (by_session.status_code, by_session.json()) == (400, {"detail": "Bad request"})

@@ -71,6 +71,20 @@ def test_the_list_shows_the_last_operation_and_its_status(alias: str, admin_clie
     assert 'stop <span class="status status-running">running</span>' in response.text
 
 
+def test_the_desired_state_reads_as_the_api_and_the_command_line_say_it(
+    alias: str, admin_client: Client
+) -> None:
+    make_cluster(name="dev", actual_state="running")
+    make_cluster(name="qa", desired_state=DesiredState.STOPPED, actual_state="stopped")
+    listed = admin_client.get("/").text
+    desired = re.findall(r'<td>(\w+)</td>\s*<td><span class="state ', listed)
+    shown = admin_client.get("/clusters/dev/").text
+    assert (desired, "<dt>Desired state</dt><dd>present</dd>" in shown) == (
+        ["present", "stopped"],
+        True,
+    )
+
+
 def test_the_list_summarises_counts_by_state(alias: str, admin_client: Client) -> None:
     make_cluster(actual_state="running")
     make_cluster(actual_state="running")
@@ -251,6 +265,17 @@ def test_the_edit_form_keeps_the_name(alias: str, admin_client: Client) -> None:
     assert list(Cluster.objects.values_list("name", flat=True)) == ["dev"]
 
 
+def test_the_edit_form_keeps_the_name_the_provider_and_the_host(
+    alias: str, admin_client: Client
+) -> None:
+    make_cluster(name="dev", provider="k3d", host="docker-1")
+    data = form_data(name="renamed", provider="kind", host="docker-2")
+    admin_client.post("/clusters/dev/edit/", data)
+    assert list(Cluster.objects.values_list("name", "provider", "host")) == [
+        ("dev", "k3d", "docker-1")
+    ]
+
+
 def test_delete_needs_the_name_typed(alias: str, admin_client: Client) -> None:
     make_cluster(name="dev")
     response = admin_client.post("/clusters/dev/delete/", {"confirm_name": "de"})
@@ -359,3 +384,37 @@ def test_the_edit_form_refuses_an_overlapping_subnet(alias: str, admin_client: C
         "subnet": ["subnet 10.101.0.0/24 overlaps cluster dev"]
     }
     assert Cluster.objects.get(name="qa").subnet == ""
+
+
+def test_the_create_form_past_kindler_max_clusters_is_422(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS = 2
+    make_cluster(name="one")
+    make_cluster(name="two")
+    response = admin_client.post("/new/", form_data(name="three"))
+    assert response.status_code == 422
+    assert response.context["form"].non_field_errors() == [
+        "Kindler holds its most clusters (2, KINDLER_MAX_CLUSTERS): delete one before creating "
+        "another."
+    ]
+    assert Cluster.objects.filter(name="three").exists() is False
+
+
+def test_the_create_form_past_a_persons_quota_is_422(
+    alias: str, admin_client: Client, settings: Any
+) -> None:
+    settings.KINDLER_MAX_CLUSTERS_PER_USER = 1
+    make_cluster(name="one", created_by="admin")
+    response = admin_client.post("/new/", form_data(name="two"))
+    assert response.status_code == 422
+    assert response.context["form"].non_field_errors() == [
+        "admin holds their most clusters (1, KINDLER_MAX_CLUSTERS_PER_USER): delete one of "
+        "theirs before creating another."
+    ]
+    assert Cluster.objects.filter(name="two").exists() is False
+
+
+def test_the_create_form_records_who_asked(alias: str, admin_client: Client) -> None:
+    admin_client.post("/new/", form_data(name="dev"))
+    assert Cluster.objects.get(name="dev").created_by == "admin"

@@ -17,7 +17,8 @@ COMPOSE_DIR = Path(settings.BASE_DIR) / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 STANDBY_FILE = COMPOSE_DIR / "docker-compose.standby.yml"
 PGBOUNCER_FILE = COMPOSE_DIR / "docker-compose.pgbouncer.yml"
-COMPOSE_FILES = [COMPOSE_FILE, STANDBY_FILE, PGBOUNCER_FILE]
+PATRONI_FILE = COMPOSE_DIR / "docker-compose.patroni.yml"
+COMPOSE_FILES = [COMPOSE_FILE, STANDBY_FILE, PGBOUNCER_FILE, PATRONI_FILE]
 HAPROXY_CFG = COMPOSE_DIR / "haproxy.cfg"
 PATRONI_CFG = COMPOSE_DIR / "haproxy-patroni.cfg"
 HAPROXY_MISSING = (
@@ -62,8 +63,10 @@ def named_volumes(service: dict[str, Any]) -> dict[str, str]:
     return {entry.split(":")[0]: entry.split(":")[1] for entry in service["volumes"]}
 
 
-def test_services_are_postgres_haproxy_web_and_reconciler(services: dict[str, Any]) -> None:
-    assert sorted(services) == ["haproxy", "postgres", "reconciler", "web"]
+def test_services_are_postgres_haproxy_web_websocket_and_reconciler(
+    services: dict[str, Any],
+) -> None:
+    assert sorted(services) == ["haproxy", "postgres", "reconciler", "web", "websocket"]
 
 
 @pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.name)
@@ -230,6 +233,30 @@ def test_web_publishes_the_port_the_web_server_binds(services: dict[str, Any]) -
     assert services["web"]["ports"] == [f"127.0.0.1:{bind_port}:{bind_port}"]
 
 
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.name)
+def test_the_websocket_server_runs_beside_the_web_server(compose_file: Path) -> None:
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    websocket = services["websocket"]
+    assert websocket["command"] == [
+        "python",
+        "-m",
+        "kindler.wsserver",
+        "clusters.websocket:application",
+    ]
+    # The same instance as the web service: its settings, its database, its SQLite volume.
+    assert websocket["environment"] == services["web"]["environment"]
+    assert websocket["volumes"] == services["web"]["volumes"]
+    assert websocket["depends_on"] == {"web": {"condition": "service_healthy"}}
+
+
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.name)
+def test_the_websocket_service_publishes_the_port_it_binds(compose_file: Path) -> None:
+    websocket = yaml.safe_load(compose_file.read_text())["services"]["websocket"]
+    host, port = websocket["environment"]["KINDLER_WS_BIND"].rsplit(":", 1)
+    assert host == "0.0.0.0"
+    assert websocket["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
 def test_web_health_check_calls_the_health_endpoint(services: dict[str, Any]) -> None:
     assert "http://127.0.0.1:8000/api/health" in services["web"]["healthcheck"]["test"][-1]
 
@@ -255,7 +282,7 @@ def test_kindler_reads_the_password_from_the_secret(services: dict[str, Any]) ->
     )
 
 
-@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, STANDBY_FILE])
+@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, STANDBY_FILE, PATRONI_FILE])
 def test_secret_files_live_where_git_and_docker_ignore_them(compose_file: Path) -> None:
     declared = yaml.safe_load(compose_file.read_text())["secrets"]
     folders = {str((COMPOSE_DIR / s["file"]).resolve().parent) for s in declared.values()}
@@ -286,7 +313,7 @@ def test_the_standby_clones_the_primary_with_basebackup(standby_services: dict[s
     assert ("pg_basebackup" in script, "--write-recovery-conf" in script) == (True, True)
 
 
-@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, STANDBY_FILE])
+@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, STANDBY_FILE, PATRONI_FILE])
 def test_every_interpolated_variable_is_in_secrets_env_example(compose_file: Path) -> None:
     used = set(re.findall(r"(?<!\$)\$\{(\w+)", compose_file.read_text()))
     example = (Path(settings.BASE_DIR) / "config" / "secrets.env.example").read_text()

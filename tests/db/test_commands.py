@@ -10,8 +10,9 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 
 from clusters.models import Cluster
+from kindler import __version__
 from kindler.db.failover.monitor import State, monitor
-from kindler.db.sync import writethrough
+from kindler.db.sync import identity, writethrough
 from kindler.db.sync.mirror import mirror
 from tests.conftest import BOTH, wait_for_state
 from tests.factories import make_cluster
@@ -73,6 +74,11 @@ def test_dbstatus_says_why_the_state_is_what_it_is() -> None:
     assert lines[1] == (
         f"State:           primary since {snapshot.since.isoformat()} ({snapshot.cause})"
     )
+
+
+def test_dbstatus_shows_the_codes_version_and_the_databases_schema() -> None:
+    lines = run("dbstatus")[0].splitlines()
+    assert lines[3] == f"Schema:          code {__version__}, database {__version__}"
 
 
 @pytest.mark.postgres
@@ -140,3 +146,14 @@ def test_createsuperuser_during_an_outage_is_refused_with_a_message(pg: Postgres
         "local copy. Try again once PostgreSQL is back."
     )
     assert User.objects.using("sqlite").filter(username="late").exists() is False
+
+
+@pytest.mark.postgres
+def test_dbstatus_names_the_primary_node() -> None:
+    mirror()
+    current = identity.read()
+    line = next(line for line in run("dbstatus")[0].splitlines() if line.startswith("Primary"))
+    assert line.startswith(
+        f"Primary node:    {current.server} (system {current.system_identifier}, "
+        f"timeline {current.timeline}), checked "
+    )

@@ -351,7 +351,7 @@ def test_health_shows_each_process_connections_to_a_token_caller(
         "maximum": 3,
     }
     assert mine[0]["probes_open"] == 1
-    assert "connections" not in Client().get("/api/health").json()["database"]
+    assert Client().get("/api/health").json() == {"status": "healthy"}
 
 
 def test_metrics_show_the_pool(api: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,7 +377,7 @@ def test_dbstatus_lists_each_process_and_the_sizing(monkeypatch: pytest.MonkeyPa
         f"probe {row.probes_open} open, {row.probes_opened} opened"
     )
     assert next(line for line in lines[start:] if line.startswith("Sizing:")) == (
-        "Sizing:          1 instance(s) x (3 processes x 3 + 1 probe) = 10 of PostgreSQL's 197"
+        "Sizing:          1 instance(s) x (4 processes x 3 + 1 probe) = 13 of PostgreSQL's 197"
     )
 
 
@@ -389,9 +389,9 @@ def test_dbstatus_warns_when_the_instances_need_more_than_max_connections(
     out = StringIO()
     call_command("dbstatus", "--json", stdout=out)
     budget = json.loads(out.getvalue())["pool"]["budget"]
-    assert (budget["total"], budget["available"]) == (248, 197)
+    assert (budget["total"], budget["available"]) == (328, 197)
     assert budget["warning"] == (
-        "8 instance(s) x (3 processes x 10 connections + 1 probe) = 248 connections, more than "
+        "8 instance(s) x (4 processes x 10 connections + 1 probe) = 328 connections, more than "
         "PostgreSQL's 197 (max_connections 200 minus 3 reserved): lower PG_POOL_MAX, put "
         "PgBouncer in front, or raise max_connections"
     )

@@ -195,7 +195,7 @@ def test_two_instances_replaying_at_once_through_pgbouncer_lose_nothing(
 def test_two_reconcilers_claim_each_cluster_once_through_pgbouncer(
     instances: list[Any], server: PostgresServer, fakes: FakeTools
 ) -> None:
-    kindler = instances[0](KINDLER_FAKE_STATE=str(fakes.state))
+    kindler = instances[0](KINDLER_FAKE_STATE=str(fakes.state), KINDLER_CHILD_ENV="KINDLER_FAKE_*")
     names = [f"claimed-{i}" for i in range(6)]
     assert [kindler.create(name) for name in names] == ["202"] * 6
     passes = [

@@ -134,6 +134,7 @@ def test_dbstatus_prints_the_sync_lines() -> None:
 def test_the_health_endpoint_has_the_sync_report(client: Client) -> None:
     with pinned_alias("sqlite"):
         make_cluster()
+    client.force_login(make_superuser())
     body = client.get("/api/health").json()
     assert body["database"]["sync"]["journal"]["pending"] == 1
 

@@ -16,6 +16,9 @@ from prometheus_client import REGISTRY
 from clusters.models import Cluster
 from kindler.db import telemetry
 from kindler.db.failover.monitor import State, monitor
+from kindler.db.models import KnownDatabase
+from kindler.db.sync import identity
+from kindler.db.sync.mirror import mirror
 from tests.conftest import BOTH, wait_for_state
 
 
@@ -223,3 +226,19 @@ def test_dbstatus_json_has_the_switch_history(history_file: Path) -> None:
             "pid": 1,
         }
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_new_primary_timeline_is_kept_in_the_history(history_file: Path) -> None:
+    mirror(full=True)
+    current = identity.read()
+    KnownDatabase.objects.using("sqlite").update(timeline=(current.timeline or 0) + 1)
+    mirror()
+    node = f"{current.server} (system {current.system_identifier}, timeline"
+    before, after = f"{node} {current.timeline})", f"{node} {(current.timeline or 0) + 1})"
+    entry = telemetry.switch_history()[0]
+    assert (entry["cause"], entry["node"]) == (
+        f"PostgreSQL's primary changed from {after} to {before}",
+        {"source": after, "target": before},
+    )

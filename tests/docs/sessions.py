@@ -102,6 +102,7 @@ class Session:
         }
         self.env["PATH"] = os.pathsep.join([str(self.copy / "tests" / "fakes"), self.env["PATH"]])
         self.env["KINDLER_FAKE_STATE"] = str(root / "fakes")
+        self.env["KINDLER_CHILD_ENV"] = "KINDLER_FAKE_*"
         self.env["KINDLER_API_TOKEN"] = API_TOKEN
         self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
         self.server: subprocess.Popen[bytes] | None = None

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.fakes.fakelib import new_cluster
+
 FOLDER = Path(__file__).resolve().parent
 
 
@@ -39,15 +41,23 @@ class FakeTools:
         raise AssertionError(f"no call starting with {argv_prefix}")
 
     def clusters(self) -> dict[str, Any]:
-        """Return the clusters the fakes run now: name -> {provider, running}."""
+        """Return the clusters the fakes run now: name -> {provider, running, ip, ...}."""
         path = self.state / "clusters.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def add(self, name: str, provider: str = "k3d", running: bool = True) -> None:
         """Pretend the provider already has a cluster."""
         data = self.clusters()
-        data[name] = {"provider": provider, "running": running}
+        data[name] = {**new_cluster(data, provider), "running": running}
         (self.state / "clusters.json").write_text(json.dumps(data))
+
+    def running(self) -> dict[str, bool]:
+        """Return whether each cluster the fakes have runs: name -> running."""
+        return {name: info["running"] for name, info in self.clusters().items()}
+
+    def address(self, name: str) -> str:
+        """Return the address the fakes gave the cluster's server node."""
+        return str(self.clusters()[name]["ip"])
 
     def child_pid(self) -> int:
         return int((self.state / "child.pid").read_text())
@@ -63,5 +73,6 @@ def is_listing(argv: list[str]) -> bool:
     """Return True for a call that only reads: a listing, or a version check."""
     return argv[1:3] in (["cluster", "list"], ["get", "clusters"]) or argv[1:2] in (
         ["ps"],
+        ["inspect"],
         ["version"],
     )

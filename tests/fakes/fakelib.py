@@ -10,6 +10,10 @@ real tools', and misbehave on demand:
 - KINDLER_FAKE_SLEEP: seconds an action takes; its output is spread over them.
 - KINDLER_FAKE_CHILD: when set, an action first starts a child process that
   sleeps (its pid goes to child.pid), to show what a timeout kills.
+
+Node addresses are Docker's: a k3d cluster gets a network of its own
+(172.19.0.0/16 up, or its --subnet) with the server at .2; kind's nodes share
+the `kind` network (172.18.0.0/16). A stopped node has no address.
 """
 
 from __future__ import annotations
@@ -62,6 +66,44 @@ def clusters() -> Iterator[dict[str, Any]]:
 def snapshot() -> dict[str, Any]:
     path = state_dir() / "clusters.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def lowest_free(taken: set[int], first: int) -> int:
+    """Return the lowest whole number from first that is not taken."""
+    number = first
+    while number in taken:
+        number += 1
+    return number
+
+
+def new_cluster(data: dict[str, Any], provider: str, subnet: str | None = None) -> dict[str, Any]:
+    """Return a running cluster's record, its nodes on addresses Docker would give them."""
+    import ipaddress  # only here, as tempfile above
+
+    if provider == "kind":
+        # Every kind node is on the one `kind` network, 172.18.0.0/16.
+        taken = {
+            int(info["ip"].rsplit(".", 1)[1])
+            for info in data.values()
+            if info["provider"] == "kind" and "ip" in info
+        }
+        return {"provider": "kind", "running": True, "ip": f"172.18.0.{lowest_free(taken, 2)}"}
+    if subnet:
+        network = ipaddress.IPv4Network(subnet)
+    else:
+        taken = {
+            int(info["network"].split(".")[1])
+            for info in data.values()
+            if info.get("network", "").startswith("172.")
+        }
+        network = ipaddress.IPv4Network(f"172.{lowest_free(taken, 19)}.0.0/16")
+    return {
+        "provider": "k3d",
+        "running": True,
+        "network": str(network),
+        "ip": str(network.network_address + 2),
+        "lb_ip": str(network.network_address + 3),
+    }
 
 
 def should_fail(binary: str, operation: str) -> bool:

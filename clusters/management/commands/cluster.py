@@ -13,6 +13,8 @@ from clusters.drivers.base import strip_escapes
 from clusters.models import Cluster, DesiredState, Provider
 from clusters.serializers import cluster_to_dict
 from clusters.validators import one_line
+from kindler.db.failover.monitor import monitor
+from kindler.db.failover.schema import OLDER
 
 LIST_COLUMNS = (
     "name",
@@ -63,6 +65,8 @@ class Command(BaseCommand):
         stop.add_argument("name")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] not in ("list", "show") and monitor.upgrade_required():
+            raise CommandError(OLDER)
         getattr(self, f"do_{options['action']}")(options)
 
     def do_list(self, options: dict[str, Any]) -> None:
@@ -94,6 +98,8 @@ class Command(BaseCommand):
                 subnet=options["subnet"],
                 **{port: options[port] for port in PORT_FIELDS if options[port] is not None},
             )
+        except lifecycle.TooManyClusters as exc:
+            raise CommandError(str(exc)) from None
         except ValidationError as exc:
             raise CommandError(one_line(exc)) from None
         waiting = placement.waiting_message(cluster.host)

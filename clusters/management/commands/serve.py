@@ -1,4 +1,4 @@
-"""`manage.py serve`: migrate, then run the web server and the reconciler."""
+"""`manage.py serve`: migrate, then run the web server, the WebSocket server and the reconciler."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clusters.registry import first_run_advice
+from kindler import wsserver
 from kindler.supervisor import run_together
+
+# The ASGI application kindler.wsserver serves: /ws/tasks.
+WEBSOCKETS = "clusters.websocket:application"
 
 
 class Command(BaseCommand):
     help = (
-        "Migrate every database, then run the web server and the reconciler until "
-        "Ctrl-C or SIGTERM stops both."
+        "Migrate every database, then run the web server, the WebSocket server "
+        "(KINDLER_WS_BIND) and the reconciler until Ctrl-C or SIGTERM stops them."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -30,6 +34,8 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = [[sys.executable, "-m", "kindler.webserver"]]
+        if not wsserver.is_off():
+            commands.append([sys.executable, "-m", "kindler.wsserver", WEBSOCKETS])
         advice = None
         if not options["no_reconciler"]:
             commands.append([*manage, "reconcile"])

@@ -19,6 +19,21 @@ from kindler.db.pool import PoolTimeout
 _KEY_VALUE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _URI = re.compile(r"(\w+://[^:/@\s]*:)([^@\s]+)(@)")
 
+
+class RequestTooSlow(psycopg2.OperationalError):
+    """The request's deadline (KINDLER_REQUEST_DEADLINE) passed while it waited for PostgreSQL.
+
+    Slow is not down: never an outage, so nothing falls back for it.
+    """
+
+
+class CommitNotSent(RequestTooSlow):
+    """Too little of the request's deadline was left for a COMMIT's answer, so none was sent.
+
+    Unlike a COMMIT cut off mid-way, the outcome is known: nothing was saved.
+    """
+
+
 # PostgreSQL answers, but cannot take Kindler's writes: a demoted primary or a
 # full disk (read-only), or a database nobody migrated (tables missing).
 _UNUSABLE = (
@@ -28,7 +43,12 @@ _UNUSABLE = (
 )
 # The server is up but a statement waited too long (a lock someone holds), or
 # this process's connections were all in use: not an outage.
-_BUSY = (psycopg2.extensions.QueryCanceledError, psycopg2.errors.LockNotAvailable, PoolTimeout)
+_BUSY = (
+    psycopg2.extensions.QueryCanceledError,
+    psycopg2.errors.LockNotAvailable,
+    PoolTimeout,
+    RequestTooSlow,
+)
 
 SWITCHED_BACK = "kindler: this instance is back on PostgreSQL"
 
@@ -62,9 +82,63 @@ def is_postgres_outage(exc: BaseException | None) -> bool:
     return False
 
 
+# PostgreSQL answers but cannot store a change: disk or WAL space gone
+# (53100), out of some other resource (53xxx), or read-only (25006).
+_WRITE_BLOCKED = {
+    "53100": "its disk is full",
+    "53000": "it is out of resources",
+    "53200": "it is out of memory",
+    "25006": "it is read-only",
+}
+
+
+def is_cut_short(exc: BaseException | None) -> bool:
+    """Return True when exc says one connection was ended, not that the server refused it.
+
+    pg_terminate_backend (SQLSTATE 57P01), or the connection closed under it
+    (a proxy passing the end on): a new connection may well work. A refused
+    or timed-out connection is the server's own answer.
+    """
+    for error in _chain(exc):
+        if getattr(error, "pgcode", None) == "57P01":
+            return True
+        text = str(error)
+        if "terminating connection" in text or "closed the connection unexpectedly" in text:
+            return True
+    return False
+
+
+def write_blocked(exc: BaseException | None) -> str | None:
+    """Return why PostgreSQL cannot take writes when exc says so (disk full, read-only)."""
+    for error in _chain(exc):
+        code = getattr(error, "pgcode", None)
+        if code in _WRITE_BLOCKED:
+            return (
+                f"PostgreSQL cannot take writes: {_WRITE_BLOCKED[code]} ({describe_error(error)})"
+            )
+        if "No space left on device" in str(error):
+            return f"PostgreSQL cannot take writes: its disk is full ({describe_error(error)})"
+    return None
+
+
 def is_postgres_busy(exc: BaseException | None) -> bool:
     """Return True when a statement hit the statement or lock timeout."""
     return any(isinstance(error, _BUSY) for error in _chain(exc))
+
+
+def is_too_slow(exc: BaseException | None) -> bool:
+    """Return True when the request's deadline passed while it waited for PostgreSQL."""
+    return any(isinstance(error, RequestTooSlow) for error in _chain(exc))
+
+
+def is_deadlock(exc: BaseException | None) -> bool:
+    """Return True when PostgreSQL ended exc's transaction to break a deadlock (safe to rerun)."""
+    return any(isinstance(error, psycopg2.errors.DeadlockDetected) for error in _chain(exc))
+
+
+def is_commit_not_sent(exc: BaseException | None) -> bool:
+    """Return True when the request's COMMIT was never sent (too late): nothing was saved."""
+    return any(isinstance(error, CommitNotSent) for error in _chain(exc))
 
 
 def pool_exhausted(exc: BaseException | None) -> str | None:

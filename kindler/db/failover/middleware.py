@@ -2,30 +2,43 @@
 
 Changes run in one transaction on the request's alias. What each fault gets:
 
-- PostgreSQL lost, read-only or unmigrated before the commit: nothing was
-  saved there, so the instance falls back and the request runs again on
-  SQLite (where the change is journaled).
+- The connection lost before the commit: nothing was saved there, so the
+  request runs again once on a fresh connection. When that fails too (or no
+  fresh connection opens), the health probe decides: PostgreSQL lost,
+  read-only or unmigrated, the instance falls back and the request runs
+  again on SQLite (where the change is journaled); PostgreSQL still usable,
+  a 503 asking to retry. One ended backend never switches the instance.
 - PostgreSQL lost during the commit itself: the outcome is unknown, so the
-  person gets a 503 asking them to check and retry.
+  person gets a 503 asking them to check and retry (and the probe decides
+  whether the instance falls back).
 - A statement or lock timeout (a row or table someone holds locked): the
   server is up, so this is no outage; nothing was saved, 503 "busy".
 - SQLite refused the write because the instance just went back to
   PostgreSQL (see kindler.db.failover.state): the request runs again there.
 - SQLite locked by another program, its disk full, or the file read-only:
   nothing was saved (the transaction rolled back), 503 saying which.
-- With several PostgreSQL servers listed (PG_HOST=a,b), a lost connection is
-  first replaced by a fresh one, which libpq opens on whichever server takes
-  writes now (a promoted standby): the request runs again there, and the
-  instance falls back only when no listed server takes writes.
+- With several PostgreSQL servers listed (PG_HOST=a,b), the fresh connection
+  is opened by libpq on whichever server takes writes now (a promoted
+  standby): the request runs again there, and the instance falls back only
+  when no listed server takes writes.
+- PostgreSQL on a schema newer than this code (kindler.db.failover.schema):
+  every change gets a 503 saying to upgrade the instance; reads are served
+  from SQLite.
 - PostgreSQL-only mode (KINDLER_FALLBACK=off): while no PostgreSQL takes
   writes every request gets a 503 saying so, except views marked
   serves_without_database (/api/health); a request that loses PostgreSQL
   midway gets the same 503 instead of running again on SQLite.
 
-The longest a request waits is PG_CONNECT_TIMEOUT (to connect) plus
-PG_STATEMENT_TIMEOUT (+1 s client margin) for a statement, then, only when
-PostgreSQL was lost, SQLITE_BUSY_TIMEOUT for SQLite's write lock (with a
-host list, one more PG_CONNECT_TIMEOUT for the fresh connection first).
+The longest a request waits is KINDLER_REQUEST_DEADLINE, for all its waits
+together: connecting (PG_CONNECT_TIMEOUT at most), each statement
+(PG_STATEMENT_TIMEOUT + 1 s client margin at most), a fresh connection and
+the probe after a lost one, SQLite's write lock (SQLITE_BUSY_TIMEOUT at most).
+Past it the request answers 503 "PostgreSQL is too slow" and its transaction
+is rolled back (its connection is cut, so PostgreSQL aborts it). The commit
+itself is sent only with a round trip of the deadline left, and then awaited
+(kindler.db.failover.timeouts.commit_in_time), so "too slow" never leaves a
+change half-known. A request past its deadline never makes the instance fall
+back (only the probe decides that).
 """
 
 from __future__ import annotations
@@ -43,17 +56,19 @@ from django.template.response import TemplateResponse
 from django.urls import Resolver404, resolve
 
 from kindler.db import POSTGRES, SQLITE
-from kindler.db.failover import state
+from kindler.db.failover import state, timeouts
 from kindler.db.failover.errors import (
     PostgreSQLUnavailable,
     describe_error,
+    is_commit_not_sent,
+    is_cut_short,
     is_postgres_busy,
     is_postgres_outage,
     is_switched_back,
+    is_too_slow,
     pool_exhausted,
     sqlite_trouble,
 )
-from kindler.db.failover.hosts import configured_hosts
 from kindler.db.failover.monitor import close_postgres_connection, monitor
 from kindler.db.failover.pinning import (
     pinned,
@@ -62,6 +77,7 @@ from kindler.db.failover.pinning import (
     sqlite_fallback_enabled,
 )
 from kindler.db.failover.routers import current_alias
+from kindler.db.failover.schema import OLDER
 from kindler.db.failover.writelock import write_transaction
 
 logger = logging.getLogger("kindler.db")
@@ -80,6 +96,15 @@ BUSY = (
     "PostgreSQL did not answer in time: a row or table this request needs is locked, "
     "or the server is overloaded. Nothing was saved; retry in a moment."
 )
+
+
+def too_slow_message() -> str:
+    """Return the 503's words for a request past KINDLER_REQUEST_DEADLINE."""
+    return (
+        f"PostgreSQL is too slow: this request did not finish within "
+        f"{float(settings.KINDLER_REQUEST_DEADLINE):g} s (KINDLER_REQUEST_DEADLINE). "
+        "Nothing was saved; retry in a moment."
+    )
 
 
 class SwitchedBackError(DatabaseError):
@@ -138,6 +163,14 @@ class DatabaseFailoverMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not postgres_configured():
+            return self._serve(request)
+        # One deadline for every wait of the request, PostgreSQL's and then
+        # SQLite's write lock: however many round trips it makes.
+        with timeouts.request_deadline(float(settings.KINDLER_REQUEST_DEADLINE)):
+            return self._serve(request)
+
+    def _serve(self, request: HttpRequest) -> HttpResponse:
         # A caller that pinned an alias on purpose (a test, or code serving a
         # request from one database) keeps it, whatever the state says.
         follow_state = pinned() is None and postgres_configured()
@@ -146,16 +179,22 @@ class DatabaseFailoverMiddleware:
         except PostgreSQLUnavailable as exc:
             return self._without_database(request, str(exc))
         writes = request.method not in SAFE_METHODS
+        if writes and follow_state and monitor.upgrade_required():
+            # PostgreSQL holds a schema this code does not know: a write here
+            # could be wrong there, and journaling it would only defer that.
+            logger.warning("Answered 503 on %s %s: %s", request.method, request.path, OLDER)
+            return unavailable(request, OLDER)
         if alias == SQLITE and follow_state and writes and state.promotion_pending():
             # Step aside while the switch back takes SQLite's write lock;
             # afterwards the write goes wherever the instance is then.
-            state.wait_for_promotion(float(settings.SQLITE_BUSY_TIMEOUT))
+            left = timeouts.request_time_left()
+            wait = float(settings.SQLITE_BUSY_TIMEOUT)
+            state.wait_for_promotion(wait if left is None else max(0.0, min(wait, left)))
             alias = current_alias()
-        # A connection kept from an earlier request is not checked first (no
-        # SELECT 1 per request: the monitor probes PostgreSQL off the request
-        # path); if the server dropped it meanwhile, the request runs again
-        # once on a fresh connection before anyone calls it an outage.
-        reused = alias == POSTGRES and _postgres_connection_open()
+        # A connection is not checked first (no SELECT 1 per request: the
+        # monitor probes PostgreSQL off the request path); if the server
+        # dropped it, the request runs again once on a fresh connection
+        # before anyone calls it an outage.
         if alias == SQLITE and postgres_configured():
             # Fallen back: keep no idle connection that would hold one of
             # PostgreSQL's slots (it may be out of them).
@@ -164,7 +203,9 @@ class DatabaseFailoverMiddleware:
             try:
                 alias = self._connect_or_fall_back()
             except DatabaseError as exc:
-                if pool_exhausted(exc) is None:
+                # Out of pooled connections or time, or PostgreSQL refused a
+                # connection although the probe finds it usable: nothing was sent.
+                if not is_handled(exc):
                     raise
                 return self._answer(request, POSTGRES, exc, False)
         if alias is None:
@@ -175,7 +216,7 @@ class DatabaseFailoverMiddleware:
             if error is None:
                 return response
             tried.append(alias)
-            retry = self._retry_alias(alias, error, at_commit, tried, reused)
+            retry = self._retry_alias(alias, error, at_commit, tried)
             if retry is None:
                 return self._answer(request, alias, error, at_commit)
             # The user may have been loaded in the failed attempt; load it again
@@ -248,13 +289,23 @@ class DatabaseFailoverMiddleware:
             raise SwitchedBackError("the instance is back on PostgreSQL")
 
     def _retry_alias(
-        self, alias: str, error: BaseException, at_commit: bool, tried: list[str], reused: bool
+        self, alias: str, error: BaseException, at_commit: bool, tried: list[str]
     ) -> str | None:
+        left = timeouts.request_time_left()
+        if left is not None and left <= 0:
+            return None  # past the deadline: no second attempt, anywhere
         if alias == POSTGRES and is_postgres_outage(error):
-            if not at_commit and tried.count(POSTGRES) == 1 and self._reconnected(reused):
-                return POSTGRES
-            monitor.mark_down(f"request failed: {describe_error(error)}")
-            if at_commit or SQLITE in tried or not sqlite_fallback_enabled():
+            cause = f"request failed: {describe_error(error)}"
+            if not at_commit and tried.count(POSTGRES) == 1:
+                try:
+                    self._reconnect()
+                    return POSTGRES
+                except DatabaseError as exc:
+                    # A fresh connection that fails is what a probe would find.
+                    down = _fell_back(cause, exc)
+            else:
+                down = monitor.confirm_outage(cause)
+            if not down or at_commit or SQLITE in tried or not sqlite_fallback_enabled():
                 return None
             return SQLITE
         if (
@@ -266,23 +317,18 @@ class DatabaseFailoverMiddleware:
         return None
 
     @staticmethod
-    def _reconnected(reused: bool) -> bool:
-        """Open a fresh connection; return whether PostgreSQL took it.
+    def _reconnect() -> None:
+        """Open a fresh connection, or raise DatabaseError when PostgreSQL does not take it.
 
-        Tried when the failed connection was kept from an earlier request (the
-        server may have dropped it while idle) or several servers are listed
-        (libpq opens the new connection on whichever takes writes now).
-        Nothing of the failed attempt was committed.
+        The failed one may have been ended alone (pg_terminate_backend, a
+        proxy's idle timeout, a kept connection the server dropped), and with
+        several servers listed libpq opens the new one on whichever takes
+        writes now. Nothing of the failed attempt was committed.
         """
-        several = len(configured_hosts()) > 1
-        if not (reused or several) or monitor.active_alias() != POSTGRES:
-            return False
+        if monitor.active_alias() != POSTGRES:
+            raise PostgreSQLLeft("the instance left PostgreSQL meanwhile")
         close_postgres_connection()
-        try:
-            connections[POSTGRES].ensure_connection()
-        except DatabaseError:
-            return False
-        return True
+        connections[POSTGRES].ensure_connection()
 
     def _connect_or_fall_back(self) -> str | None:
         # Connecting sends nothing: a change that cannot even connect is
@@ -293,7 +339,8 @@ class DatabaseFailoverMiddleware:
         except DatabaseError as exc:
             if not is_postgres_outage(exc):
                 raise
-            monitor.mark_down(f"request failed: {describe_error(exc)}")
+            if not _fell_back(f"request failed: {describe_error(exc)}", exc):
+                raise
             return SQLITE if sqlite_fallback_enabled() else None
         return POSTGRES
 
@@ -301,8 +348,13 @@ class DatabaseFailoverMiddleware:
         self, request: HttpRequest, alias: str, error: BaseException, at_commit: bool
     ) -> HttpResponse:
         exhausted = pool_exhausted(error)
+        left = timeouts.request_time_left()
+        late = is_too_slow(error) or (left is not None and left <= 0)
         if alias == POSTGRES and exhausted is not None:
             message = exhausted
+        elif alias == POSTGRES and late:
+            uncertain = at_commit and not is_commit_not_sent(error)
+            message = UNCERTAIN_WRITE if uncertain else too_slow_message()
         elif alias == POSTGRES and is_postgres_busy(error):
             message = BUSY
         elif alias == POSTGRES and is_postgres_outage(error):
@@ -315,12 +367,27 @@ class DatabaseFailoverMiddleware:
         return unavailable(request, message)
 
 
+class PostgreSQLLeft(DatabaseError):
+    """The instance is off PostgreSQL already: no fresh connection is tried."""
+
+
+def _fell_back(cause: str, exc: DatabaseError) -> bool:
+    """Fall back after a new connection failed; return whether the instance is off PostgreSQL.
+
+    The failed connection is the probe's own test, so the instance falls back
+    at once, unless the new connection was ended as it started (not refused):
+    that is one backend, and a probe decides.
+    """
+    if isinstance(exc, PostgreSQLLeft):
+        return True
+    if is_cut_short(exc):
+        return monitor.confirm_outage(cause)
+    monitor.mark_down(cause)
+    return True
+
+
 def _nothing() -> None:
     """Check nothing when a write transaction begins (no state to follow)."""
-
-
-def _postgres_connection_open() -> bool:
-    return postgres_configured() and connections[POSTGRES].connection is not None
 
 
 def _unavailable_message(error: BaseException) -> str:

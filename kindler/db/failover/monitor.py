@@ -13,6 +13,14 @@ and any process may declare an outage it ran into (mark_down).
 PostgreSQL is usable only when it accepts a new connection, is not read-only
 (a standby, a demoted primary, default_transaction_read_only) and holds every
 migration this code knows. Anything less is an outage for Kindler's writes.
+While the instance is off PostgreSQL, and when a failed query asks, the probe
+also writes: a temporary table of one row in a transaction rolled back, which
+must extend a file in the database's tablespace, so a full disk (SQLSTATE
+53100) keeps the instance on SQLite instead of starting a replay that fails.
+
+A recovery that fails sends the instance back (or keeps it) off PostgreSQL and
+the next one waits KINDLER_HEALTH_INTERVAL, doubling after each failure up to
+KINDLER_RECOVERY_BACKOFF_MAX: one log line per attempt, not one per probe.
 
 With several servers listed in PG_HOST, each probe connects to each of them
 (in parallel, so one that hangs costs one timeout) and records its role; the
@@ -45,6 +53,7 @@ from enum import StrEnum
 from functools import cache
 
 import psycopg2
+import psycopg2.errors
 from django.conf import settings
 from django.db import connections
 from django.db.migrations.loader import MigrationLoader
@@ -52,8 +61,13 @@ from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
 from kindler.db import POSTGRES, SQLITE, pool
-from kindler.db.failover import state, timeouts
-from kindler.db.failover.errors import describe_error, is_postgres_outage
+from kindler.db.failover import schema, state, timeouts
+from kindler.db.failover.errors import (
+    describe_error,
+    is_cut_short,
+    is_postgres_outage,
+    write_blocked,
+)
 from kindler.db.failover.hosts import Host, configured_hosts
 from kindler.db.failover.pinning import (
     postgres_configured,
@@ -64,10 +78,20 @@ from kindler.db.failover.state import State, StateFileError, Transition
 from kindler.db.pool import probes
 
 logger = logging.getLogger("kindler.db")
+# Why a new leader checks a PostgreSQL an earlier run left as primary.
+START_CHECK = "checking PostgreSQL at start"
 
 SWITCH_HISTORY = 50
+# A recovery cut off while PostgreSQL stays usable (its backend ended) is tried this often in all.
+RECOVERY_ATTEMPTS = 3
 # A probe whose kept connection failed tries a fresh one if this much of its budget is left.
 RETRY_MIN_SECONDS = 0.1
+# libpq treats a connect_timeout under 2 s as 2 s.
+LIBPQ_SHORTEST_CONNECT_TIMEOUT = 2.0
+# Needs a new file and one page of it in the database's tablespace; rolled back.
+WRITE_CHECK = (
+    "BEGIN; CREATE TEMPORARY TABLE kindler_write_check ON COMMIT DROP AS SELECT 1 AS checked"
+)
 # Sent by the leading process after each probe that found PostgreSQL usable
 # and the instance on it; the sync layer runs its mirror from here.
 ticked = Signal()
@@ -92,6 +116,8 @@ class HostProbe:
     role: Role
     latency_ms: float | None
     error: str | None
+    # The schema version the server's database records (kindler.db.failover.schema).
+    schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,13 @@ class Probe:
     # The listed server that accepts writes (where Kindler's connections go), if any.
     host: str | None = None
     hosts: tuple[HostProbe, ...] = ()
+    # The schema version the database records, as the last probe read it.
+    schema: str | None = None
+
+    @property
+    def upgrade_required(self) -> bool:
+        """Return True when the database holds a schema newer than this code."""
+        return bool(self.error and self.error.startswith(schema.UPGRADE_REQUIRED))
 
 
 @dataclass(frozen=True)
@@ -126,22 +159,32 @@ def expected_migrations() -> frozenset[tuple[str, str]]:
     return frozenset(graph.leaf_nodes())
 
 
-def probe_postgres() -> Probe:
-    """Connect to every listed server and check that one of them can take Kindler's writes."""
+def probe_postgres(
+    write_check: bool = False, fresh: bool = False, budget: float | None = None
+) -> Probe:
+    """Connect to every listed server and check that one of them can take Kindler's writes.
+
+    With write_check, a primary must also store a row (disk space, see WRITE_CHECK);
+    with fresh, the kept probe connection is not used; budget bounds each server's
+    probe (PG_CONNECT_TIMEOUT when None).
+    """
     at = datetime.now(UTC)
     servers = configured_hosts()
+    probe_host = functools.partial(_probe_host, write_check=write_check, fresh=fresh, budget=budget)
     if len(servers) == 1:
-        found = [_probe_host(servers[0])]
+        found = [probe_host(servers[0])]
     else:
         # In parallel: a paused server costs the probe one timeout, not one each.
         with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            found = list(pool.map(_probe_host, servers))
+            found = list(pool.map(probe_host, servers))
     hosts = tuple(host for host, _ in found)
     primaries = [(host, problem) for host, problem in found if host.role is Role.PRIMARY]
     if primaries:
         # libpq takes the first listed server that accepts writes.
         host, problem = primaries[0]
-        return Probe(True, problem is None, host.latency_ms, problem, at, host.address, hosts)
+        return Probe(
+            True, problem is None, host.latency_ms, problem, at, host.address, hosts, host.schema
+        )
     reachable = any(host.role is not Role.UNREACHABLE for host in hosts)
     if len(hosts) == 1:
         return Probe(reachable, False, hosts[0].latency_ms, hosts[0].error, at, None, hosts)
@@ -151,31 +194,53 @@ def probe_postgres() -> Probe:
     return Probe(reachable, False, None, error, at, None, hosts)
 
 
-def _probe_host(server: Host) -> tuple[HostProbe, str | None]:
+def _probe_host(
+    server: Host, write_check: bool = False, fresh: bool = False, budget: float | None = None
+) -> tuple[HostProbe, str | None]:
     """Probe one server on its probe connection; return what it is and, for a primary, why it
     cannot take Kindler's writes (None when it can)."""
+    with timeouts.outside_request():
+        return _probe_host_within(server, write_check, fresh, budget)
+
+
+def _probe_host_within(
+    server: Host, write_check: bool, fresh: bool, budget: float | None
+) -> tuple[HostProbe, str | None]:
     started = time.monotonic()
-    budget = float(settings.PG_CONNECT_TIMEOUT)
+    ends = started + (float(settings.PG_CONNECT_TIMEOUT) if budget is None else budget)
     try:
-        try:
-            role, problem = _ask(server, budget, reuse=True)
-        except psycopg2.Error:
-            # The kept connection may have died alone (terminated, a proxy's
-            # idle timeout): a fresh one, within what is left of the same
-            # budget, tells that apart from a server that is gone.
-            left = budget - (time.monotonic() - started)
-            if left < RETRY_MIN_SECONDS:
-                raise
-            role, problem = _ask(server, left, reuse=False)
+        reuse = not fresh
+        while True:
+            try:
+                role, problem, recorded = _ask(server, ends - time.monotonic(), reuse, write_check)
+                break
+            except psycopg2.Error as exc:
+                # The kept connection may have died alone (terminated, a
+                # proxy's idle timeout), and a new one may be ended as it
+                # starts: a fresh one, within what is left of the same
+                # budget, tells that apart from a server that is gone.
+                # Only a connection the server ended says it is there; after
+                # any other failure of the kept one, a fresh connection is
+                # tried only with time for it: libpq waits at least 2 s for
+                # one, and a paused server would take the probe past its budget.
+                left = ends - time.monotonic()
+                cut_short = is_cut_short(exc)
+                if left < RETRY_MIN_SECONDS or not (
+                    cut_short or (reuse and left >= LIBPQ_SHORTEST_CONNECT_TIMEOUT)
+                ):
+                    raise
+                reuse = False
     except psycopg2.Error as exc:
         failure = describe_error(exc)
         return HostProbe(server.address, Role.UNREACHABLE, None, failure), failure
     latency = round((time.monotonic() - started) * 1000, 2)
     shown = problem if role is not Role.PRIMARY else None
-    return HostProbe(server.address, role, latency, shown), problem
+    return HostProbe(server.address, role, latency, shown, recorded), problem
 
 
-def _ask(server: Host, budget: float, reuse: bool) -> tuple[Role, str | None]:
+def _ask(
+    server: Host, budget: float, reuse: bool, write_check: bool
+) -> tuple[Role, str | None, str | None]:
     # Every wait is bounded by the budget on the client side, so a killed,
     # stopped or paused server fails the probe within it, kept connection
     # or not.
@@ -183,13 +248,15 @@ def _ask(server: Host, budget: float, reuse: bool) -> tuple[Role, str | None]:
         connect = functools.partial(_connect_probe, server, budget)
         conn = probes.take(server.address, connect, reuse=reuse)
         try:
-            role, problem = _role_of(conn)
+            role, problem, recorded = _role_of(conn)
+            if write_check and role is Role.PRIMARY and problem is None:
+                problem = _check_write(conn)
         except BaseException:
             probes.discard(conn)
             raise
         # Kept for the next probe only while the server is healthy.
         probes.give_back(server.address, conn, role is Role.PRIMARY and problem is None)
-    return role, problem
+    return role, problem, recorded
 
 
 def _connect_probe(server: Host, budget: float) -> psycopg2.extensions.connection:
@@ -211,22 +278,35 @@ def _connect_probe(server: Host, budget: float) -> psycopg2.extensions.connectio
     return conn
 
 
-def _role_of(conn: psycopg2.extensions.connection) -> tuple[Role, str | None]:
+def _role_of(conn: psycopg2.extensions.connection) -> tuple[Role, str | None, str | None]:
+    """Return what the server is, why it cannot take Kindler's writes, and its schema version."""
     with conn.cursor() as cursor:
         cursor.execute(
             "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), "
-            "to_regclass('django_migrations') IS NOT NULL"
+            "to_regclass('django_migrations') IS NOT NULL, "
+            f"to_regclass('{schema.TABLE}') IS NOT NULL"
         )
-        in_recovery, read_only, has_migrations = cursor.fetchone() or (False, "off", False)
+        row = cursor.fetchone() or (False, "off", False, False)
+        in_recovery, read_only, has_migrations, has_schema = row
+        check = schema.read(cursor) if has_schema else schema.SchemaCheck(None)
         if in_recovery:
-            return Role.STANDBY, "PostgreSQL is a standby (in recovery) and cannot take writes"
+            return (
+                Role.STANDBY,
+                "PostgreSQL is a standby (in recovery) and cannot take writes",
+                check.database,
+            )
         if read_only == "on":
             return (
                 Role.READ_ONLY,
                 "PostgreSQL is read-only (default_transaction_read_only is on)",
+                check.database,
             )
         if not has_migrations:
-            return Role.PRIMARY, "PostgreSQL is not migrated: run `manage.py migrate`"
+            return Role.PRIMARY, "PostgreSQL is not migrated: run `manage.py migrate`", None
+        if check.newer:
+            # Checked before the migrations this code needs: a newer schema
+            # holds them all, and the answer is to upgrade, not to migrate.
+            return Role.PRIMARY, check.problem(), check.database
         wanted = sorted(expected_migrations())
         cursor.execute(
             "SELECT count(*) FROM django_migrations WHERE (app, name) IN "
@@ -238,8 +318,28 @@ def _role_of(conn: psycopg2.extensions.connection) -> tuple[Role, str | None]:
             return (
                 Role.PRIMARY,
                 "PostgreSQL lacks migrations this Kindler needs: run `manage.py migrate`",
+                check.database,
             )
-    return Role.PRIMARY, None
+    return Role.PRIMARY, None, check.database
+
+
+def _check_write(conn: psycopg2.extensions.connection) -> str | None:
+    """Return why PostgreSQL cannot store a row (a full disk), or None when it can."""
+    with conn.cursor() as cursor:
+        try:
+            cursor.execute(WRITE_CHECK)
+        except psycopg2.errors.InsufficientPrivilege:
+            # No TEMPORARY privilege on the database: this check cannot tell.
+            return None
+        except psycopg2.Error as exc:
+            blocked = write_blocked(exc)
+            if blocked is None:
+                raise
+            return blocked
+        finally:
+            if not conn.closed:
+                cursor.execute("ROLLBACK")
+    return None
 
 
 def close_postgres_connection() -> None:
@@ -318,6 +418,14 @@ class HealthMonitor:
         # back on its own until this time.monotonic() value.
         self._forced_until = 0.0
         self._recovered_once = False
+        # This process's first recovery began at start, not after an outage.
+        self._started_recovering = False
+        # The last probe a failed query asked for: when it started (monotonic) and what it found.
+        self._confirm_lock = threading.Lock()
+        self._confirmed: tuple[float, Probe] | None = None
+        # Recoveries failed in a row, and the time.monotonic() before which none is tried.
+        self._failed_recoveries = 0
+        self._retry_at = 0.0
 
     def active_alias(self) -> str:
         """Return the alias every unpinned query should use now."""
@@ -327,6 +435,14 @@ class HealthMonitor:
         if self._takes_writes() or not sqlite_fallback_enabled():
             return POSTGRES
         return SQLITE
+
+    def upgrade_required(self) -> bool:
+        """Return True when the last probe found PostgreSQL on a schema newer than this code."""
+        self._ensure_started()
+        if not postgres_configured():
+            return False
+        probe = self._probe if self._leader_fd is not None else _read_probe()
+        return probe is not None and probe.upgrade_required
 
     def unavailable(self) -> str | None:
         """Return why nothing can be served now in PostgreSQL-only mode, else None."""
@@ -391,6 +507,45 @@ class HealthMonitor:
             self._forced_until = time.monotonic() + max(2 * settings.KINDLER_HEALTH_INTERVAL, 1)
         self._wake.set()
 
+    def confirm_outage(self, cause: str) -> bool:
+        """Probe PostgreSQL after a query failed; fall back only if it cannot take writes.
+
+        Return True when the instance is (now) off PostgreSQL. Threads that
+        fail together share the first probe started after their failure.
+        """
+        self._ensure_started()
+        if not self._takes_writes():
+            self.mark_down(cause)
+            return True
+        failed_at = time.monotonic()
+        with self._confirm_lock:
+            last = self._confirmed
+            if last is not None and last[0] >= failed_at:
+                probe = last[1]
+            else:
+                # Within what is left of the request's deadline: a probe cut
+                # short by it proves nothing, and the leader's probe decides.
+                full = float(settings.PG_CONNECT_TIMEOUT)
+                left = timeouts.request_time_left()
+                budget = full if left is None else min(full, left)
+                if budget < RETRY_MIN_SECONDS:
+                    return False
+                started = time.monotonic()
+                # A fresh connection: the kept probe connection may work
+                # where new ones cannot (a paused postmaster).
+                probe = probe_postgres(write_check=True, fresh=True, budget=budget)
+                if self._leader_fd is None:
+                    # Only the leading process keeps a probe connection between probes.
+                    probes.close_all()
+                if not probe.usable and budget < full:
+                    return False
+                self._confirmed = (started, probe)
+        if probe.usable:
+            logger.info("PostgreSQL still takes writes after a failed query (%s)", cause)
+            return False
+        self.mark_down(f"{cause}; probe: {probe.error}")
+        return True
+
     def check_now(self) -> Snapshot:
         """Probe now and make the switches the probe calls for, as the thread would."""
         self._ensure_started()
@@ -440,6 +595,10 @@ class HealthMonitor:
             self._probe = None
             self._forced_until = 0.0
             self._recovered_once = False
+            self._started_recovering = False
+            self._confirmed = None
+            self._failed_recoveries = 0
+            self._retry_at = 0.0
             if not postgres_configured():
                 logger.info("PostgreSQL not configured (PG_HOST is unset)")
                 logger.info("Using SQLite backend (embedded)")
@@ -534,7 +693,11 @@ class HealthMonitor:
         with self._tick_lock:
             if not self._lead():
                 return
-            probe = probe_postgres()
+            before = state.read()
+            # Off PostgreSQL the probe also writes: a server that answers but
+            # cannot store anything (a full disk) must not start a replay.
+            wrote = before is None or before.state is not State.PRIMARY
+            probe = probe_postgres(write_check=wrote)
             self._probe = probe
             _write_probe(probe)
             probed.send_robust(sender=HealthMonitor, probe=probe)
@@ -545,15 +708,25 @@ class HealthMonitor:
                 target = up if probe.usable else down
                 cause = "instance started" if probe.usable else f"instance started: {probe.error}"
                 shared = state.initialise(target, cause)
+                self._started_recovering = target is State.RECOVERING
             if probe.host is not None:
                 self._follow_host(probe.host)
             if not probe.usable:
-                self._switch(set(State) - {down}, down, f"probe: {probe.error}")
+                cause = f"probe: {probe.error}"
+                if before is not None and shared.state is down:
+                    self._explain(shared, cause)
+                self._switch(set(State) - {down}, down, cause)
+                return
+            if not wrote and shared.state is not State.PRIMARY:
+                # A request fell back while this probe ran: only a probe that
+                # also wrote may bring the instance back (a full disk answers).
                 return
             if not sqlite_fallback_enabled():
                 # Nothing to carry back: PostgreSQL-only mode never wrote to SQLite.
                 self._switch(set(State) - {State.PRIMARY}, State.PRIMARY, "PostgreSQL takes writes")
                 return
+            if time.monotonic() < self._retry_at and shared.state is not State.PRIMARY:
+                return  # a recovery failed lately: wait before the next one
             if shared.state in (State.FALLBACK, State.UNAVAILABLE):
                 down_states = {State.FALLBACK, State.UNAVAILABLE}
                 self._switch(down_states, State.RECOVERING, "PostgreSQL answers again")
@@ -562,7 +735,7 @@ class HealthMonitor:
                 # an earlier run left: PostgreSQL may have been replaced or
                 # restored meanwhile, and must not take writes before the
                 # sync layer has checked it.
-                self._switch({State.PRIMARY}, State.RECOVERING, "checking PostgreSQL at start")
+                self._switch({State.PRIMARY}, State.RECOVERING, START_CHECK)
             current = state.read()
             if current is not None and current.state is State.RECOVERING:
                 self._recover()
@@ -572,32 +745,76 @@ class HealthMonitor:
                 ticked.send_robust(sender=HealthMonitor)
 
     def _recover(self) -> None:
-        try:
-            # This thread outlives the server it talks to: a connection kept
-            # from before the outage is dead, so start each recovery afresh.
-            close_postgres_connection()
-            run_recovery_hooks()
-            transition = state.promote(run_recovery_hooks, "recovery finished")
-            if transition is not None:
-                self._log(transition)
-        except Exception as exc:
-            # Any failure leaves the instance on SQLite; losing PostgreSQL
-            # again sends it back to fallback at once.
-            logger.error("Recovery failed, staying on SQLite: %s", describe_error(exc))
-            if is_postgres_outage(exc):
-                cause = f"recovery failed: {describe_error(exc)}"
-                self._switch({State.RECOVERING}, State.FALLBACK, cause)
-        finally:
-            close_postgres_connection()
+        for attempt in range(1, RECOVERY_ATTEMPTS + 1):
+            try:
+                # This thread outlives the server it talks to: a connection kept
+                # from before the outage is dead, so start each recovery afresh.
+                close_postgres_connection()
+                run_recovery_hooks()
+                transition = state.promote(run_recovery_hooks, "recovery finished")
+                if transition is not None:
+                    self._log(transition)
+                self._failed_recoveries = 0
+                return
+            except Exception as exc:
+                if not is_postgres_outage(exc):
+                    # Any other failure leaves the instance on SQLite, recovering.
+                    self._recovery_failed(describe_error(exc))
+                    return
+                # Replay is idempotent: a recovery whose backend was ended
+                # while the server stays usable simply runs again.
+                close_postgres_connection()
+                probe = probe_postgres(write_check=True)
+                if probe.usable and attempt < RECOVERY_ATTEMPTS:
+                    logger.warning(
+                        "Recovery interrupted (%s); PostgreSQL still takes writes, trying again",
+                        describe_error(exc),
+                    )
+                    continue
+                why = write_blocked(exc) or probe.error or describe_error(exc)
+                self._recovery_failed(why)
+                self._switch({State.RECOVERING}, State.FALLBACK, f"recovery failed: {why}")
+                return
+            finally:
+                close_postgres_connection()
+
+    def _recovery_failed(self, why: str) -> None:
+        self._failed_recoveries += 1
+        first = max(float(settings.KINDLER_HEALTH_INTERVAL), 0.1)
+        wait = min(
+            first * 2 ** (self._failed_recoveries - 1),
+            max(float(settings.KINDLER_RECOVERY_BACKOFF_MAX), first),
+        )
+        self._retry_at = time.monotonic() + wait
+        logger.error(
+            "Recovery failed, staying on SQLite (attempt %d, next in %g s): %s",
+            self._failed_recoveries,
+            wait,
+            why,
+        )
 
     def _switch(self, expected: set[State], target: State, cause: str) -> None:
         transition = state.switch(expected, target, describe_error(Exception(cause)))
         if transition is None:
             return
+        self._started_recovering = cause == START_CHECK
         self._log(transition)
         if target in (State.FALLBACK, State.UNAVAILABLE):
             close_postgres_connection()
             pool.clear_idle()
+
+    def _explain(self, shared: state.Shared, cause: str) -> None:
+        # Only a new kind of reason is worth a line: details such as a file
+        # name in a disk-full message change with every probe.
+        if _gist(cause) == _gist(shared.cause):
+            return
+        try:
+            changed = state.explain(shared.state, describe_error(Exception(cause)))
+        except StateFileError as exc:
+            logger.error("Cannot record the cause in the state file: %s", exc)
+            return
+        if changed:
+            logger.info("Still %s, for a new reason: %s", shared.state, cause)
 
     def _follow_host(self, address: str) -> None:
         try:
@@ -616,7 +833,14 @@ class HealthMonitor:
     def _log(self, transition: Transition) -> None:
         with self._lock:
             self._transitions.append(transition)
-        logger.warning(
+        # Checking PostgreSQL before first serving from it is every start,
+        # not news; any other switch is.
+        routine = not self._recovered_once and (
+            transition.cause == START_CHECK
+            or (transition.target is State.PRIMARY and self._started_recovering)
+        )
+        logger.log(
+            logging.INFO if routine else logging.WARNING,
             "Database state %s -> %s after %.3f s: %s (active: %s)",
             transition.source,
             transition.target,
@@ -624,6 +848,11 @@ class HealthMonitor:
             transition.cause,
             _active_after(transition.target),
         )
+
+
+def _gist(cause: str) -> str:
+    """Return a cause without its parenthesised details and the query that reported it."""
+    return cause.rsplit("probe: ", 1)[-1].split(" (", 1)[0]
 
 
 def down_state() -> State:
@@ -642,14 +871,14 @@ monitor = HealthMonitor()
 
 
 def report_outage(exc: BaseException, where: str) -> bool:
-    """Fall back the whole instance if exc says PostgreSQL is lost; return whether it did.
+    """Return whether exc says PostgreSQL was lost; if so, fall back once a probe confirms it.
 
     The one entry point for code outside a request (the reconciler, commands)
     that runs into a database error.
     """
     if not is_postgres_outage(exc):
         return False
-    monitor.mark_down(f"{where}: {describe_error(exc)}")
     close_postgres_connection()
-    pool.clear_idle()
+    if monitor.confirm_outage(f"{where}: {describe_error(exc)}"):
+        pool.clear_idle()
     return True

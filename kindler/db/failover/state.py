@@ -252,6 +252,20 @@ def switch(expected: Iterable[State] | None, target: State, cause: str) -> Trans
     return transition
 
 
+def explain(current: State, cause: str) -> bool:
+    """Replace the cause of the state while it is still current; return whether it changed.
+
+    For a reason that changed during one outage (unreachable, then a full
+    disk): no switch, no new generation, same since.
+    """
+    with _locked():
+        shared = read()
+        if shared is None or shared.state is not current or shared.cause == cause:
+            return False
+        _write(replace(shared, cause=cause))
+    return True
+
+
 def move_host(address: str) -> HostMove | None:
     """Record address as the server taking writes; return the move when it was another one.
 

@@ -9,6 +9,18 @@ A wait also ends as soon as the instance falls back after the wait began
 (any process of the instance may declare it, see kindler.db.failover.state),
 so a request stuck on a paused backend is released within one probe of the
 outage instead of at the statement deadline.
+
+A request also has a deadline of its own (KINDLER_REQUEST_DEADLINE, set by
+the failover middleware): every wait of the request ends by then, whatever
+is left of the per-statement bound, with RequestTooSlow. A request on a slow
+PostgreSQL thus answers within its deadline however many round trips it
+makes, instead of within one bound per statement.
+
+A COMMIT is never cut by that deadline: cut mid-way its outcome would be
+unknown (saved or not, the person could not be told). It is sent only while
+the deadline leaves at least the request's fastest round trip so far, and
+then its answer is awaited within the statement bound; too late, it is not
+sent at all, and the request answers "too slow" with nothing saved.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import psycopg2.extensions as ext
 from django.conf import settings
 
 from kindler.db.failover import state
+from kindler.db.failover.errors import CommitNotSent, RequestTooSlow
 from kindler.db.failover.state import State
 
 STATEMENT_MARGIN = 1.0
@@ -36,6 +49,11 @@ STATEMENT_MARGIN = 1.0
 SLICE = 0.1
 
 _deadline: ContextVar[float | None] = ContextVar("kindler_wait_deadline", default=None)
+# time.monotonic() at which the current request's deadline passes.
+_request_ends: ContextVar[float | None] = ContextVar("kindler_request_ends", default=None)
+# The current request's fastest answered wait, in seconds (one slot, updated
+# in place): on a slow link, the least a COMMIT's answer can take.
+_fastest_wait: ContextVar[list[float] | None] = ContextVar("kindler_fastest_wait", default=None)
 
 
 @contextlib.contextmanager
@@ -46,6 +64,57 @@ def deadline(seconds: float) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+@contextlib.contextmanager
+def request_deadline(seconds: float) -> Iterator[None]:
+    """Bound every wait for PostgreSQL inside the block, together, by seconds from now."""
+    token = _request_ends.set(time.monotonic() + seconds)
+    fastest = _fastest_wait.set([float("inf")])
+    try:
+        yield
+    finally:
+        _fastest_wait.reset(fastest)
+        _request_ends.reset(token)
+
+
+@contextlib.contextmanager
+def outside_request() -> Iterator[None]:
+    """Lift the request's deadline inside the block (a health probe keeps its own budget)."""
+    token = _request_ends.set(None)
+    try:
+        yield
+    finally:
+        _request_ends.reset(token)
+
+
+def request_time_left() -> float | None:
+    """Return the seconds left before the current request's deadline, or None outside one."""
+    ends = _request_ends.get()
+    return None if ends is None else ends - time.monotonic()
+
+
+@contextlib.contextmanager
+def commit_in_time() -> Iterator[None]:
+    """Send the COMMIT inside the block only with time left for its answer, then await it.
+
+    Raises CommitNotSent, before anything is sent, when less of the request's
+    deadline is left than its fastest round trip so far. Otherwise the
+    request's deadline is lifted until the answer comes (the statement bound
+    still holds), so the outcome of a sent COMMIT is always known.
+    """
+    left = request_time_left()
+    fastest = _fastest_wait.get()
+    if left is None:
+        yield
+        return
+    if left <= 0 or (fastest is not None and left < fastest[0]):
+        raise CommitNotSent(
+            f"the request's deadline left {max(left, 0.0):.3f} s, less than a round trip: "
+            "the transaction was not committed"
+        )
+    with outside_request():
+        yield
 
 
 def wait_with_deadline(conn: Any) -> None:
@@ -60,6 +129,10 @@ def wait_with_deadline(conn: Any) -> None:
     if override is not None:
         timeout = min(timeout, override)
     started = time.monotonic()
+    ends = _request_ends.get()
+    too_slow = ends is not None and ends - started < timeout
+    if ends is not None and too_slow:
+        timeout = max(0.0, ends - started)
     started_at = time.time()
     give_up_at = started + timeout
     # The instance's state is read only after a slice passed with no answer:
@@ -69,8 +142,13 @@ def wait_with_deadline(conn: Any) -> None:
     while True:
         polled = conn.poll()
         if polled == ext.POLL_OK:
+            fastest = _fastest_wait.get()
+            if fastest is not None:
+                fastest[0] = min(fastest[0], time.monotonic() - started)
             return
         now = time.monotonic()
+        if now >= give_up_at and too_slow:
+            give_up(conn, f"the request's deadline passed while {doing}", RequestTooSlow)
         if now >= give_up_at:
             give_up(conn, f"PostgreSQL did not answer within {timeout:g} s while {doing}")
         if not answered and declared_down_since(datetime.fromtimestamp(started_at, UTC)):
@@ -84,7 +162,9 @@ def wait_with_deadline(conn: Any) -> None:
             raise psycopg2.OperationalError(f"unexpected poll state {polled}")
 
 
-def give_up(conn: Any, message: str) -> None:
+def give_up(
+    conn: Any, message: str, error: type[psycopg2.OperationalError] = psycopg2.OperationalError
+) -> None:
     """Shut conn's socket down (it is mid-protocol, unusable) and raise.
 
     conn.close() cannot be used here: psycopg2 holds the connection's lock
@@ -93,7 +173,7 @@ def give_up(conn: Any, message: str) -> None:
     """
     with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
         sock.shutdown(socket.SHUT_RDWR)
-    raise psycopg2.OperationalError(message)
+    raise error(message)
 
 
 def declared_down_since(started_at: datetime) -> bool:

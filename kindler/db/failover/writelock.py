@@ -34,7 +34,7 @@ from typing import Any
 
 from django.db import transaction
 
-from kindler.db.failover import state
+from kindler.db.failover import state, timeouts
 
 # Statements that neither write nor open a transaction of their own.
 READS = ("SELECT", "PRAGMA", "EXPLAIN")
@@ -73,7 +73,7 @@ def _flock(deadline: float) -> bool:
 
 
 @contextmanager
-def writer_turn(connection: Any, budget: float) -> Iterator[None]:
+def writer_turn(connection: Any, budget: float, shorten: bool = False) -> Iterator[None]:
     """Wait (at most budget seconds) for this instance's turn to write on connection."""
     started = time.monotonic()
     deadline = started + budget
@@ -84,12 +84,14 @@ def writer_turn(connection: Any, budget: float) -> Iterator[None]:
             shared = local and _flock(deadline)
         try:
             waited = time.monotonic() - started
-            if waited >= NOTICEABLE:
+            # Shortened after a wait for the turn, or when asked (a request's deadline).
+            shorter = waited >= NOTICEABLE or shorten
+            if shorter:
                 _busy_timeout(connection, max(0.0, budget - waited))
             try:
                 yield
             finally:
-                if waited >= NOTICEABLE:
+                if shorter:
                     _restore_busy_timeout(connection)
         finally:
             if shared:
@@ -123,6 +125,11 @@ def write_transaction(connection: Any, on_begin: Callable[[], None]) -> Iterator
     """
     alias = connection.alias
     budget = float(connection.settings_dict["OPTIONS"].get("timeout", 5.0))
+    left = timeouts.request_time_left()
+    # The request's deadline covers SQLite's write lock too.
+    shorten = left is not None and budget - left >= NOTICEABLE
+    if left is not None:
+        budget = max(0.0, min(budget, left))
     if connection.in_atomic_block:
         with transaction.atomic(using=alias):
             on_begin()
@@ -137,7 +144,7 @@ def write_transaction(connection: Any, on_begin: Callable[[], None]) -> Iterator
             nonlocal begun
             if not begun and not sql.lstrip()[:8].upper().startswith(READS):
                 begun = True  # first: the turn's own PRAGMA passes through here
-                turn.enter_context(writer_turn(connection, budget))
+                turn.enter_context(writer_turn(connection, budget, shorten))
                 with connection.cursor() as cursor:
                     cursor.execute("BEGIN IMMEDIATE")
                 on_begin()

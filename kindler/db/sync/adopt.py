@@ -6,17 +6,23 @@ while PostgreSQL is the database this SQLite file last mirrored. When it is
 not (a new database, another one, one restored from an older dump), it runs
 a full mirror, which merges both ways (see kindler.db.sync.mirror): local
 rows and accounts PostgreSQL lacks are carried into it and listed as
-adopted or restored, clashes become conflicts, and only deletes recorded in
-PostgreSQL's change log reach SQLite.
+adopted, restored or failover, deletes it lost are made again (tombstones),
+clashes become conflicts, and only deletes recorded in PostgreSQL's change
+log reach SQLite.
 
 push_all() carries every local row by hand (`sync_db --push --all`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth.models import User
 from django.db import connections
 
@@ -28,6 +34,8 @@ from kindler.db.sync.carry import CarryReport, carry, local_rows
 from kindler.db.sync.journal import synced_models
 from kindler.db.sync.mirror import MirrorReport, mirror, refresh
 from kindler.db.sync.tables import table_for
+
+logger = logging.getLogger("kindler.db")
 
 
 @dataclass
@@ -48,16 +56,43 @@ class AdoptReport:
 
 
 def check() -> str | None:
-    """Return why PostgreSQL needs a merge ("adopted", "restored"), or None."""
+    """Return why PostgreSQL needs a merge ("adopted", "restored", "failover"), or None."""
     return identity.change(identity.read(), identity.known())
 
 
 def reconcile_identity() -> AdoptReport:
-    """Merge SQLite into PostgreSQL when PostgreSQL is new, replaced or restored."""
-    why = check()
+    """Merge SQLite into PostgreSQL when PostgreSQL is new, replaced, restored or failed over."""
+    current, remembered = identity.read(), identity.known()
+    why = identity.change(current, remembered)
     if why is None:
         return AdoptReport()
-    return AdoptReport(why, mirror(full=True))
+    # First contact is every new file's start, not news; another database or
+    # a failover is.
+    logger.log(
+        logging.INFO if remembered is None else logging.WARNING,
+        "Checking PostgreSQL (%s) against this file: %s",
+        why,
+        identity.described(current, remembered),
+    )
+    started = time.monotonic()
+    report = AdoptReport(why, mirror(full=True))
+    if why == RestoredWhy.ADOPTED and report.restored:
+        logger.info(
+            "Carried %s of this file into PostgreSQL in %.1f s",
+            counted(label for label, _, _, _ in report.restored),
+            time.monotonic() - started,
+        )
+    return report
+
+
+def counted(labels: Iterable[str]) -> str:
+    """Return "5 clusters and 2 operation logs" for the model labels of carried rows."""
+    counts = Counter(labels)
+    parts = []
+    for label, count in sorted(counts.items()):
+        meta = apps.get_model(label)._meta
+        parts.append(f"{count} {meta.verbose_name if count == 1 else meta.verbose_name_plural}")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
 @dataclass

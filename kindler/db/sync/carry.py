@@ -16,6 +16,26 @@ at once take turns and see each other's rows. Rows are matched by uid:
 - a row with a conflict already recorded is left to that conflict.
 
 Every row written is logged and listed in RestoredRow, with why.
+
+carry_deletes() does the same for deletes: after a restore or a failover,
+a row PostgreSQL holds again that this SQLite file keeps a tombstone of is
+deleted again (listed as "deleted"), unless PostgreSQL changed it after the
+delete (a higher version): then it stays, as a delete/update conflict.
+
+carry_diverged() covers the rows both sides hold at the same version after
+a restore, a failover or a restart. Versions cannot tell them apart: an
+update this instance acknowledged that the new server lost, and another
+writer's change there made on the version before it, end at the same
+number. Their contents can: the same version with different fields (uid,
+version and the automatic timestamps aside) is an update/update conflict,
+both kept, and PostgreSQL's side stays. Equal contents are nothing: a
+restart that lost nothing records no conflict.
+
+carry_lost() covers the rows whose versions differ but may still hide a
+lost save: the versions this instance acknowledged (kindler.db.sync.
+acknowledged) tell whether PostgreSQL's older version is one of them or
+another writer's, and whether its newer one still carries the last save
+acknowledged here. A lost save is an update/update conflict, both kept.
 """
 
 from __future__ import annotations
@@ -32,10 +52,11 @@ from django.db import connections, transaction
 from psycopg2.extras import execute_values
 
 from kindler.db import POSTGRES, SQLITE
-from kindler.db.models import Conflict, ConflictKind
+from kindler.db.models import Conflict, ConflictKind, RestoredWhy
+from kindler.db.sync.acknowledged import Acknowledged
 from kindler.db.sync.journal import CHANGE_TABLE, instance_id
 from kindler.db.sync.locks import hold_global_lock
-from kindler.db.sync.tables import Table, row_name
+from kindler.db.sync.tables import Table, comparable, row_name
 
 logger = logging.getLogger("kindler.db")
 
@@ -92,7 +113,10 @@ def carry(
     """Write these SQLite rows into PostgreSQL where it lacks them or holds them older."""
     report = CarryReport(dry_run=dry_run)
     instance = instance_id()
-    logged = 0
+    # A new database getting this file's rows is expected, not news: the
+    # caller says it once (kindler.db.sync.adopt). A restored or replaced
+    # one lacking rows is, row by row.
+    logged = LOGGED_ROWS if why == RestoredWhy.ADOPTED else 0
     for chunk in chunks:
         if chunk:
             done = _carry_chunk(table, chunk, why, instance, dry_run)
@@ -102,7 +126,7 @@ def carry(
                 )
             logged += len(done.restored)
             report.merge(done)
-    if logged > LOGGED_ROWS:
+    if logged > LOGGED_ROWS and why != RestoredWhy.ADOPTED:
         logger.warning(
             "Wrote %d more %s rows back into PostgreSQL (%s); see the restored rows",
             logged - LOGGED_ROWS,
@@ -148,6 +172,195 @@ def _carry_chunk(
         if dry_run:
             transaction.set_rollback(True, using=POSTGRES)
     return report
+
+
+def carry_deletes(
+    table: Table, tombstones: dict[uuid.UUID, int], *, dry_run: bool = False
+) -> CarryReport:
+    """Delete again the rows PostgreSQL holds that were deleted at these versions."""
+    report = CarryReport(dry_run=dry_run)
+    label = str(table.model._meta.label_lower)
+    instance = instance_id()
+    uids = sorted(tombstones)
+    for start in range(0, len(uids), CHUNK):
+        part = [str(uid) for uid in uids[start : start + CHUNK]]
+        with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
+            hold_global_lock(cursor)
+            remote = _fetch(cursor, table, "uid", part)
+            gone = [row for uid, row in remote.items() if int(row["version"]) <= tombstones[uid]]
+            for uid, row in remote.items():
+                if int(row["version"]) > tombstones[uid]:
+                    _deleted_here(table, row, instance, report)
+            if gone:
+                cursor.execute(
+                    f"DELETE FROM {table.name} WHERE uid = ANY(%s::uuid[])",
+                    [[str(row["uid"]) for row in gone]],
+                )
+            why = str(RestoredWhy.DELETED)
+            done = [(label, str(row["uid"]), row_name(row), why) for row in gone]
+            _record(cursor, done, instance)
+            if dry_run:
+                transaction.set_rollback(True, using=POSTGRES)
+        for _label, row_uid, name, _why in done[:LOGGED_ROWS]:
+            logger.warning("Deleted %s %s (%s) again in PostgreSQL", label, name or "-", row_uid)
+        report.restored += done
+    return report
+
+
+def _deleted_here(
+    table: Table, row: dict[str, Any], instance: uuid.UUID, report: CarryReport
+) -> None:
+    _keep_conflict(
+        table,
+        ConflictKind.DELETE_UPDATE,
+        None,
+        row,
+        instance,
+        report,
+        "deleted here, changed in PostgreSQL since",
+    )
+
+
+def _keep_conflict(
+    table: Table,
+    kind: str,
+    local: dict[str, Any] | None,
+    remote: dict[str, Any],
+    instance: uuid.UUID,
+    report: CarryReport,
+    why: str,
+) -> None:
+    """Record a conflict a merge found, PostgreSQL's side kept, and refresh SQLite's copy."""
+    label = str(table.model._meta.label_lower)
+    name = row_name(local if local is not None else remote)
+    Conflict.objects.using(POSTGRES).create(
+        kind=kind,
+        model=label,
+        row_uid=str(remote["uid"]),
+        name=name,
+        instance_id=instance,
+        seq=0,
+        base=None,
+        local=local,
+        remote=remote,
+    )
+    report.conflicts += 1
+    report.refresh.setdefault(label, set()).add(remote["uid"])
+    logger.warning("Kept %s %s (%s) as a conflict: %s", label, name or "-", remote["uid"], why)
+
+
+def carry_diverged(
+    table: Table, chunks: Iterator[list[tuple[Any, ...]]], *, dry_run: bool = False
+) -> CarryReport:
+    """Record a conflict for each of these SQLite rows PostgreSQL holds otherwise, same version."""
+    report = CarryReport(dry_run=dry_run)
+    label = str(table.model._meta.label_lower)
+    instance = instance_id()
+    for chunk in chunks:
+        local = {}
+        for values in chunk:
+            row = table.from_sqlite(values)
+            local[uuid.UUID(str(row["uid"]))] = row
+        # Compared without locks first: nearly always every row is the same.
+        with connections[POSTGRES].cursor() as cursor:
+            remote = _select(cursor, table, [str(uid) for uid in local])
+        suspects = [str(uid) for uid, row in remote.items() if _differ(table, local[uid], row)]
+        if not suspects:
+            continue
+        with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
+            hold_global_lock(cursor)
+            remote = _fetch(cursor, table, "uid", suspects)
+            dropped = dropped_uids(cursor, label, suspects)
+            for uid, row in remote.items():
+                mine = local[uid]
+                if (
+                    uid in dropped
+                    or int(row["version"]) != int(mine["version"])
+                    or not _differ(table, mine, row)
+                ):
+                    continue
+                _diverged(table, mine, row, instance, report)
+            if dry_run:
+                transaction.set_rollback(True, using=POSTGRES)
+    return report
+
+
+def carry_lost(
+    table: Table,
+    kept: dict[str, Acknowledged],
+    uids: list[str],
+    why: str,
+    *,
+    dry_run: bool = False,
+) -> CarryReport:
+    """Merge the rows whose PostgreSQL version may lack a save acknowledged here.
+
+    A lost save is a conflict, both kept, PostgreSQL's side staying; a row
+    that lost nothing is written back (PostgreSQL's is older) or copied
+    into SQLite (PostgreSQL's is newer), as versions alone would decide.
+    """
+    report = CarryReport(dry_run=dry_run)
+    label = str(table.model._meta.label_lower)
+    instance = instance_id()
+    back: list[str] = []
+    for chunk in local_rows(table, uids):
+        local = {}
+        for values in chunk:
+            row = table.from_sqlite(values)
+            local[row["uid"]] = row
+        with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
+            hold_global_lock(cursor)
+            remote = _fetch(cursor, table, "uid", [str(uid) for uid in local])
+            dropped = dropped_uids(cursor, label, [str(uid) for uid in local])
+            for uid, mine in local.items():
+                theirs = remote.get(uid)
+                if theirs is None:
+                    continue  # deleted meanwhile: the next full merge sees it
+                why_lost = None if uid in dropped else kept[uid.hex].lacks(table, mine, theirs)
+                if why_lost is not None:
+                    _keep_conflict(
+                        table, ConflictKind.UPDATE_UPDATE, mine, theirs, instance, report, why_lost
+                    )
+                elif int(mine["version"]) > int(theirs["version"]):
+                    back.append(uid.hex)
+                else:
+                    report.refresh.setdefault(label, set()).add(uid)
+            if dry_run:
+                transaction.set_rollback(True, using=POSTGRES)
+    if back:
+        report.merge(carry(table, local_rows(table, back), why, dry_run=dry_run))
+    return report
+
+
+def _select(cursor: Any, table: Table, uids: list[str]) -> dict[uuid.UUID, Any]:
+    cursor.execute(f"SELECT {table.quoted()} FROM {table.name} WHERE uid = ANY(%s::uuid[])", [uids])
+    rows = (table.from_db(values_row) for values_row in cursor.fetchall())
+    return {row["uid"]: row for row in rows}
+
+
+def _differ(table: Table, local: dict[str, Any], remote: dict[str, Any]) -> bool:
+    """Return True when the two copies of a row differ in a field a writer sets."""
+    return any(
+        comparable(f, local[f.attname]) != comparable(f, remote[f.attname]) for f in table.written
+    )
+
+
+def _diverged(
+    table: Table,
+    local: dict[str, Any],
+    remote: dict[str, Any],
+    instance: uuid.UUID,
+    report: CarryReport,
+) -> None:
+    _keep_conflict(
+        table,
+        ConflictKind.UPDATE_UPDATE,
+        local,
+        remote,
+        instance,
+        report,
+        f"PostgreSQL holds another change at version {remote['version']}",
+    )
 
 
 def dropped_uids(cursor: Any, label: str, uids: list[str]) -> set[uuid.UUID]:

@@ -32,6 +32,7 @@ from django.apps import apps
 from django.db import connections, transaction
 from django.db.models import Min, Model
 
+from kindler import __version__
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover import state
 from kindler.db.failover.errors import SWITCHED_BACK
@@ -42,6 +43,7 @@ _suppressed: ContextVar[bool] = ContextVar("kindler_journal_suppressed", default
 
 JOURNAL_TABLE = "kindler_db_journalentry"
 CHANGE_TABLE = "kindler_db_rowchange"
+TOMBSTONE_TABLE = "kindler_db_tombstone"
 
 
 def synced_models() -> list[type[Model]]:
@@ -106,7 +108,10 @@ def sqlite_trigger_sql(model: type[Model]) -> list[str]:
     label = model_label(model)
     columns = [str(f.column) for f in model._meta.concrete_fields]
     now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-    insert = f"INSERT INTO {JOURNAL_TABLE} (model, uid, op, base_version, before, data, created_at)"
+    insert = (
+        f"INSERT INTO {JOURNAL_TABLE} "
+        "(model, uid, op, base_version, before, data, created_at, schema)"
+    )
     statements = []
     for op, event, uid, base, before, data in (
         ("insert", "INSERT", "NEW.uid", "NULL", "NULL", _json_object("NEW", columns)),
@@ -131,10 +136,34 @@ def sqlite_trigger_sql(model: type[Model]) -> list[str]:
         statements.append(f"DROP TRIGGER IF EXISTS {name}")
         statements.append(
             f"CREATE TRIGGER {name} AFTER {event} ON {table} WHEN kindler_journaling() "
-            f"BEGIN {insert} VALUES ('{label}', {uid}, '{op}', {base}, {before}, {data}, {now}); "
+            f"BEGIN {insert} VALUES ('{label}', {uid}, '{op}', {base}, {before}, {data}, {now}, "
+            f"'{__version__}'); "
             "END"
         )
-    return statements
+    return statements + tombstone_trigger_sql(model)
+
+
+def tombstone_trigger_sql(model: type[Model]) -> list[str]:
+    """Return the statements that keep SQLite's tombstones of model's rows.
+
+    Unconditional, unlike the journal: a delete made here, copied by the
+    write-through or by the mirror all leave a tombstone (a failover or a
+    restore may bring the row back to PostgreSQL); a row inserted again
+    with that uid takes its tombstone away.
+    """
+    table = model._meta.db_table
+    label = model_label(model)
+    now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    deleted, inserted = (f"kindler_tombstone_{table}_{op}" for op in ("delete", "insert"))
+    return [
+        f"DROP TRIGGER IF EXISTS {deleted}",
+        f"CREATE TRIGGER {deleted} AFTER DELETE ON {table} BEGIN "
+        f"INSERT OR REPLACE INTO {TOMBSTONE_TABLE} (model, uid, version, deleted_at) "
+        f"VALUES ('{label}', OLD.uid, OLD.version, {now}); END",
+        f"DROP TRIGGER IF EXISTS {inserted}",
+        f"CREATE TRIGGER {inserted} AFTER INSERT ON {table} BEGIN "
+        f"DELETE FROM {TOMBSTONE_TABLE} WHERE model = '{label}' AND uid = NEW.uid; END",
+    ]
 
 
 POSITION_SEQUENCE = "kindler_db_rowchange_position_seq"
@@ -256,7 +285,7 @@ def drop_sqlite_triggers() -> None:
     names = [
         f"kindler_{kind}_{model._meta.db_table}_{op}"
         for model in synced_models()
-        for kind in ("journal", "guard")
+        for kind in ("journal", "guard", "tombstone")
         for op in ("insert", "update", "delete")
     ]
     with transaction.atomic(using=SQLITE), connections[SQLITE].cursor() as cursor:
@@ -281,6 +310,9 @@ def on_post_migrate(sender: Any, using: str = SQLITE, **kwargs: Any) -> None:
     connection = connections[using]
     tables = connection.introspection.table_names()
     if JOURNAL_TABLE not in tables or any(m._meta.db_table not in tables for m in synced_models()):
+        return
+    if using == SQLITE and TOMBSTONE_TABLE not in tables:
+        # Migrated back to before tombstones: that release makes its own triggers.
         return
     if using == SQLITE and not columns_match(connection):
         # Migrated back to an older schema: the triggers this code would make

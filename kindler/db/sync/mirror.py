@@ -13,8 +13,14 @@ that keeps the row, lets it go. A local row PostgreSQL lacks otherwise, or
 holds in an older version, is carried back into it (kindler.db.sync.carry)
 and listed as restored. That is how a new database is adopted and a
 restored one gets back what its dump missed: when the database's identity
-differs from the one this file remembers, or its change log went back
-(kindler.db.sync.identity), the run is full and merges both ways.
+differs from the one this file remembers, its change log went back or its
+server moved to a new timeline (a failover; kindler.db.sync.identity), the
+run is full and merges both ways. Such a run also deletes again the rows
+PostgreSQL holds that this file keeps a tombstone of (a delete the restore
+or the failover lost), or keeps them as a conflict when PostgreSQL changed
+them after the delete. Rows whose versions differ where PostgreSQL's may
+lack a save this instance acknowledged are merged by their contents
+(kindler.db.sync.carry.carry_lost).
 
 Users, groups and their permissions are copied whole, with the same ids,
 so sessions (which hold the user id) stay valid across a switch.
@@ -35,10 +41,24 @@ from django.db.models import Model
 from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.writelock import writer_turn
 from kindler.db.models import RestoredWhy
-from kindler.db.sync import identity, runs
+from kindler.db.sync import acknowledged, identity, retention, runs
 from kindler.db.sync.accounts import carry_accounts
-from kindler.db.sync.carry import CarryReport, carry, dropped_uids, local_rows
-from kindler.db.sync.journal import CHANGE_TABLE, journal_suppressed, journaled_uids, synced_models
+from kindler.db.sync.carry import (
+    CarryReport,
+    carry,
+    carry_deletes,
+    carry_diverged,
+    carry_lost,
+    dropped_uids,
+    local_rows,
+)
+from kindler.db.sync.journal import (
+    CHANGE_TABLE,
+    TOMBSTONE_TABLE,
+    journal_suppressed,
+    journaled_uids,
+    synced_models,
+)
 from kindler.db.sync.tables import Table, table_for
 
 CHUNK = 500
@@ -54,7 +74,8 @@ class MirrorReport:
     accounts: int = 0
     full: bool = False
     dry_run: bool = False
-    # Set when PostgreSQL was new or changed identity: "adopted" or "restored".
+    # Set when PostgreSQL was new, changed identity, restarted or failed over:
+    # "adopted", "restored" or "failover".
     merged: str = ""
     restored: list[tuple[str, str, str, str]] = field(default_factory=list)
     conflicts: int = 0
@@ -92,10 +113,16 @@ def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> MirrorRepor
     why = identity.change(current, identity.known())
     mark = None if full or why else identity.mark()
     report = MirrorReport(dry_run=dry_run, merged=why or "")
+    # A new database never held what this file deleted: only a restore or a
+    # failover brings deleted rows back.
+    merging = why in (RestoredWhy.RESTORED, RestoredWhy.FAILOVER)
     if why:
         # Before the accounts are mirrored: those PostgreSQL lacks would go.
         report.accounts += carry_accounts(dry_run=dry_run)
     back: dict[str, list[str]] = {}
+    undeleted: dict[str, dict[uuid.UUID, int]] = {}
+    diverged: dict[str, list[str]] = {}
+    lost: dict[str, list[str]] = {}
     outermost = not connections[POSTGRES].in_atomic_block
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as pg:
         if outermost:
@@ -123,25 +150,47 @@ def _mirror(dry_run: bool, full: bool, progress: Progress | None) -> MirrorRepor
                 wanted = None if changes is None else changes.get(table.model._meta.label_lower)
                 if changes is not None and not wanted:
                     continue
-                back[table.model._meta.label_lower] = _mirror_model(
-                    pg, table, wanted, report, progress
+                label = table.model._meta.label_lower
+                tombstones = _tombstones(label) if merging else None
+                back[label], undeleted[label], diverged[label], lost[label] = _mirror_model(
+                    pg, table, wanted, report, progress, tombstones=tombstones
                 )
             report.accounts += mirror_accounts(pg)
             if dry_run:
                 transaction.set_rollback(True, using=SQLITE)
-    _carry_back(back, why or RestoredWhy.RESTORED, report)
+    _carry_back(back, undeleted, diverged, lost, why or RestoredWhy.RESTORED, report)
     if not dry_run:
         identity.remember(current, xmin)
+        prune_tombstones()
+        acknowledged.prune()
     return report
 
 
-def _carry_back(back: dict[str, list[str]], why: str, report: MirrorReport) -> None:
-    """Write local rows PostgreSQL lacks (or holds older) back into it, then show its side."""
+def _carry_back(
+    back: dict[str, list[str]],
+    undeleted: dict[str, dict[uuid.UUID, int]],
+    diverged: dict[str, list[str]],
+    lost: dict[str, list[str]],
+    why: str,
+    report: MirrorReport,
+) -> None:
+    """Write local rows and deletes PostgreSQL lacks back into it, then show its side."""
     carried = CarryReport(dry_run=report.dry_run)
+    for label, uids in lost.items():
+        if uids:
+            kept = acknowledged.load(label)
+            carried.merge(carry_lost(table_for(label), kept, uids, why, dry_run=report.dry_run))
+    for label, uids in diverged.items():
+        if uids:
+            table = table_for(label)
+            carried.merge(carry_diverged(table, local_rows(table, uids), dry_run=report.dry_run))
     for label, uids in back.items():
         if uids:
             table = table_for(label)
             carried.merge(carry(table, local_rows(table, uids), why, dry_run=report.dry_run))
+    for label, tombstones in undeleted.items():
+        if tombstones:
+            carried.merge(carry_deletes(table_for(label), tombstones, dry_run=report.dry_run))
     report.restored += carried.restored
     report.conflicts += carried.conflicts
     if carried.refresh and not report.dry_run:
@@ -168,6 +217,18 @@ def refresh(uids: dict[str, set[uuid.UUID]]) -> MirrorReport:
     return report
 
 
+def _tombstones(label: str) -> dict[str, int]:
+    """Return the uids (hex) this file keeps a tombstone of, with the version deleted."""
+    with connections[SQLITE].cursor() as lite:
+        lite.execute(f"SELECT uid, version FROM {TOMBSTONE_TABLE} WHERE model = %s", [label])
+        return {str(uid): int(version) for uid, version in lite.fetchall()}
+
+
+def prune_tombstones() -> int:
+    """Drop the tombstones older than KINDLER_TOMBSTONE_DAYS; return how many went."""
+    return retention.prune(TOMBSTONE_TABLE, "deleted_at")
+
+
 def _changes(pg: Any, mark: int) -> dict[str, set[uuid.UUID]]:
     pg.execute(f"SELECT model, uid FROM {CHANGE_TABLE} WHERE xid >= %s", [mark])
     changes: dict[str, set[uuid.UUID]] = {}
@@ -183,8 +244,21 @@ def _mirror_model(
     report: MirrorReport,
     progress: Progress | None,
     force: bool = False,
-) -> list[str]:
-    """Copy table's rows from PostgreSQL; return the local uids to carry back into it."""
+    tombstones: dict[str, int] | None = None,
+) -> tuple[list[str], dict[uuid.UUID, int], list[str], list[str]]:
+    """Copy table's rows from PostgreSQL; return the local uids to carry back into it.
+
+    With tombstones (a merge after a restore or a failover), a row PostgreSQL
+    holds that this file deleted is not copied: it is returned, with the
+    version deleted, to be deleted again. So are the rows both sides hold at
+    the same version (the third list): their contents are compared after
+    this read-only snapshot, and two different rows at one version (a lost
+    acknowledged update and another writer's change on the new server) are
+    a conflict (kindler.db.sync.carry.carry_diverged). The fourth list holds
+    the rows whose versions differ where PostgreSQL's may lack a save this
+    instance acknowledged: neither copied nor written back here, they are
+    merged by content (kindler.db.sync.carry.carry_lost).
+    """
     lite = connections[SQLITE].cursor()
     if wanted is None:
         pg.execute(f"SELECT {table.quoted()} FROM {table.name}")
@@ -208,14 +282,24 @@ def _mirror_model(
     gone = [uid for uid in missing if uid in dropped]
     back = [uid for uid in missing if uid not in dropped]
     changed = []
+    undeleted: dict[uuid.UUID, int] = {}
+    same: list[str] = []
+    lost: list[str] = []
+    kept = acknowledged.load(table.model._meta.label_lower) if tombstones is not None else {}
     for uid, row in remote.items():
         if uid in held:
             continue
         mine = local.get(uid)
-        if force or mine is None or mine < row[1]:
+        if mine is None and tombstones and uid in tombstones:
+            undeleted[row[0]] = tombstones[uid]
+        elif not force and mine is not None and uid in kept and kept[uid].in_question(mine, row[1]):
+            lost.append(uid)
+        elif force or mine is None or mine < row[1]:
             changed.append(uid)
         elif mine > row[1]:
             back.append(uid)
+        elif tombstones is not None and mine == row[1]:
+            same.append(uid)
     report.skipped += sum(1 for uid in remote if uid in held)
     for chunk in _chunks(gone):
         lite.execute(
@@ -223,7 +307,7 @@ def _mirror_model(
         )
     report.deleted += len(gone)
     _write(lite, table, [remote[uid] for uid in changed], local, report, progress)
-    return back
+    return back, undeleted, same, lost
 
 
 def _uid_first(pg: Any, table: Table) -> list[tuple[Any, ...]]:

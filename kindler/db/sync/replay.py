@@ -33,22 +33,25 @@ import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from django.db import connections, transaction
 from django.db.models import Max
-from psycopg2.extras import execute_values
 
 from kindler.db import POSTGRES, SQLITE
+from kindler.db.failover.writelock import writer_turn
 from kindler.db.models import Conflict, ConflictKind, JournalEntry, Op
 from kindler.db.sync import runs
-from kindler.db.sync.journal import CHANGE_TABLE, instance_id
+from kindler.db.sync.journal import CHANGE_TABLE, JOURNAL_TABLE, instance_id
 from kindler.db.sync.locks import hold_global_lock, instance_lock
 from kindler.db.sync.mirror import refresh
 from kindler.db.sync.tables import (
     Table,
+    array_literal,
     decode_for_replay,
     decode_sqlite_json,
+    json_rows,
     table_for,
     to_python,
 )
@@ -57,6 +60,21 @@ BATCH = 1000
 LOCK_WAIT = 30.0
 
 Progress = Callable[[int, int], None]
+
+
+class Entry(NamedTuple):
+    """One journal entry as replay reads it: its columns, no model instance to build."""
+
+    pk: int
+    model: str
+    uid: str
+    op: str
+    base_version: int | None
+    before: str | None
+    data: str | None
+
+
+COLUMNS = ("id", "model", "uid", "op", "base_version", "before", "data")
 
 
 class ReplayError(Exception):
@@ -116,11 +134,13 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
         upto = journal.aggregate(last=Max("id"))["last"] or 0
         last_seq, done = 0, 0
         pending = journal.filter(id__lte=upto).order_by("id")
-        while entries := list(pending.filter(id__gt=last_seq)[:BATCH]):
-            last_seq = entries[-1].pk
+        while entries := [
+            Entry(*row) for row in pending.filter(id__gt=last_seq).values_list(*COLUMNS)[:BATCH]
+        ]:
+            first_seq, last_seq = last_seq, entries[-1].pk
             _apply_batch(instance, entries, report)
             if not dry_run:
-                journal.filter(id__in=[e.pk for e in entries]).delete()
+                _forget(first_seq, last_seq)
             done += len(entries)
             report.total = max(report.total, done)
             if progress is not None:
@@ -132,64 +152,118 @@ def _replay(dry_run: bool, progress: Progress | None) -> ReplayReport:
     return report
 
 
+def _forget(after: int, upto: int) -> None:
+    """Remove the journal entries after..upto (one applied batch) from SQLite.
+
+    One statement, not a queryset delete: that would load every entry again
+    and send two signals each, while writers wait for SQLite's write lock.
+    The range holds exactly the batch: entries are read in id order, and a
+    new entry's id is past every id the journal has held (AUTOINCREMENT).
+    """
+    lite = connections[SQLITE]
+    # Requests writing meanwhile (the instance is recovering) take turns for
+    # SQLite's write lock: wait in that queue, not in SQLite's growing sleeps.
+    with (
+        writer_turn(lite, float(lite.settings_dict["OPTIONS"]["timeout"])),
+        lite.cursor() as cursor,
+    ):
+        cursor.execute(f"DELETE FROM {JOURNAL_TABLE} WHERE id > %s AND id <= %s", [after, upto])
+
+
 class RemoteState:
     """PostgreSQL's rows for one batch, kept current as the batch applies."""
 
-    def __init__(self, cursor: Any, instance: uuid.UUID, entries: list[JournalEntry]) -> None:
+    def __init__(self, cursor: Any, instance: uuid.UUID, entries: list[Entry]) -> None:
         self.cursor = cursor
         self.rows: dict[tuple[str, uuid.UUID], dict[str, Any] | None] = {}
         self.unique: dict[tuple[Any, ...], uuid.UUID] = {}
+        # The unique and exclusive values (with their label) that more than
+        # one row of the batch holds, on either side: only these can clash,
+        # so only these are followed entry by entry.
+        self.contested: set[tuple[Any, ...]] = set()
         self.open: dict[tuple[str, uuid.UUID], tuple[int, int | None]] = {}
         self.original: set[tuple[str, uuid.UUID]] = set()
         self.dirty: dict[str, set[uuid.UUID]] = {}
         # Rows PostgreSQL's change log says were deleted there.
         self.tombstones: set[tuple[str, uuid.UUID]] = set()
-        by_model: dict[str, list[JournalEntry]] = {}
+        # Each entry's row as replay writes it, and its uid, decoded once per batch.
+        self.decoded: dict[int, dict[str, Any] | None] = {}
+        self.uids: dict[int, uuid.UUID] = {}
+        for entry in entries:
+            row = decode_for_replay(entry.model, entry.data)
+            self.decoded[entry.pk] = row
+            self.uids[entry.pk] = row["uid"] if row is not None else uuid.UUID(entry.uid)
+        by_model: dict[str, list[Entry]] = {}
         for entry in entries:
             by_model.setdefault(entry.model, []).append(entry)
         for label, group in by_model.items():
             self._load(label, group)
-        self._load_conflicts(instance, entries)
+        self._load_conflicts(instance)
 
-    def _load(self, label: str, entries: list[JournalEntry]) -> None:
+    def _load(self, label: str, entries: list[Entry]) -> None:
         table = table_for(label)
-        uids = sorted({uuid.UUID(e.uid) for e in entries})
+        uids = {self.uids[e.pk] for e in entries}
         for uid in uids:
             self.rows[(label, uid)] = None
-        self._fetch(table, ["uid"], uids)
+        texts = array_literal(sorted(uid.hex for uid in uids))
+        written = [row for e in entries if (row := self.decoded[e.pk]) is not None]
+        # One statement for every row the batch can touch or clash with: by
+        # uid, by unique name, by exclusive value (FOR UPDATE: they cannot
+        # change under the decisions made here).
+        connection = connections[POSTGRES]
+        types = {f.attname: f.db_type(connection) for f in table.fields}
+        match, params = ['"uid" = ANY(%s::uuid[])'], [texts]
+        for name in table.unique_names:
+            values = sorted({row[name] for row in written if row[name] is not None})
+            if values:
+                match.append(f'"{name}" = ANY(%s::{types[name]}[])')
+                params.append(array_literal(values))
+        held = sorted({row[c] for row in written for c in table.exclusive if row[c] is not None})
+        if held:
+            match += [f'"{column}" = ANY(%s::{types[column]}[])' for column in table.exclusive]
+            params += [array_literal(held)] * len(table.exclusive)
         self.cursor.execute(
-            f"SELECT uid FROM {CHANGE_TABLE} WHERE model = %s AND deleted AND uid = ANY(%s)",
-            [label, uids],
+            f"SELECT {table.quoted()} FROM {table.name} WHERE {' OR '.join(match)} FOR UPDATE",
+            params,
+        )
+        fetched = [table.from_db(values) for values in self.cursor.fetchall()]
+        for row in fetched:
+            self.original.add((label, row["uid"]))
+            self.rows[(label, row["uid"])] = row
+        self.cursor.execute(
+            f"SELECT uid FROM {CHANGE_TABLE} "
+            "WHERE model = %s AND deleted AND uid = ANY(%s::uuid[])",
+            [label, texts],
         )
         self.tombstones.update((label, uid) for (uid,) in self.cursor.fetchall())
-        written = [decode_for_replay(label, e.data) for e in entries if e.op != Op.DELETE]
+        self._find_contested(table, fetched + written)
+        if self.contested:
+            for row in fetched:
+                self._hold(table, row)
+
+    def _find_contested(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        # One pass over the batch: a value that pairs with one uid only (the
+        # common case) can never clash, and is not followed entry by entry.
+        label, scope = table.label, table.scope
         for name in table.unique_names:
-            values = sorted({row[name] for row in written if row and row[name] is not None})
-            if values:
-                self._fetch(table, [name], values)
-        columns = table.exclusive
-        values = sorted({row[c] for row in written if row for c in columns if row[c] is not None})
-        if values:
-            self._fetch(table, columns, values)
+            holders: dict[Any, int] = {}
+            for row in rows:
+                value, uid = row[name], row["uid"].int
+                if value is not None and holders.setdefault(value, uid) != uid:
+                    self.contested.add((label, name, value))
+        scoped: dict[tuple[Any, Any], int] = {}
+        for row in rows:
+            where, uid = (row.get(scope) if scope else None), row["uid"].int
+            for column in table.exclusive:
+                value = row[column]
+                if value is not None and scoped.setdefault((where, value), uid) != uid:
+                    self.contested.add((label, "", where, value))
 
-    def _fetch(self, table: Table, columns: list[str], values: list[Any]) -> None:
-        # FOR UPDATE: the rows cannot change under the decisions made here.
-        match = " OR ".join(f'"{column}" = ANY(%s)' for column in columns)
-        self.cursor.execute(
-            f"SELECT {table.quoted()} FROM {table.name} WHERE {match} FOR UPDATE",
-            [values] * len(columns),
-        )
-        label = table.model._meta.label_lower
-        for values_row in self.cursor.fetchall():
-            row = table.from_db(values_row)
-            self.original.add((label, row["uid"]))
-            self.put(table, row)
-
-    def _load_conflicts(self, instance: uuid.UUID, entries: list[JournalEntry]) -> None:
-        row_uids = sorted({str(uuid.UUID(e.uid)) for e in entries})
+    def _load_conflicts(self, instance: uuid.UUID) -> None:
+        row_uids = array_literal(sorted({str(uid) for uid in self.uids.values()}))
         self.cursor.execute(
             "SELECT id, model, row_uid, (local->>'version')::bigint FROM kindler_db_conflict "
-            "WHERE resolved_at IS NULL AND instance_id = %s AND row_uid = ANY(%s)",
+            "WHERE resolved_at IS NULL AND instance_id = %s AND row_uid = ANY(%s::text[])",
             [instance, row_uids],
         )
         for pk, label, row_uid, version in self.cursor.fetchall():
@@ -200,59 +274,70 @@ class RemoteState:
 
     def clash(self, table: Table, local: dict[str, Any]) -> dict[str, Any] | None:
         """Return another row holding one of local's unique or exclusive values."""
-        label = table.model._meta.label_lower
-        for key in _held_keys(table, local):
-            other = self.unique.get((label, *key))
+        if not self.contested:
+            return None
+        for key in self._contested_keys(table, local):
+            other = self.unique.get(key)
             if other is not None and other != local["uid"]:
-                return self.rows.get((label, other))
+                return self.rows.get((table.label, other))
         return None
 
     def put(self, table: Table, row: dict[str, Any], dirty: bool = False) -> None:
-        label = table.model._meta.label_lower
+        label = table.label
         if dirty:
             self.dirty.setdefault(label, set()).add(row["uid"])
-        old = self.rows.get((label, row["uid"]))
-        if old is not None:
-            self.forget_unique(table, old)
+        if self.contested:
+            old = self.rows.get((label, row["uid"]))
+            if old is not None:
+                self.forget_unique(table, old)
+            self._hold(table, row)
         self.rows[(label, row["uid"])] = row
-        for key in _held_keys(table, row):
-            self.unique[(label, *key)] = row["uid"]
 
     def remove(self, table: Table, uid: uuid.UUID, dirty: bool = False) -> None:
-        label = table.model._meta.label_lower
+        label = table.label
         if dirty:
             self.dirty.setdefault(label, set()).add(uid)
         old = self.rows.get((label, uid))
-        if old is not None:
+        if old is not None and self.contested:
             self.forget_unique(table, old)
         self.rows[(label, uid)] = None
 
     def forget_unique(self, table: Table, row: dict[str, Any]) -> None:
-        label = table.model._meta.label_lower
-        for key in _held_keys(table, row):
-            if self.unique.get((label, *key)) == row["uid"]:
-                del self.unique[(label, *key)]
+        for key in self._contested_keys(table, row):
+            if self.unique.get(key) == row["uid"]:
+                del self.unique[key]
+
+    def _hold(self, table: Table, row: dict[str, Any]) -> None:
+        for key in self._contested_keys(table, row):
+            self.unique[key] = row["uid"]
+
+    def _contested_keys(self, table: Table, row: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [key for key in _held_keys(table, row) if key in self.contested]
 
 
 def _held_keys(table: Table, row: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Return the values row holds alone: its unique names, and its exclusive values."""
+    """Return the values row holds alone, with its label: unique names and exclusive values."""
+    label = table.label
     keys: list[tuple[Any, ...]] = [
-        (name, row[name]) for name in table.unique_names if row[name] is not None
+        (label, name, row[name]) for name in table.unique_names if row[name] is not None
     ]
-    return keys + table.exclusive_keys(row)
+    return keys + [(label, *key) for key in table.exclusive_keys(row)]
 
 
-def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: ReplayReport) -> None:
+def _apply_batch(instance: uuid.UUID, entries: list[Entry], report: ReplayReport) -> None:
     with transaction.atomic(using=POSTGRES), connections[POSTGRES].cursor() as cursor:
         hold_global_lock(cursor)
         # The entries leave SQLite once this commits: the commit must be
         # durable even on a server running with synchronous_commit off.
         cursor.execute("SET LOCAL synchronous_commit = on")
+        # A range, which the (instance_id, seq) index answers directly; the
+        # batch is read in id order.
         cursor.execute(
-            "SELECT seq FROM kindler_db_appliedentry WHERE instance_id = %s AND seq = ANY(%s)",
-            [instance, [e.pk for e in entries]],
+            "SELECT seq FROM kindler_db_appliedentry "
+            "WHERE instance_id = %s AND seq BETWEEN %s AND %s",
+            [instance, entries[0].pk, entries[-1].pk],
         )
-        already = {seq for (seq,) in cursor.fetchall()}
+        already = {seq for (seq,) in cursor.fetchall()} & {e.pk for e in entries}
         report.skipped += len(already)
         todo = [e for e in entries if e.pk not in already]
         if not todo:
@@ -274,15 +359,15 @@ def _apply_batch(instance: uuid.UUID, entries: list[JournalEntry], report: Repla
         cursor.execute(
             "INSERT INTO kindler_db_appliedentry (instance_id, seq, outcome, applied_at) "
             "SELECT %s, unnest(%s::bigint[]), unnest(%s::text[]), now()",
-            [instance, [e.pk for e in todo], outcomes],
+            [instance, array_literal(e.pk for e in todo), array_literal(outcomes)],
         )
 
 
-def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalEntry) -> str:
+def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: Entry) -> str:
     label = entry.model
     table = table_for(label)
-    uid = uuid.UUID(entry.uid)
-    local = decode_for_replay(label, entry.data)
+    uid = state.uids[entry.pk]
+    local = state.decoded[entry.pk]
     remote = state.row(label, uid)
     open_conflict = state.open.get((label, uid))
     if open_conflict is not None and open_conflict[1] == entry.base_version:
@@ -332,9 +417,7 @@ def _apply(cursor: Any, state: RemoteState, instance: uuid.UUID, entry: JournalE
     return "applied"
 
 
-def merge_fields(
-    table: Table, entry: JournalEntry, remote: dict[str, Any]
-) -> dict[str, Any] | None:
+def merge_fields(table: Table, entry: Entry, remote: dict[str, Any]) -> dict[str, Any] | None:
     """Return PostgreSQL's row with the fields this entry changed, or None if both changed one.
 
     A field counts as changed on a side when it differs from the journaled
@@ -369,44 +452,38 @@ def _write(cursor: Any, state: RemoteState) -> None:
     """Write each changed row's final state: one statement per kind and table.
 
     The batch is one transaction, so nobody could see the states in between.
+    The rows go as one JSON parameter (Table.from_json_rows), not a
+    formatted placeholder per value.
     """
     connection = connections[POSTGRES]
-    raw = cursor.cursor
     for label, uids in state.dirty.items():
         table = table_for(label)
-        final = [(uid, state.rows[(label, uid)]) for uid in sorted(uids)]
-        gone = [uid for uid, row in final if row is None and (label, uid) in state.original]
+        final = [(uid, state.rows[(label, uid)]) for uid in sorted(uids, key=attrgetter("int"))]
+        gone = [str(uid) for uid, row in final if row is None and (label, uid) in state.original]
         changed = [row for uid, row in final if row and (label, uid) in state.original]
         fresh = [row for uid, row in final if row and (label, uid) not in state.original]
         if gone:
-            cursor.execute(f"DELETE FROM {table.name} WHERE uid = ANY(%s)", [gone])
-        casts = table.casts(connection)
+            cursor.execute(f"DELETE FROM {table.name} WHERE uid = ANY(%s::uuid[])", [gone])
+        rows = table.from_json_rows(connection)
         if changed:
             assignments = ", ".join(f'"{c}" = v."{c}"' for c in table.columns)
-            execute_values(
-                raw,
-                f"UPDATE {table.name} AS t SET {assignments} FROM (VALUES %s) "
-                f"AS v({table.quoted()}) WHERE t.uid = v.uid",
-                [[row[a] for a in table.attnames] for row in changed],
-                template=casts,
-                page_size=BATCH,
+            cursor.execute(
+                f"UPDATE {table.name} AS t SET {assignments} FROM ({rows}) AS v "
+                "WHERE t.uid = v.uid",
+                [json_rows(changed)],
             )
         if fresh:
-            execute_values(
-                raw,
-                f"INSERT INTO {table.name} ({table.quoted()}) VALUES %s",
-                [[row[a] for a in table.attnames] for row in fresh],
-                template=casts,
-                page_size=BATCH,
+            cursor.execute(
+                f"INSERT INTO {table.name} ({table.quoted()}) {rows}", [json_rows(fresh)]
             )
 
 
-def _remember_refresh(report: ReplayReport, state: RemoteState, entry: JournalEntry) -> None:
+def _remember_refresh(report: ReplayReport, state: RemoteState, entry: Entry) -> None:
     # SQLite must show PostgreSQL's side of a conflict: this row, and for
     # insert/insert the other row holding its name.
     uids = report.refresh.setdefault(entry.model, set())
-    uids.add(uuid.UUID(entry.uid))
-    local = decode_for_replay(entry.model, entry.data)
+    uids.add(state.uids[entry.pk])
+    local = state.decoded[entry.pk]
     if local is not None:
         other = state.clash(table_for(entry.model), local)
         if other is not None:
@@ -416,12 +493,12 @@ def _remember_refresh(report: ReplayReport, state: RemoteState, entry: JournalEn
 def _conflict(
     state: RemoteState,
     instance: uuid.UUID,
-    entry: JournalEntry,
+    entry: Entry,
     kind: str,
     remote: dict[str, Any] | None,
 ) -> str:
     label = entry.model
-    uid = uuid.UUID(entry.uid)
+    uid = state.uids[entry.pk]
     base = decode_sqlite_json(label, entry.before)
     local = decode_sqlite_json(label, entry.data)
     shown = local or remote or base or {}

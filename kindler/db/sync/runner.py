@@ -7,13 +7,19 @@ from typing import Any
 
 from kindler.db.failover.state import State, switch
 from kindler.db.models import Conflict, RestoredWhy
-from kindler.db.sync.adopt import AdoptReport, PushAllReport, check, push_all, reconcile_identity
+from kindler.db.sync import identity
+from kindler.db.sync.adopt import AdoptReport, PushAllReport, push_all, reconcile_identity
 from kindler.db.sync.conflicts import open_conflict_list, open_conflicts
 from kindler.db.sync.journal import pending
 from kindler.db.sync.mirror import MirrorReport, mirror
 from kindler.db.sync.replay import Progress, ReplayReport, replay
 
-IDENTITY_CHANGED = "PostgreSQL changed identity (restored or replaced)"
+IDENTITY_CHANGED = "PostgreSQL was restored, replaced or restarted"
+PRIMARY_CHANGED = "PostgreSQL's primary changed (failover)"
+CHECKED_AGAIN: dict[str, str] = {
+    RestoredWhy.RESTORED: IDENTITY_CHANGED,
+    RestoredWhy.FAILOVER: PRIMARY_CHANGED,
+}
 
 
 @dataclass
@@ -48,17 +54,22 @@ class SyncReport:
 def drain_and_mirror(*, with_mirror: bool) -> None:
     """Replay whatever the journal holds, then mirror PostgreSQL if asked.
 
-    Before mirroring, a PostgreSQL that was restored or replaced sends the
-    instance back to recovering, so requests go to SQLite while the merge
-    runs (recovery then promotes it again). A first contact merges too,
-    without the detour: there is nothing on PostgreSQL to be wrong about.
+    Before mirroring, a PostgreSQL that was restored, replaced or failed
+    over (a new timeline) sends the instance back to recovering, so requests
+    go to SQLite while the merge writes back what PostgreSQL lost (recovery
+    then promotes it again). The switch names both nodes in the history. A
+    first contact merges too, without the detour: there is nothing on
+    PostgreSQL to be wrong about.
     """
     if pending():
         replay()
     if not with_mirror:
         return
-    if check() == RestoredWhy.RESTORED:
-        switch({State.PRIMARY}, State.RECOVERING, cause=IDENTITY_CHANGED)
+    current, remembered = identity.read(), identity.known()
+    why = identity.change(current, remembered)
+    if why in CHECKED_AGAIN:
+        cause = f"{CHECKED_AGAIN[why]}: {identity.described(current, remembered)}"
+        switch({State.PRIMARY}, State.RECOVERING, cause=cause)
         reconcile_identity()
         return
     mirror()

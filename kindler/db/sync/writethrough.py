@@ -8,6 +8,10 @@ written into this instance's SQLite file from the saved object itself, before
 the response goes out. Nothing is read back from PostgreSQL, so the copy
 holds even when PostgreSQL dies right after the commit.
 
+Each copied save also leaves the version it acknowledged
+(kindler.db.sync.acknowledged), read against SQLite's row before it, so a
+merge after a failover can tell a save the new primary lost.
+
 A row with unreplayed journal entries is left alone (the local change is
 newer news), as the mirror does. A failed copy is logged and left to the
 next mirror run: the change is safe in PostgreSQL either way.
@@ -33,6 +37,7 @@ from kindler.db import POSTGRES, SQLITE
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.writelock import writer_turn
 from kindler.db.models import JournalEntry, SyncedModel
+from kindler.db.sync import acknowledged
 from kindler.db.sync.journal import journal_suppressed
 from kindler.db.sync.tables import table_for
 
@@ -116,10 +121,12 @@ def copy_to_sqlite(changes: dict[tuple[str, str], Change]) -> None:
             journal_suppressed(),
         ):
             held = journaled(changes)
+            versions = []
             for key, change in changes.items():
                 # A row with journal entries keeps its local change.
                 if key not in held:
-                    _copy(*key, change)
+                    versions += _copy(*key, change)
+            acknowledged.record(connection.cursor(), versions)
     except Exception as exc:
         logger.warning(
             "Copying a change into SQLite failed, the mirror will: %s", describe_error(exc)
@@ -162,14 +169,16 @@ def journaled(changes: dict[tuple[str, str], Change]) -> set[tuple[str, str]]:
     return {(label, uid.replace("-", "")) for label, uid in rows.values_list("model", "uid")}
 
 
-def _copy(label: str, uid: str, change: Change) -> None:
-
+def _copy(label: str, uid: str, change: Change) -> list[list[Any]]:
+    """Write one row into SQLite; return the acknowledged version it leaves (none or one)."""
     table = table_for(label)
     cursor = connections[SQLITE].cursor()
     values = change.values
     if values is None:
         cursor.execute(f"DELETE FROM {table.name} WHERE uid = %s", [uid])
-        return
+        return []
+    cursor.execute(f"SELECT {table.quoted()} FROM {table.name} WHERE uid = %s", [uid])
+    before = cursor.fetchone()
     if change.columns is None:
         # One statement: insert the row, or overwrite the copy SQLite has.
         marks = ", ".join(["%s"] * len(table.columns))
@@ -179,15 +188,19 @@ def _copy(label: str, uid: str, change: Change) -> None:
             f"ON CONFLICT (uid) DO UPDATE SET {assignments}",
             list(values.values()),
         )
-        return
-    # A partial save updates only its columns; a row SQLite does not have
-    # yet waits for the mirror.
+        return [acknowledged.version_of(table, before, list(values.values()), whole=True)]
+    if before is None:
+        # A partial save of a row SQLite does not have yet waits for the mirror.
+        return []
     wanted = [c for c in table.columns if c in change.columns]
     assignments = ", ".join(f'"{column}" = %s' for column in wanted)
     cursor.execute(
         f"UPDATE {table.name} SET {assignments} WHERE uid = %s",
         [*(values[column] for column in wanted), uid],
     )
+    saved = change.columns
+    after = [values[c] if c in saved else old for c, old in zip(table.columns, before, strict=True)]
+    return [acknowledged.version_of(table, list(before), after, whole=False)]
 
 
 def remember_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from bench.services import Kindler
 from bench.workload import request
+from tests.environment import child_environ
 from tests.faults import execute
 from tests.pgserver import PostgresServer, free_port
 
@@ -84,11 +84,7 @@ class LiveKindler:
 
 def kindler_env(tmp_path: Path, hosts: str, ports: str, **extra: str) -> dict[str, str]:
     """Return the environment of a Kindler process on its own SQLite file."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PG_", "KINDLER_", "PROMETHEUS_", "SQLITE_", "SECRET_KEY"))
-    }
+    env = child_environ()
     env.update(
         DJANGO_SETTINGS_MODULE="kindler.settings",
         PG_HOST=hosts,

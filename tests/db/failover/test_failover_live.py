@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
 from clusters.models import Cluster
 from tests.conftest import BOTH
@@ -98,6 +99,8 @@ def test_writes_acknowledged_during_an_outage_reach_postgres(api: Api, pg: Postg
     deadline = time.monotonic() + 20
     while api.active() != "postgres" and time.monotonic() < deadline:
         time.sleep(0.05)
+    # This process's own connection died with the server: read on a fresh one.
+    connections["postgres"].close()
     in_postgres = sorted(
         Cluster.objects.using("postgres")
         .filter(name__startswith="outage-")

@@ -6,9 +6,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from django.db import DatabaseError, connections
 from django.test import override_settings
 
-from kindler.db.failover.monitor import State, monitor, probe_postgres
+from kindler.db.failover.monitor import State, monitor, probe_postgres, report_outage
 from tests.conftest import BOTH, wait_for_state
 from tests.pgserver import PostgresServer
 
@@ -18,6 +19,15 @@ calls: list[str] = []
 
 
 def record_recovery() -> None:
+    calls.append("replayed")
+
+
+def end_own_backend_once() -> None:
+    """Recover, but lose the connection the first time, as pg_terminate_backend would."""
+    if "ended" not in calls:
+        calls.append("ended")
+        with connections["postgres"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     calls.append("replayed")
 
 
@@ -52,12 +62,22 @@ def test_startup_logs_postgres_as_primary(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="kindler.db"):
         assert monitor.active_alias() == "postgres"
-    messages = [r.getMessage() for r in caplog.records]
+    # The first start on a SQLite file that never met this PostgreSQL also
+    # logs the merge ("Checking PostgreSQL (adopted) ... first contact", and
+    # "Carried ..." when it holds rows), at INFO; whether this test's file met
+    # it already depends on the tests before.
+    messages = [
+        r.getMessage()
+        for r in caplog.records
+        if not r.getMessage().startswith(("Checking PostgreSQL (adopted)", "Carried "))
+    ]
     # A new leader checks PostgreSQL (recovery) once before serving from it.
     assert messages[0].startswith("Database state primary -> recovering after")
     assert messages[0].endswith("checking PostgreSQL at start (active: sqlite)")
     assert messages[1].startswith("Database state recovering -> primary after")
     assert messages[2:] == ["Using PostgreSQL backend (primary)"]
+    # Every start does this: it is progress, not a warning.
+    assert {r.levelname for r in caplog.records} == {"INFO"}
 
 
 def test_startup_logs_the_failure_and_sqlite_as_fallback(
@@ -69,6 +89,7 @@ def test_startup_logs_the_failure_and_sqlite_as_fallback(
     messages = [r.getMessage() for r in caplog.records]
     # The state left by the previous run said primary; the first probe corrects it.
     assert messages[0].startswith("Database state primary -> fallback after")
+    assert caplog.records[0].levelname == "WARNING"
     assert messages[1].startswith("PostgreSQL connection failed: Connection refused")
     assert messages[2:] == ["Using SQLite backend (fallback)"]
 
@@ -114,12 +135,90 @@ def test_recovery_runs_the_hooks_then_returns_to_primary(fresh_monitor: None) ->
     assert calls == ["replayed", "replayed"]
 
 
-@override_settings(KINDLER_RECOVERY_HOOKS=["tests.db.failover.test_monitor.fail_recovery"])
-def test_a_failing_recovery_hook_keeps_sqlite_active(fresh_monitor: None) -> None:
+def test_coming_back_after_an_outage_is_a_warning(
+    fresh_monitor: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor.check_now()
+    monitor.mark_down("test outage")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kindler.db"):
+        assert monitor.check_now().state is State.PRIMARY
+    switches = [
+        (r.levelname, r.getMessage().split(" after ")[0])
+        for r in caplog.records
+        if r.getMessage().startswith("Database state")
+    ]
+    assert switches == [
+        ("WARNING", "Database state fallback -> recovering"),
+        ("WARNING", "Database state recovering -> primary"),
+    ]
+
+
+@override_settings(
+    KINDLER_RECOVERY_HOOKS=["tests.db.failover.test_monitor.fail_recovery"],
+    KINDLER_HEALTH_INTERVAL=5,
+)
+def test_a_failing_recovery_hook_keeps_sqlite_active(
+    fresh_monitor: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="kindler.db"):
+        monitor.active_alias()  # the start-up check runs the failing hook
+        monitor.stop()
+        snapshot = monitor.check_now()  # waits before the next attempt
+    assert (snapshot.state, snapshot.active) == (State.RECOVERING, "sqlite")
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "Recovery failed, staying on SQLite (attempt 1, next in 5 s): "
+        "journal entry 7 cannot be applied"
+    ]
+
+
+@override_settings(KINDLER_RECOVERY_HOOKS=["tests.db.failover.test_monitor.end_own_backend_once"])
+def test_a_recovery_whose_connection_is_ended_runs_again(fresh_monitor: None) -> None:
     monitor.stop()
     monitor.mark_down("test outage")
-    snapshot = monitor.check_now()
-    assert (snapshot.state, snapshot.active) == (State.RECOVERING, "sqlite")
+    calls.clear()
+    assert monitor.check_now().state is State.PRIMARY
+    transitions = [(t.source, t.target) for t in monitor.snapshot().transitions]
+    assert transitions[-2:] == [
+        (State.FALLBACK, State.RECOVERING),
+        (State.RECOVERING, State.PRIMARY),
+    ]
+    assert calls == ["ended", "replayed", "replayed"]
+
+
+def ended_connection_error() -> DatabaseError:
+    """Return the error a query gets when its backend was ended."""
+    try:
+        with connections["postgres"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    except DatabaseError as exc:
+        return exc
+    raise AssertionError("the backend was not ended")
+
+
+def test_an_ended_connection_is_reported_but_does_not_switch(fresh_monitor: None) -> None:
+    monitor.stop()
+    assert monitor.active_alias() == "postgres"
+    generation = len(monitor.snapshot().transitions)
+    assert report_outage(ended_connection_error(), "reconciler") is True
+    snapshot = monitor.snapshot()
+    assert (snapshot.state, len(snapshot.transitions)) == (State.PRIMARY, generation)
+
+
+def test_a_failed_query_switches_once_the_probe_confirms_it(
+    pg: PostgresServer, fresh_monitor: None
+) -> None:
+    monitor.stop()
+    assert monitor.active_alias() == "postgres"
+    error = ended_connection_error()
+    pg.stop("immediate")
+    assert report_outage(error, "reconciler") is True
+    snapshot = monitor.snapshot()
+    assert snapshot.state is State.FALLBACK
+    assert snapshot.transitions[-1].cause.startswith(
+        "reconciler: FATAL: terminating connection due to administrator command"
+    )
+    assert "; probe: " in snapshot.transitions[-1].cause
 
 
 def test_the_probing_thread_brings_routing_back_by_itself(pg: PostgresServer) -> None:

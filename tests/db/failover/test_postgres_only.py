@@ -79,8 +79,11 @@ def test_a_page_answers_the_sites_503_page(outage: PostgresServer) -> None:
     )
 
 
-def test_health_answers_503_unhealthy(client: Client, outage: PostgresServer) -> None:
-    response = client.get("/api/health")
+def test_health_answers_503_unhealthy(
+    client: Client, outage: PostgresServer, settings: Any
+) -> None:
+    settings.KINDLER_API_TOKEN = "health-token-" + "x" * 20
+    response = client.get("/api/health", HTTP_AUTHORIZATION=f"Bearer {settings.KINDLER_API_TOKEN}")
     body = response.json()
     assert (
         response.status_code,

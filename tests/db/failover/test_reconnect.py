@@ -96,3 +96,54 @@ def test_a_connection_opened_by_the_request_itself_is_not_tried_again(
     kept.stop()
     response = Client(raise_request_exception=False).get("/probe/count")
     assert (response.status_code, response.json()["alias"]) == (200, "sqlite")
+
+
+@pytest.fixture
+def single(pg: PostgresServer) -> Iterator[PostgresServer]:
+    """One server, its backends ended by the test; background probing stopped."""
+    monitor.stop()
+    yield pg
+    probe_urls.after_write = None
+    monitor.reset()
+
+
+def cut_always(pg: PostgresServer) -> None:
+    """Terminate the request's PostgreSQL backend after every write it makes there."""
+
+    def cut() -> None:
+        pid = connections["postgres"].connection.info.backend_pid
+        execute(pg, f"SELECT pg_terminate_backend({int(pid)})")
+
+    probe_urls.after_write = cut
+
+
+def test_a_write_whose_backend_is_ended_runs_again_on_a_fresh_connection(
+    single: PostgresServer,
+) -> None:
+    cut_once(single)
+    response = Client(raise_request_exception=False).post(
+        "/probe/create", {"name": "dev", "then_read": "1"}
+    )
+    assert (
+        response.status_code,
+        response.json()["alias"],
+        monitor.snapshot().state,
+        list(Cluster.objects.using("postgres").values_list("name", flat=True)),
+    ) == (201, "postgres", State.PRIMARY, ["dev"])
+
+
+def test_a_write_cut_twice_on_a_usable_server_is_refused_without_switching(
+    single: PostgresServer,
+) -> None:
+    """The probe finds PostgreSQL usable: a 503 that nothing was saved, no fallback."""
+    cut_always(single)
+    response = Client(raise_request_exception=False).post(
+        "/probe/create", {"name": "dev", "then_read": "1"}, HTTP_ACCEPT="application/json"
+    )
+    assert (
+        response.status_code,
+        response.json()["detail"].startswith("The database cannot be used right now ("),
+        monitor.snapshot().state,
+        Cluster.objects.using("postgres").count(),
+        Cluster.objects.using("sqlite").count(),
+    ) == (503, True, State.PRIMARY, 0, 0)

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, transaction
 
+from kindler.db.failover import timeouts
+from kindler.db.failover.errors import is_commit_not_sent
 from kindler.db.failover.monitor import State, monitor
 from kindler.db.pool import clear_idle
 from tests.conftest import BOTH, wait_for_state
@@ -68,3 +71,46 @@ def test_resumed_server_is_used_again(pg: PostgresServer) -> None:
     worker.start()
     worker.join()
     assert thread_results["outcome"] == "answered"
+
+
+@pytest.fixture
+def commit_probe() -> Iterator[str]:
+    """A table on PostgreSQL for rows whose commit the test watches."""
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("CREATE TABLE commit_probe (n integer)")
+    yield "commit_probe"
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("DROP TABLE commit_probe")
+
+
+def committed_rows() -> int:
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM commit_probe")
+        return int(cursor.fetchone()[0])
+
+
+def test_a_commit_without_a_round_trip_of_the_deadline_left_is_not_sent(commit_probe: str) -> None:
+    # One wait of 0.6 s (the write and a sleep in one message) is the request's
+    # fastest round trip; at most 0.4 s of the deadline is left for the COMMIT.
+    with (
+        pytest.raises(OperationalError) as raised,
+        timeouts.request_deadline(1.0),
+        transaction.atomic(using="postgres"),
+        connections["postgres"].cursor() as cursor,
+    ):
+        cursor.execute("INSERT INTO commit_probe VALUES (1); SELECT pg_sleep(0.6)")
+    connections["postgres"].close()
+    assert (is_commit_not_sent(raised.value), committed_rows()) == (True, 0)
+
+
+def test_a_commit_sent_in_time_is_awaited_and_saved(commit_probe: str) -> None:
+    # The write answers at once (the fastest round trip); the sleep after it
+    # leaves less than half the deadline, still more than a round trip.
+    with (
+        timeouts.request_deadline(1.0),
+        transaction.atomic(using="postgres"),
+        connections["postgres"].cursor() as cursor,
+    ):
+        cursor.execute("INSERT INTO commit_probe VALUES (1)")
+        cursor.execute("SELECT pg_sleep(0.6)")
+    assert committed_rows() == 1

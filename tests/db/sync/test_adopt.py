@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
+from datetime import UTC, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,11 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 
 from clusters.models import Cluster, OperationLog
-from kindler.db.models import Conflict, KnownDatabase, RestoredRow
+from kindler.db.models import Conflict, KnownDatabase, RestoredRow, Tombstone
 from kindler.db.sync import identity
 from kindler.db.sync.adopt import check, reconcile_identity
 from kindler.db.sync.journal import journal_suppressed
-from kindler.db.sync.mirror import mirror
+from kindler.db.sync.mirror import mirror, prune_tombstones
 from tests.conftest import BOTH
 from tests.db.sync.syncing import conflicts, kindler, settings_base_dir
 from tests.factories import cluster_fields, make_cluster, make_operation
@@ -62,6 +65,33 @@ def test_a_new_database_adopts_clusters_logs_and_the_admin_with_its_password() -
     assert Cluster.objects.using("postgres").get(name="dev").uid == cluster.uid
     assert OperationLog.objects.using("postgres").get().uid == operation.uid
     assert admin.password == User.objects.using("sqlite").get(username="admin").password
+
+
+def test_adopting_says_it_once_as_progress(caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("dev", "uat", "prod"):
+        cluster = embedded_cluster(name=name)
+    with journal_suppressed():
+        make_operation(cluster, using="sqlite")
+    with caplog.at_level(logging.INFO, logger="kindler.db"):
+        reconcile_identity()
+    logged = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert [level for level, _ in logged] == ["INFO", "INFO"]
+    assert logged[0][1].startswith("Checking PostgreSQL (adopted) against this file: first contact")
+    assert re.fullmatch(
+        r"Carried 3 clusters and 1 operation log of this file into PostgreSQL in \d+\.\d s",
+        logged[1][1],
+    )
+
+
+def test_a_restored_database_names_each_row_it_gets_back(caplog: pytest.LogCaptureFixture) -> None:
+    mirror()
+    embedded_cluster(name="lost")
+    KnownDatabase.objects.using("sqlite").update(position=identity.read().position + 1000)
+    with caplog.at_level(logging.WARNING, logger="kindler.db"):
+        reconcile_identity()
+    wrote = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Wrote ")]
+    uid = Cluster.objects.using("sqlite").get(name="lost").uid
+    assert wrote == [f"Wrote clusters.cluster lost ({uid}) back into PostgreSQL: restored"]
 
 
 def test_an_account_postgres_has_keeps_postgres_password() -> None:
@@ -298,3 +328,104 @@ def test_a_port_postgres_holds_on_another_host_is_no_conflict() -> None:
     )  # fmt: skip
     reconcile_identity()
     assert (conflicts(), postgres_names()) == ([], ["mine", "theirs"])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_restore_does_not_bring_back_clusters_deleted_after_the_backup(
+    pg: PostgresServer, no_probes: None
+) -> None:
+    names = [f"gone-{index:02}" for index in range(15)]
+    for name in [*names, "kept"]:
+        make_cluster(using="postgres", name=name)
+    mirror()
+    backup = dump(pg)
+    for name in names:
+        on("postgres", name).delete()
+    mirror()
+    recreate(pg, backup)
+    report = reconcile_identity()
+    assert (report.why, postgres_names()) == ("restored", ["kept"])
+    assert restored() == [(name, "deleted") for name in names]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=BOTH, transaction=True)
+def test_a_restore_keeps_a_deleted_cluster_changed_since_as_a_conflict(
+    pg: PostgresServer, no_probes: None
+) -> None:
+    make_cluster(using="postgres", name="edited")
+    mirror()
+    backup = dump(pg)
+    on("postgres", "edited").delete()
+    mirror()
+    recreate(pg, backup)
+    sql(pg, "SELECT 1")
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("UPDATE clusters_cluster SET version = version + 5 WHERE name = 'edited'")
+    report = reconcile_identity()
+    assert (report.why, postgres_names(), restored()) == ("restored", ["edited"], [])
+    assert conflicts() == [("delete/update", "edited")]
+    assert on("sqlite", "edited").version == on("postgres", "edited").version
+
+
+def test_a_delete_leaves_a_tombstone_and_a_new_row_with_its_uid_takes_it_away() -> None:
+    cluster = embedded_cluster(name="dev")
+    with journal_suppressed():
+        on("sqlite", "dev").delete()
+    tombstones = list(Tombstone.objects.using("sqlite").values_list("model", "uid", "version"))
+    assert tombstones == [("clusters.cluster", cluster.uid.hex, 1)]
+    with journal_suppressed():
+        make_cluster(using="sqlite", name="dev", uid=cluster.uid)
+    assert Tombstone.objects.using("sqlite").count() == 0
+
+
+def test_tombstones_older_than_the_setting_go(settings: Any) -> None:
+    embedded_cluster(name="dev")
+    with journal_suppressed():
+        on("sqlite", "dev").delete()
+    Tombstone.objects.using("sqlite").update(deleted_at="2000-01-01T00:00:00.000Z")
+    settings.KINDLER_TOMBSTONE_DAYS = 30
+    assert (prune_tombstones(), Tombstone.objects.using("sqlite").count()) == (1, 0)
+
+
+def test_a_new_timeline_is_a_failover() -> None:
+    mirror()
+    KnownDatabase.objects.using("sqlite").update(timeline=(identity.read().timeline or 0) + 1)
+    assert check() == "failover"
+
+
+def test_another_node_answering_is_a_failover() -> None:
+    mirror()
+    KnownDatabase.objects.using("sqlite").update(server="192.0.2.7:5432")
+    assert check() == "failover"
+
+
+def test_a_server_that_started_again_is_checked_as_restored() -> None:
+    mirror()
+    started = identity.read().started_at
+    assert started is not None
+    KnownDatabase.objects.using("sqlite").update(started_at=started - timedelta(minutes=5))
+    assert check() == "restored"
+
+
+def test_the_same_server_still_running_needs_no_merge() -> None:
+    mirror()
+    assert (check(), KnownDatabase.objects.using("sqlite").get().started_at) == (
+        None,
+        identity.read().started_at,
+    )
+
+
+def test_a_restart_writes_back_a_row_postgres_lacks_and_names_it_in_the_cause() -> None:
+    mirror()
+    embedded_cluster(name="lost")
+    started = identity.read().started_at
+    assert started is not None
+    KnownDatabase.objects.using("sqlite").update(started_at=started - timedelta(minutes=5))
+    remembered = identity.known()
+    described = identity.described(identity.read(), remembered)
+    report = reconcile_identity()
+    assert (report.why, postgres_names()) == ("restored", ["lost"])
+    assert restored() == [("lost", "restored")]
+    assert f", restarted at {started.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in described

@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from kindler.db import telemetry
+from kindler import __version__
+from kindler.db import files, telemetry
 from kindler.db.failover.monitor import monitor
 from kindler.db.models import SyncRun
 from kindler.db.status import (
@@ -34,8 +35,10 @@ class Command(BaseCommand):
         sections = read_sections()
         processes = status.connections()
         budget = connection_budget(status.failover)
+        warnings = files.secrets_file_warnings()
         if options["json"]:
             report = {
+                "warnings": warnings,
                 **{section.key: section.data for section in sections},
                 **status.as_json(),
                 **figures,
@@ -53,6 +56,8 @@ class Command(BaseCommand):
             return
         for line in status_lines(status):
             self.stdout.write(line)
+        for warning in warnings:
+            self.stdout.write(f"Warning:         {warning}")
         for section in sections:
             self.stdout.write(f"{section.title}:")
             for line in section.lines:
@@ -89,6 +94,12 @@ def status_lines(status: DatabaseStatus) -> list[str]:
         f"State:           {snapshot.state} since {snapshot.since.isoformat()} ({snapshot.cause})",
         f"PostgreSQL:      {reachability}",
     ]
+    database = status.schema or "not recorded"
+    verdict = ": upgrade required" if status.upgrade_required else ""
+    lines.append(f"Schema:          code {__version__}, database {database}{verdict}")
+    if status.node is not None:
+        seen = status.node.seen_at.isoformat() if status.node.seen_at else "never"
+        lines.append(f"Primary node:    {status.node}, checked {seen}")
     hosts = status.hosts_as_json()
     if len(hosts) > 1:
         lines.append("Hosts:")

@@ -11,6 +11,7 @@ from django.db import DatabaseError
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.monitor import probe_postgres
 from kindler.db.failover.pinning import postgres_configured, sqlite_fallback_enabled
+from kindler.db.failover.schema import OLDER
 from kindler.db.sync.conflicts import ResolutionError, resolve
 from kindler.db.sync.replay import ReplayError
 from kindler.db.sync.runner import SyncReport, run
@@ -53,6 +54,9 @@ class Command(BaseCommand):
         probe = probe_postgres()
         if not probe.reachable:
             raise CommandError(f"PostgreSQL cannot be reached: {probe.error}")
+        if probe.upgrade_required:
+            # The journal is kept for an upgraded instance: this code may write it wrongly.
+            raise CommandError(f"{OLDER} ({probe.error})")
         if options["resolve"]:
             self.resolve(options)
             return

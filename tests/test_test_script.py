@@ -1,0 +1,130 @@
+"""scripts/test runs every test mode, reports each one last, and fails if any failed.
+
+The loop lives in scripts/lib.sh (run_test_modes); a stub stands in for pytest.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NEEDS_POSTGRES
+from tests.environment import child_environ
+
+ROOT = Path(__file__).resolve().parent.parent
+STUB = """#!/bin/sh
+echo "ran with $*"
+echo "summary of $KINDLER_TEST_MODE"
+eval "exit \\${STUB_EXIT_$KINDLER_TEST_MODE:-0}"
+"""
+
+
+def run_modes(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    stub = tmp_path / "stub"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    return subprocess.run(
+        ["bash", "-c", f'. scripts/lib.sh; run_test_modes "$#" {stub} "$@"', "test", *args],
+        cwd=ROOT,
+        env=child_environ(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_failing_postgres_run_still_runs_sqlite_and_fails(tmp_path: Path) -> None:
+    result = run_modes(tmp_path, STUB_EXIT_postgres="1")
+    assert (result.returncode, result.stdout.splitlines()) == (
+        1,
+        [
+            "== Tests with KINDLER_TEST_MODE=postgres",
+            "ran with ",
+            "summary of postgres",
+            "== Tests with KINDLER_TEST_MODE=sqlite",
+            "ran with ",
+            "summary of sqlite",
+            "== Summary",
+            "postgres: summary of postgres (exit 1)",
+            "sqlite: summary of sqlite (exit 0)",
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("postgres", "sqlite", "expected"), [("0", "0", 0), ("0", "2", 2), ("3", "2", 3)]
+)
+def test_the_status_is_the_first_failing_modes(
+    tmp_path: Path, postgres: str, sqlite: str, expected: int
+) -> None:
+    result = run_modes(tmp_path, STUB_EXIT_postgres=postgres, STUB_EXIT_sqlite=sqlite)
+    assert (result.returncode, result.stdout.splitlines()[-2:]) == (
+        expected,
+        [
+            f"postgres: summary of postgres (exit {postgres})",
+            f"sqlite: summary of sqlite (exit {sqlite})",
+        ],
+    )
+
+
+def test_kindler_test_modes_picks_the_modes(tmp_path: Path) -> None:
+    result = run_modes(tmp_path, "-x", KINDLER_TEST_MODES="sqlite")
+    assert (result.returncode, result.stdout.splitlines()) == (
+        0,
+        [
+            "== Tests with KINDLER_TEST_MODE=sqlite",
+            "ran with -x",
+            "summary of sqlite",
+            "== Summary",
+            "sqlite: summary of sqlite (exit 0)",
+        ],
+    )
+
+
+def test_nothing_collected_in_sqlite_is_no_failure_for_named_tests(tmp_path: Path) -> None:
+    result = run_modes(tmp_path, "tests/db/sync", STUB_EXIT_sqlite="5")
+    assert (result.returncode, result.stdout.splitlines()[-2:]) == (
+        0,
+        [
+            "postgres: summary of postgres (exit 0)",
+            "sqlite: no SQLite-only tests among the ones asked for",
+        ],
+    )
+
+
+def test_nothing_collected_in_a_whole_run_fails(tmp_path: Path) -> None:
+    result = run_modes(tmp_path, STUB_EXIT_sqlite="5")
+    assert (result.returncode, result.stdout.splitlines()[-1]) == (
+        5,
+        "sqlite: summary of sqlite (exit 5)",
+    )
+
+
+def test_scripts_test_runs_pytest_through_the_loop() -> None:
+    lines = (ROOT / "scripts" / "test").read_text().splitlines()
+    assert lines[-2:] == [
+        'workers="${KINDLER_TEST_WORKERS:-3}"',
+        'run_test_modes "$#" .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"',
+    ]
+
+
+def test_postgres_only_tests_named_in_sqlite_mode_are_skipped_with_the_reason() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "tests/db/sync/test_replay.py"],
+        cwd=ROOT,
+        env=child_environ(KINDLER_TEST_MODE="sqlite"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stdout.splitlines()
+    skipped = re.compile(r"SKIPPED \[(\d+)\] tests/db/sync/test_replay\.py(:\d+)?: (.*)")
+    reports = [match for line in lines if (match := skipped.fullmatch(line))]
+    summary = re.fullmatch(r"(\d+) skipped in .*", lines[-1])
+    assert summary is not None, lines[-1]
+    assert (result.returncode, {report[3] for report in reports}) == (0, {NEEDS_POSTGRES})
+    assert sum(int(report[1]) for report in reports) == int(summary[1])

@@ -140,21 +140,60 @@ def build(environ: Mapping[str, str] = os.environ) -> MPServer:
     return server
 
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def stop_signals_end_this_process() -> None:
+    """Let SIGTERM end this worker at once, and leave SIGINT to the main process.
+
+    A worker starts with the main process's handlers, which would only set a
+    flag here: SIGTERM while Django loads would be lost, and the worker killed
+    after KINDLER_GRACEFUL_TIMEOUT. granian puts in its own handlers once the
+    application is loaded; until then SIGTERM ends the worker.
+
+    Ctrl-C sends SIGINT to the whole process group, the workers included, just
+    as the main process sends them SIGTERM. A worker given both at once
+    sometimes never acted on either and was killed after
+    KINDLER_GRACEFUL_TIMEOUT (10 s). The main process's SIGTERM alone stops a
+    worker, so a worker never takes SIGINT; threads started from here on
+    (granian's, Django's) inherit that.
+    """
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def hold_stop_signals_across_fork() -> None:
+    """Make every worker forked from here on end at a SIGTERM sent the moment it exists.
+
+    Between fork() and the worker's first line of Python, the main process's
+    handler is the worker's: a SIGTERM landing then set a flag in the
+    worker's copy of the server and was lost, and the worker served on until
+    killed after KINDLER_GRACEFUL_TIMEOUT. So the stop signals are blocked
+    across fork(): a worker is born with them pending, not handled, and takes
+    them only once SIGTERM would end it. The main process takes its own at
+    once after the fork.
+    """
+    masks: list[set[signal.Signals]] = []
+
+    def block() -> None:
+        masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS))
+
+    def restore() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, masks.pop())
+
+    def in_worker() -> None:
+        masks.clear()
+        stop_signals_end_this_process()
+
+    os.register_at_fork(before=block, after_in_parent=restore, after_in_child=in_worker)
+
+
 def load_application(target: str) -> Any:
     """Return the ASGI application target names, loaded in a worker."""
-    # A worker starts with the main process's handlers, which would only set a
-    # flag here: SIGTERM while Django loads would be lost, and the worker
-    # killed after KINDLER_GRACEFUL_TIMEOUT. granian puts in its own handlers
-    # once the application is loaded; until then the signals end the worker.
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, signal.SIG_DFL)
-    # Ctrl-C sends SIGINT to the whole process group, the workers included,
-    # just as the main process sends them SIGTERM. A worker given both at
-    # once sometimes never acted on either and was killed after
-    # KINDLER_GRACEFUL_TIMEOUT (10 s). The main process's SIGTERM alone stops
-    # a worker, so a worker never takes SIGINT; threads started from here
-    # on (granian's, Django's) inherit that.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Again for a worker that was not forked (multiprocessing's "spawn").
+    stop_signals_end_this_process()
     module, _, name = target.partition(":")
     application = getattr(importlib.import_module(module), name)
     # Loading the application set Django up. Before the first request, a new
@@ -183,6 +222,7 @@ def main() -> None:
     # where a variable named HTTP_* reads as a header the client sent.
     for name in [name for name in os.environ if name.startswith("HTTP_")]:
         del os.environ[name]
+    hold_stop_signals_across_fork()
     server.serve(target_loader=load_application)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +22,14 @@ from typing import Any
 from granian.constants import HTTPModes, Interfaces
 from granian.server import MPServer
 
-from kindler.webserver import access_log_handler, can_listen, logging_config, whole_number
+from kindler.webserver import (
+    access_log_handler,
+    can_listen,
+    hold_stop_signals_across_fork,
+    logging_config,
+    stop_signals_end_this_process,
+    whole_number,
+)
 
 DEFAULT_WS_BIND = "127.0.0.1:8001"
 # Words that leave the WebSocket server out (`manage.py serve` checks them).
@@ -65,13 +71,9 @@ def build(target: str, environ: Mapping[str, str] = os.environ) -> MPServer:
 
 def load_application(target: str) -> Any:
     """Set Django up in the worker, then return the ASGI application target names."""
-    # As kindler.webserver.load_application: until granian's own handlers are
-    # in, SIGTERM and SIGINT end the worker.
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, signal.SIG_DFL)
-    # And, as there, the worker leaves Ctrl-C's SIGINT to the main process,
-    # whose SIGTERM stops it; given both, it was killed after 10 s.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # As in kindler.webserver: SIGTERM ends a worker still loading, SIGINT is
+    # left to the main process.
+    stop_signals_end_this_process()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kindler.settings")
     import django
 
@@ -90,6 +92,7 @@ def main(argv: list[str] = sys.argv) -> None:
     except ValueError as error:
         raise SystemExit(f"kindler.wsserver: {error}") from None
     os.umask(0o077)
+    hold_stop_signals_across_fork()
     server.serve(target_loader=load_application)
 
 

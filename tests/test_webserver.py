@@ -247,6 +247,40 @@ def test_sigterm_stops_the_server_within_the_graceful_timeout(served: WebServer)
     assert (status, time.monotonic() - started < GRACEFUL_TIMEOUT) == (0, True)
 
 
+# A SIGTERM that reaches a new worker before its first line of Python, as the
+# main process's stop does when it comes the moment a worker is forked: the
+# hook registered first stands in for it.
+SIGTERM_AT_FORK = """
+import os, signal, sys, time
+from kindler import webserver
+
+taken = []
+signal.signal(signal.SIGTERM, lambda *_: taken.append("main"))  # as granian's main process
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+webserver.hold_stop_signals_across_fork()
+pid = os.fork()
+if pid == 0:
+    time.sleep(10)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+blocked = sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+os.kill(os.getpid(), signal.SIGTERM)
+print(os.waitstatus_to_exitcode(status), blocked, taken)
+"""
+
+
+def test_a_sigterm_at_fork_ends_the_worker_and_leaves_the_main_process_its_handler() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AT_FORK],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=settings.BASE_DIR,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "-15 [] ['main']\n", "")
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(databases=BOTH, transaction=True)
 def test_sigterm_stops_workers_still_loading_django_at_once(

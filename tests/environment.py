@@ -37,6 +37,19 @@ HARNESS = frozenset(
         "PYENV_ROOT",
     }
 )
+# Of those, the ones that pick what a run of the suite does (and pytest's own
+# options): the runs, scripts and Kindler processes the tests start get none
+# of the caller's, so `KINDLER_TEST_MODES=sqlite scripts/test` tests the same
+# loop as `scripts/test`. A test that wants one names it.
+RUN_KNOBS = frozenset(
+    {
+        "KINDLER_TEST_MODE",
+        "KINDLER_TEST_MODES",
+        "KINDLER_TEST_WORKERS",
+        "KINDLER_SCREENSHOTS",
+        "PYTEST_ADDOPTS",
+    }
+)
 SECRETS_FILE = "KINDLER_SECRETS_FILE"
 ISOLATED = "KINDLER_TEST_ISOLATED"
 # The xdist worker whose settings the environment holds (tests/settings.py).
@@ -79,10 +92,15 @@ def claim_for_worker(environ: MutableMapping[str, str]) -> bool:
 def child_environ(**extra: str) -> dict[str, str]:
     """Return the tests' environment without any setting but their settings file, plus extra.
 
-    For a Kindler process that must read only what the test gives it; the
+    For a Kindler process (or a script, or a run of pytest) that must read
+    only what the test gives it: no setting and none of the RUN_KNOBS. The
     settings file stays named, or the process would read config/secrets.env.
     """
-    kept = {name: value for name, value in os.environ.items() if not is_setting(name)}
+    kept = {
+        name: value
+        for name, value in os.environ.items()
+        if not is_setting(name) and name not in RUN_KNOBS
+    }
     kept.pop("DJANGO_SETTINGS_MODULE", None)
     kept[SECRETS_FILE] = os.environ[SECRETS_FILE]
     return {**kept, **extra}

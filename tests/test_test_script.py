@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NEEDS_POSTGRES
-from tests.environment import child_environ
+from tests.environment import RUN_KNOBS, child_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = """#!/bin/sh
@@ -83,6 +83,35 @@ def test_kindler_test_modes_picks_the_modes(tmp_path: Path) -> None:
             "sqlite: summary of sqlite (exit 0)",
         ],
     )
+
+
+def test_the_callers_test_modes_and_workers_do_not_reach_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As under `KINDLER_TEST_MODES=sqlite KINDLER_TEST_WORKERS=0 scripts/test`.
+    for name, value in [
+        ("KINDLER_TEST_MODES", "sqlite"),
+        ("KINDLER_TEST_WORKERS", "0"),
+        ("PYTEST_ADDOPTS", "-x"),
+    ]:
+        monkeypatch.setenv(name, value)
+    result = run_modes(tmp_path)
+    assert (result.returncode, result.stdout.splitlines()[-3:]) == (
+        0,
+        [
+            "== Summary",
+            "postgres: summary of postgres (exit 0)",
+            "sqlite: summary of sqlite (exit 0)",
+        ],
+    )
+
+
+def test_the_processes_the_tests_start_get_none_of_the_run_knobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in RUN_KNOBS:
+        monkeypatch.setenv(name, "the caller's")
+    assert sorted(set(child_environ()) & RUN_KNOBS) == []
 
 
 def test_nothing_collected_in_sqlite_is_no_failure_for_named_tests(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 # Main just before this release's expand/contract work: no kindler_schema,
 # clusters_cluster.host NOT NULL with no database default.
-EARLIER = "7778e99"
+EARLIER = "a6418f5"
 TOKEN = "rolling-upgrade-token-" + "x" * 24
 STEADY_SECONDS = 2.0
 

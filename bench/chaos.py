@@ -1,7 +1,8 @@
 """Break PostgreSQL, HAProxy, SQLite and Kindler itself under load; check every acknowledged write.
 
 Run as `.venv/bin/python bench/chaos.py` (about 8 minutes) or with `--short`
-(about 3 minutes; tests/test_chaos.py runs that). It starts, all on loopback:
+(about 5 minutes; tests/test_chaos.py runs that, in slices of a few faults,
+each with --only). It starts, all on loopback:
 a throwaway PostgreSQL (tests/pgserver.py), Debian's haproxy with the
 `defaults` and `listen postgres` sections of compose/haproxy.cfg in front of
 it, and Kindler under granian (kindler.webserver, 2 workers) pointed at

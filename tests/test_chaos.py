@@ -1,4 +1,9 @@
-"""bench/chaos.py: its HAProxy config, and the short run that checks the promise."""
+"""bench/chaos.py: its HAProxy config, and the short run that checks the promise.
+
+The short run goes in SLICES, each a `bench/chaos.py --short --only ...` run
+of its own (its own PostgreSQL, HAProxy and Kindler): tests/workers.py makes
+each slice a group, so that scripts/test's workers run them side by side.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 from django.conf import settings
@@ -72,6 +77,40 @@ ROOT_ONLY = {
     "SQLite full in an outage",
     "SQLite read-only in an outage",
 }
+# The short run's faults in runs of about the same length (70 to 110 s on a
+# busy 2-core machine), each in FAULTS' order. The promotion ends a run (its
+# primary is gone for good afterwards). After "SQLite read-only" the instance
+# has so far stayed on SQLite until it was started again, so the restarts
+# follow it.
+SLICES = {
+    "outages": FAULTS[:7],
+    "postgres": FAULTS[7:15],
+    "restores": FAULTS[15:20],
+    "sqlite": [
+        "SQLite locked in an outage",
+        "SQLite full in an outage",
+        "PostgreSQL flapping 15 s",
+        "primary killed, standby promoted",
+    ],
+    "restarts": ["SQLite read-only in an outage", "Kindler restarted 5 times"],
+}
+
+
+def slice_of(fault: str) -> str:
+    return next(name for name, faults in SLICES.items() if fault in faults)
+
+
+# Every slice, or the one that holds a fault; the run is made once a slice.
+EVERY_SLICE = pytest.mark.parametrize("short_run", list(SLICES), indirect=True)
+
+
+def slice_holding(fault: str) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("short_run", [slice_of(fault)], indirect=True)
+
+
+def faults_of(request: pytest.FixtureRequest) -> list[str]:
+    """Return the faults of the slice the test runs on."""
+    return SLICES[request.node.callspec.params["short_run"]]
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +236,39 @@ def test_a_fault_whose_cause_health_names_keeps_the_promise() -> None:
     assert (row["cause_named"], row["promise_kept"]) == (True, True)
 
 
+def test_the_slices_hold_every_fault_once_in_order() -> None:
+    held = [fault for faults in SLICES.values() for fault in faults]
+    in_order = {name: sorted(faults, key=FAULTS.index) for name, faults in SLICES.items()}
+    assert (sorted(held, key=FAULTS.index), in_order) == (FAULTS, SLICES)
+
+
+def test_each_slices_only_arguments_pick_its_faults_alone(chaos: ModuleType) -> None:
+    def picked(faults: list[str]) -> list[str]:
+        # Chaos.wanted as `--only NAME` for each of faults sets it up.
+        only = SimpleNamespace(only=[fault.lower() for fault in faults])
+        return [fault for fault in FAULTS if chaos.Chaos.wanted(only, fault)]
+
+    assert {name: picked(faults) for name, faults in SLICES.items()} == SLICES
+
+
 @pytest.fixture(scope="module")
-def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def short_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    """The short run of the faults of the slice request.param names."""
     if HAPROXY is None:
         pytest.skip("Debian's haproxy is not installed (scripts/test installs it as root)")
     output = tmp_path_factory.mktemp("chaos") / "chaos.json"
+    only = [arg for fault in SLICES[request.param] for arg in ("--only", fault)]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--short", "--json", str(output)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "chaos.py"),
+            "--short",
+            *only,
+            "--json",
+            str(output),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -218,10 +283,13 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_short_chaos_run_goes_through_every_fault(short_run: dict[str, object]) -> None:
+@EVERY_SLICE
+def test_short_chaos_run_goes_through_every_fault(
+    short_run: dict[str, object], request: pytest.FixtureRequest
+) -> None:
     faults = short_run["faults"]
     assert isinstance(faults, list)
-    assert [row["fault"] for row in faults] == FAULTS
+    assert [row["fault"] for row in faults] == faults_of(request)
 
 
 def by_fault(short_run: dict[str, object], key: str) -> dict[str, object]:
@@ -232,6 +300,7 @@ def by_fault(short_run: dict[str, object], key: str) -> dict[str, object]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@slice_holding(STEADY[0])
 def test_faults_short_of_an_outage_switch_at_most_four_times(short_run: dict[str, object]) -> None:
     changes = by_fault(short_run, "state_changes")
     steady = {name: int(str(changes[name])) <= 4 for name in STEADY}
@@ -240,21 +309,26 @@ def test_faults_short_of_an_outage_switch_at_most_four_times(short_run: dict[str
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_short_chaos_run_skips_only_what_needs_root(short_run: dict[str, object]) -> None:
+@EVERY_SLICE
+def test_short_chaos_run_skips_only_what_needs_root(
+    short_run: dict[str, object], request: pytest.FixtureRequest
+) -> None:
     faults = short_run["faults"]
     assert isinstance(faults, list)
     skipped = {row["fault"] for row in faults if row["skipped"]}
-    assert skipped == (set() if os.geteuid() == 0 else ROOT_ONLY)
+    assert skipped == (set() if os.geteuid() == 0 else ROOT_ONLY & set(faults_of(request)))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_injects_every_fault(short_run: dict[str, object]) -> None:
     assert {fault: error for fault, error in by_fault(short_run, "error").items() if error} == {}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_loses_no_acknowledged_write(short_run: dict[str, object]) -> None:
     # Each fault's first problems, so a failure says which writes and how.
     problems = by_fault(short_run, "problems")
@@ -264,6 +338,7 @@ def test_short_chaos_run_loses_no_acknowledged_write(short_run: dict[str, object
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_answers_no_500(short_run: dict[str, object]) -> None:
     errors = by_fault(short_run, "http_500")
     assert errors == dict.fromkeys(errors, 0)
@@ -271,6 +346,7 @@ def test_short_chaos_run_answers_no_500(short_run: dict[str, object]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_makes_no_conflict_with_itself(short_run: dict[str, object]) -> None:
     # What each conflict holds, so a failure shows how it came about.
     conflicts = by_fault(short_run, "conflicts")
@@ -279,6 +355,7 @@ def test_short_chaos_run_makes_no_conflict_with_itself(short_run: dict[str, obje
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_says_why_in_every_503(short_run: dict[str, object]) -> None:
     bare = by_fault(short_run, "http_503_without_detail")
     assert bare == dict.fromkeys(bare, 0)
@@ -286,6 +363,7 @@ def test_short_chaos_run_says_why_in_every_503(short_run: dict[str, object]) -> 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_answers_within_the_bound(short_run: dict[str, object]) -> None:
     slow = by_fault(short_run, "over_budget")
     assert slow == dict.fromkeys(slow, 0)
@@ -293,6 +371,7 @@ def test_short_chaos_run_answers_within_the_bound(short_run: dict[str, object]) 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@slice_holding("SQLite locked in an outage")
 def test_short_chaos_run_answers_sqlite_locked_with_its_message(
     short_run: dict[str, object],
 ) -> None:
@@ -303,12 +382,14 @@ def test_short_chaos_run_answers_sqlite_locked_with_its_message(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@EVERY_SLICE
 def test_short_chaos_run_settles_back_on_postgres(short_run: dict[str, object]) -> None:
     assert short_run["settled"] is True
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@slice_holding(RESTORES[0])
 def test_short_chaos_run_writes_rows_back_into_a_restored_or_replaced_database(
     short_run: dict[str, object],
 ) -> None:
@@ -318,6 +399,7 @@ def test_short_chaos_run_writes_rows_back_into_a_restored_or_replaced_database(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@slice_holding("PostgreSQL disk full 10 s")
 def test_short_chaos_run_names_the_full_disk_in_health(short_run: dict[str, object]) -> None:
     causes = by_fault(short_run, "state_cause")
     if "PostgreSQL disk full 10 s" not in causes:

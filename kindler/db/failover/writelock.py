@@ -58,16 +58,19 @@ def _descriptor() -> int:
     return int(_file["fd"])
 
 
-def _flock(deadline: float) -> bool:
+def _flock(deadline: float) -> tuple[bool, bool]:
+    """Take the queue file's lock before deadline: return (taken, had to wait for it)."""
     fd = _descriptor()
     pause = FIRST_POLL
+    waited = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
+            return True, waited
         except BlockingIOError:
+            waited = True
             if time.monotonic() + pause > deadline:
-                return False
+                return False, waited
             time.sleep(pause)
             pause = min(pause * 2, LONGEST_POLL)
 
@@ -77,15 +80,20 @@ def writer_turn(connection: Any, budget: float, shorten: bool = False) -> Iterat
     """Wait (at most budget seconds) for this instance's turn to write on connection."""
     started = time.monotonic()
     deadline = started + budget
-    local = _turn.acquire(timeout=budget)
+    # Only a turn another writer held counts as a wait: time lost to a busy
+    # machine between two lines is no reason to shorten SQLite's own wait.
+    contended = not _turn.acquire(blocking=False)
+    local = _turn.acquire(timeout=budget) if contended else True
     try:
         shared = False
         with suppress(OSError):  # no queue file (read-only folder): SQLite alone decides
-            shared = local and _flock(deadline)
+            if local:
+                shared, queued = _flock(deadline)
+                contended = contended or queued
         try:
             waited = time.monotonic() - started
             # Shortened after a wait for the turn, or when asked (a request's deadline).
-            shorter = waited >= NOTICEABLE or shorten
+            shorter = (contended and waited >= NOTICEABLE) or shorten
             if shorter:
                 _busy_timeout(connection, max(0.0, budget - waited))
             try:

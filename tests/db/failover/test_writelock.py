@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connections
 
+from kindler.db.failover import writelock
 from kindler.db.failover.writelock import queue_path, write_transaction, writer_turn
 
 pytestmark = pytest.mark.django_db(databases=["sqlite"])
@@ -43,6 +44,29 @@ def test_a_turn_that_waited_leaves_sqlite_only_the_rest_of_the_budget(
 
 
 def test_a_turn_without_waiting_leaves_the_busy_timeout_alone() -> None:
+    configured = busy_timeout_ms()
+    with writer_turn(connections["sqlite"], 0.2):
+        inside = busy_timeout_ms()
+    assert (inside, busy_timeout_ms()) == (configured, configured)
+
+
+class SlowClock:
+    """time as a busy machine shows it to writelock: 10 ms pass between any two readings."""
+
+    sleep = staticmethod(time.sleep)
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+def test_a_turn_nobody_held_leaves_the_busy_timeout_alone_on_a_busy_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writelock, "time", SlowClock())
     configured = busy_timeout_ms()
     with writer_turn(connections["sqlite"], 0.2):
         inside = busy_timeout_ms()

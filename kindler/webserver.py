@@ -175,7 +175,7 @@ def hold_stop_signals_across_fork() -> None:
     them only once SIGTERM would end it. The main process takes its own at
     once after the fork.
     """
-    masks: list[set[signal.Signals]] = []
+    masks: list[set[int | signal.Signals]] = []
 
     def block() -> None:
         masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS))

@@ -118,7 +118,7 @@ KINDLER_SAMPLE_INTERVAL = env.float("KINDLER_SAMPLE_INTERVAL", default=60.0)
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {"ENGINE": "django.db.backends.dummy"},
     "sqlite": {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "kindler.db.backends.sqlite3",
         "NAME": SQLITE_PATH,
         "OPTIONS": {
             # Several web workers and the reconciler share the file: WAL lets

@@ -12,14 +12,17 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+import pytest
 
 from tests.pgserver import PostgresServer
 
@@ -590,3 +593,60 @@ class RestoredBackup(ReplacedDatabase):
         """Drop the database, create it again and restore the backup into it."""
         self.replace()
         client(self.pg, "pg_restore", "--exit-on-error", "-d", self.dbname, str(self.path))
+
+
+# Another process keeps the file open in WAL mode, as an instance's other
+# workers do, so its -wal and -shm exist (and are made read-only with it).
+HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+for statement in sys.argv[2:]:
+    conn.execute(statement)
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def held_open(database: Path, *statements: str) -> Iterator[None]:
+    """Keep database open in WAL mode from another process, after running statements."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(database), *statements],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    try:
+        assert holder.stdout.readline() == "open\n"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def read_only(database: Path) -> Iterator[None]:
+    """Make a SQLite file, its -wal and -shm read-only: chattr +i as root, else chmod 0444."""
+    paths = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    if os.geteuid() == 0 and Immutable.unavailable() is not None:
+        # Permissions do not stop root.
+        pytest.skip(str(Immutable.unavailable()))
+    if Immutable.unavailable() is None:
+        immutable = Immutable(paths)
+        immutable.inject()
+        try:
+            yield
+        finally:
+            immutable.recover()
+        return
+    existing = [path for path in paths if path.exists()]
+    for path in existing:
+        path.chmod(0o444)
+    try:
+        yield
+    finally:
+        for path in existing:
+            path.chmod(0o644)

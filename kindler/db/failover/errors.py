@@ -154,6 +154,27 @@ def is_switched_back(exc: BaseException | None) -> bool:
     return any(SWITCHED_BACK in str(error) for error in _chain(exc))
 
 
+# SQLITE_READONLY (8) and its extended codes (low byte 8): the file or its
+# folder could not be opened for writing when this connection opened it, or
+# was moved away since. SQLite then opens the file read-only and keeps it so
+# for the connection's life, even once the file is writable again.
+# SQLITE_CANTOPEN (14): the file, its -wal or -shm could not be opened.
+_CANNOT_WRITE = (8, 14)
+
+
+def sqlite_cannot_write(exc: BaseException | None) -> bool:
+    """Return True when SQLite says this connection cannot write or open the file."""
+    for error in _chain(exc):
+        code = getattr(error, "sqlite_errorcode", None)
+        if (
+            isinstance(error, sqlite3.Error)
+            and isinstance(code, int)
+            and code & 0xFF in _CANNOT_WRITE
+        ):
+            return True
+    return False
+
+
 def sqlite_trouble(exc: BaseException | None) -> str | None:
     """Return what a person should be told when the SQLite file cannot take a write."""
     for error in _chain(exc):

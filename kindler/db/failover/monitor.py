@@ -355,6 +355,18 @@ def close_postgres_connection() -> None:
         connection.close()
 
 
+def close_unusable_sqlite_connection() -> None:
+    """Close this thread's SQLite connection if an error left it unusable (read-only)."""
+    if SQLITE not in settings.DATABASES:
+        return
+    connection = connections[SQLITE]
+    # As close_postgres_connection: never under code still in a transaction.
+    if connection.connection is None or connection.in_atomic_block:
+        return
+    with contextlib.suppress(Exception):
+        connection.close_if_unusable_or_obsolete()
+
+
 def close_thread_connections() -> None:
     """Close this thread's Django connections, ignoring ones already broken."""
     for connection in connections.all(initialized_only=True):
@@ -777,6 +789,9 @@ class HealthMonitor:
                 return
             finally:
                 close_postgres_connection()
+                # A connection that opened the SQLite file while it was
+                # read-only stays so: the next recovery opens it afresh.
+                close_unusable_sqlite_connection()
 
     def _recovery_failed(self, why: str) -> None:
         self._failed_recoveries += 1

@@ -18,7 +18,7 @@ from kindler.db.failover import monitor as monitoring
 from kindler.db.failover.monitor import State, monitor, probe_postgres
 from kindler.db.pool import probes
 from tests.conftest import BOTH, wait_for
-from tests.faults import SmallDisk, execute
+from tests.faults import SmallDisk, execute, held_open, read_only
 from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.django_db(databases=BOTH, transaction=True)
@@ -32,6 +32,12 @@ def refuse_writes() -> None:
     with connections["postgres"].cursor() as cursor:
         cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         cursor.execute("CREATE TABLE kindler_refused (x integer)")
+
+
+def write_sqlite() -> None:
+    """Recover with a write to the SQLite file, as the journal replay makes."""
+    with connections["sqlite"].cursor() as cursor:
+        cursor.execute("PRAGMA user_version = 7")
 
 
 @pytest.fixture
@@ -166,3 +172,40 @@ def test_a_fall_back_made_while_a_probe_ran_without_writing_waits_for_one_that_w
     assert (snapshot.state, made) == (State.FALLBACK, [(State.PRIMARY, State.FALLBACK)])
     full_disk.unfill()
     assert monitor.check_now().state is State.PRIMARY
+
+
+@pytest.fixture
+def sqlite_held_open() -> Iterator[Path]:
+    """The `sqlite` database's file, held open by another process; its version put back after."""
+    path = Path(connections["sqlite"].settings_dict["NAME"])
+    connections["sqlite"].close()
+    with held_open(path):
+        yield path
+    with connections["sqlite"].cursor() as cursor:
+        cursor.execute("PRAGMA user_version = 0")
+
+
+@override_settings(
+    KINDLER_RECOVERY_HOOKS=["tests.db.failover.test_backoff.write_sqlite"],
+    KINDLER_HEALTH_INTERVAL=0.1,
+    KINDLER_RECOVERY_BACKOFF_MAX=0.1,
+)
+def test_a_recovery_that_found_sqlite_read_only_opens_it_afresh_once_it_is_writable(
+    stopped_monitor: None, sqlite_held_open: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor.mark_down("test outage")
+    with caplog.at_level(logging.ERROR, logger="kindler.db"), read_only(sqlite_held_open):
+        during = monitor.check_now().state
+    failures = [
+        r.getMessage().split(": ", 1)[1] for r in caplog.records if r.levelno == logging.ERROR
+    ]
+    # Once the failed recovery's wait is over, the next one finds the file writable.
+    wait_for(lambda: monitor.check_now().state is State.PRIMARY, 10)
+    with connections["sqlite"].cursor() as cursor:
+        cursor.execute("PRAGMA user_version")
+        (version,) = cursor.fetchone()
+    assert (during, failures, version) == (
+        State.RECOVERING,
+        ["attempt to write a readonly database"],
+        7,
+    )

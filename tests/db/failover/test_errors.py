@@ -18,6 +18,7 @@ from kindler.db.failover.errors import (
     is_postgres_busy,
     is_postgres_outage,
     mask_secrets,
+    sqlite_cannot_write,
     sqlite_trouble,
 )
 from kindler.db.failover.monitor import monitor
@@ -219,6 +220,36 @@ def test_sqlite_trouble_names_a_read_only_file(sqlite_file: sqlite3.Connection) 
         "attempt to write a readonly database",
         "The local SQLite file cannot be written (read-only file or folder), so nothing was saved.",
     )
+
+
+def test_a_connection_opened_read_only_cannot_write(
+    sqlite_file: sqlite3.Connection, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(f"file:{tmp_path / 'kindler.db'}?mode=ro", uri=True)
+    try:
+        error = raised(lambda: other.execute("INSERT INTO t VALUES (1)"))
+    finally:
+        other.close()
+    assert (error.sqlite_errorcode, sqlite_cannot_write(error)) == (  # type: ignore[attr-defined]
+        sqlite3.SQLITE_READONLY,
+        True,
+    )
+
+
+def test_a_locked_or_full_sqlite_file_is_not_a_connection_that_cannot_write(
+    sqlite_file: sqlite3.Connection, tmp_path: Path
+) -> None:
+    sqlite_file.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(tmp_path / "kindler.db", timeout=0, isolation_level=None)
+    try:
+        locked = raised(lambda: other.execute("INSERT INTO t VALUES (1)"))
+    finally:
+        other.close()
+    sqlite_file.execute("ROLLBACK")
+    (pages,) = sqlite_file.execute("PRAGMA page_count").fetchone()
+    sqlite_file.execute(f"PRAGMA max_page_count = {pages}")
+    full = raised(lambda: sqlite_file.execute("INSERT INTO t VALUES (zeroblob(100000))"))
+    assert (sqlite_cannot_write(locked), sqlite_cannot_write(full)) == (False, False)
 
 
 def test_sqlite_trouble_is_none_for_a_postgres_error(

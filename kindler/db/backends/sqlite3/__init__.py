@@ -1,0 +1,1 @@
+"""Django's SQLite backend, dropping connections that found the file read-only."""

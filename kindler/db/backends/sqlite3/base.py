@@ -1,0 +1,51 @@
+"""Django's SQLite backend: a connection that could not write the file is not kept.
+
+SQLite opens the file read-only when it cannot open it for writing (a
+read-only file, folder or filesystem, chattr +i) and the connection stays
+read-only for its life: once the file is writable again it still answers
+"attempt to write a readonly database". After such an error is_usable() says
+False, so Django closes the connection where it closes broken ones (the end
+of a request, close_old_connections) and the next query opens the file afresh.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from django.db.backends.sqlite3 import base
+from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
+
+from kindler.db.failover.errors import sqlite_cannot_write
+
+
+class ReadOnlyNoticingWrapper(DatabaseErrorWrapper):
+    """Django's error wrapper, noting on the connection an error that says it cannot write."""
+
+    wrapper: DatabaseWrapper
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_value is not None and sqlite_cannot_write(exc_value):
+            self.wrapper.cannot_write = True
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    # Set by an error saying this connection cannot write the file; a new connection clears it.
+    cannot_write = False
+
+    def connect(self) -> None:
+        self.cannot_write = False
+        super().connect()
+
+    def is_usable(self) -> bool:
+        return not self.cannot_write
+
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        return ReadOnlyNoticingWrapper(self)

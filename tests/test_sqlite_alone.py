@@ -7,16 +7,20 @@ PostgreSQL run checks the same pages against PostgreSQL elsewhere.
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.db import close_old_connections, connections
 from django.test import Client
 
+from clusters.models import Cluster
 from tests.conftest import SQLITE_ONLY
 from tests.factories import make_cluster, make_superuser
+from tests.faults import held_open, read_only
 from tests.test_metrics import samples
 
 pytestmark = [
@@ -91,3 +95,33 @@ def test_the_dashboard_lists_clusters(person: Client) -> None:
     make_cluster(name="dev")
     response = person.get("/")
     assert (response.status_code, [c.name for c in response.context["page"]]) == (200, ["dev"])
+
+
+@pytest.mark.django_db(databases=["sqlite"], transaction=True)
+@pytest.mark.urls("tests.urls")
+def test_a_write_after_the_file_was_read_only_is_saved_once_it_is_writable() -> None:
+    client = Client(raise_request_exception=False)
+    path = Path(settings.DATABASES["sqlite"]["NAME"])
+    connections["sqlite"].close()
+    # Held open by another process, as the other workers do.
+    with held_open(path):
+        # The request opens the file while it is read-only: its connection is too.
+        with read_only(path):
+            refused = client.post("/api/probe/create", {"name": "dev"})
+        # What Django's handlers do when a request ends (the test client leaves it out).
+        close_old_connections()
+        saved = client.post("/api/probe/create", {"name": "uat"})
+    assert (
+        refused.status_code,
+        refused.json(),
+        saved.status_code,
+        list(Cluster.objects.values_list("name", flat=True)),
+    ) == (
+        503,
+        {
+            "detail": "The local SQLite file cannot be written (read-only file or folder), "
+            "so nothing was saved."
+        },
+        201,
+        ["uat"],
+    )

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.test import Client
 
 from clusters.models import Cluster
@@ -18,11 +18,14 @@ from kindler.db.sync.journal import journal_suppressed
 from tests import urls as probe_urls
 from tests.conftest import BOTH, wait_for_state
 from tests.factories import make_cluster
-from tests.faults import HeldLock, SqliteLock
+from tests.faults import HeldLock, SqliteLock, held_open, read_only
 from tests.pgserver import PostgresServer
 
 SQLITE_LOCKED = (
     "The local SQLite file is locked by another program, so nothing was saved. Retry in a moment."
+)
+SQLITE_READ_ONLY = (
+    "The local SQLite file cannot be written (read-only file or folder), so nothing was saved."
 )
 
 pytestmark = [
@@ -222,3 +225,33 @@ def test_a_write_that_finds_the_instance_back_on_postgres_leaves_no_journal(
         list(Cluster.objects.using("postgres").values_list("name", flat=True)),
         JournalEntry.objects.using("sqlite").count(),
     ) == (["dev"], 0)
+
+
+@pytest.fixture
+def sqlite_in_an_outage(frozen_monitor: PostgresServer) -> Iterator[Path]:
+    """An outage, with the SQLite file held open by another process, as other workers do."""
+    frozen_monitor.stop("immediate")
+    monitor.mark_down("test: PostgreSQL stopped")
+    path = Path(settings.DATABASES["sqlite"]["NAME"])
+    connections["sqlite"].close()
+    with held_open(path):
+        yield path
+    connections["sqlite"].close()
+
+
+def test_a_write_after_the_sqlite_file_was_read_only_is_saved_once_it_is_writable(
+    client: Client, sqlite_in_an_outage: Path
+) -> None:
+    # The request opens SQLite while the file is read-only: its connection is too.
+    with read_only(sqlite_in_an_outage):
+        refused = client.post("/api/probe/create", {"name": "dev"})
+    # What Django's handlers do when a request ends (the test client leaves it out).
+    close_old_connections()
+    saved = client.post("/api/probe/create", {"name": "uat"})
+    assert (
+        refused.status_code,
+        refused.json(),
+        saved.status_code,
+        saved.json()["alias"],
+        list(Cluster.objects.using("sqlite").values_list("name", flat=True)),
+    ) == (503, {"detail": SQLITE_READ_ONLY}, 201, "sqlite", ["uat"])

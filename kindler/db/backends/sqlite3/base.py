@@ -3,9 +3,9 @@
 SQLite opens the file read-only when it cannot open it for writing (a
 read-only file, folder or filesystem, chattr +i) and the connection stays
 read-only for its life: once the file is writable again it still answers
-"attempt to write a readonly database". After such an error is_usable() says
-False, so Django closes the connection where it closes broken ones (the end
-of a request, close_old_connections) and the next query opens the file afresh.
+"attempt to write a readonly database". After such an error the connection
+is unusable, so Django closes it where it closes broken ones (the end of a
+request, close_old_connections) and the next query opens the file afresh.
 """
 
 from __future__ import annotations
@@ -45,6 +45,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def is_usable(self) -> bool:
         return not self.cannot_write
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        # Django asks is_usable() only about errors since the last commit or
+        # rollback, and the atomic block that met the error has rolled back.
+        if self.connection is not None and self.cannot_write and not self.in_atomic_block:
+            self.close()
+            return
+        super().close_if_unusable_or_obsolete()
 
     @cached_property
     def wrap_database_errors(self) -> DatabaseErrorWrapper:

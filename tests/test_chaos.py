@@ -79,9 +79,7 @@ ROOT_ONLY = {
 }
 # The short run's faults in runs of about the same length (70 to 110 s on a
 # busy 2-core machine), each in FAULTS' order. The promotion ends a run (its
-# primary is gone for good afterwards). After "SQLite read-only" the instance
-# has so far stayed on SQLite until it was started again, so the restarts
-# follow it.
+# primary is gone for good afterwards).
 SLICES = {
     "outages": FAULTS[:7],
     "postgres": FAULTS[7:15],

@@ -122,4 +122,7 @@ def test_a_paused_postmaster_never_holds_a_request_beyond_the_budget(
         durations.append(time.monotonic() - started)
     print(f"longest request pair while paused: {max(durations):.3f} s (budget {budget:.1f} s)")
     assert set(statuses) == {200, 202}
-    assert max(durations) < budget + 1.0
+    # A request held by the paused server waits out the request deadline
+    # (KINDLER_REQUEST_DEADLINE, 11 s) or for good; 3 s of slack leaves room
+    # for a machine busy with the rest of the suite (2.2 s seen at load 5.5).
+    assert max(durations) < budget + 3.0

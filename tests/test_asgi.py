@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -283,3 +284,55 @@ def test_only_a_request_that_frames_a_body_has_one(
     headers: list[tuple[bytes, bytes]], expected: bool
 ) -> None:
     assert has_body(scope(headers)) is expected
+
+
+def blocked(until: threading.Event) -> str:
+    """Wait for until in a request thread; return the thread's name."""
+    until.wait(30)
+    return threading.current_thread().name
+
+
+def test_the_thread_idle_the_shortest_takes_the_next_request() -> None:
+    async def run() -> tuple[list[str], str]:
+        loop = asyncio.get_running_loop()
+        pool = asgi.RequestThreads(3)
+        releases = [threading.Event() for _ in range(3)]
+        futures = [pool.run(loop, blocked, release) for release in releases]
+        names = []
+        for index in (0, 2, 1):
+            releases[index].set()
+            names.append(await futures[index])
+        return names, await pool.run(loop, lambda: threading.current_thread().name)
+
+    names, next_name = asyncio.run(run())
+    assert (len(set(names)), next_name) == (3, names[-1])
+
+
+def test_a_request_past_the_thread_count_waits_for_the_first_thread_free() -> None:
+    async def run() -> tuple[str, str, bool]:
+        loop = asyncio.get_running_loop()
+        pool = asgi.RequestThreads(2)
+        first, second = threading.Event(), threading.Event()
+        held = pool.run(loop, blocked, first)
+        freed = pool.run(loop, blocked, second)
+        waiting = pool.run(loop, lambda: (threading.current_thread().name, first.is_set()))
+        second.set()
+        freed_name = await freed
+        waiting_name, first_done = await waiting
+        first.set()
+        await held
+        return freed_name, waiting_name, first_done
+
+    freed_name, waiting_name, first_done = asyncio.run(run())
+    assert (waiting_name, first_done) == (freed_name, False)
+
+
+def test_an_error_in_a_request_thread_is_raised_where_the_request_waits() -> None:
+    def fail() -> None:
+        raise ValueError("raised in the thread")
+
+    async def run() -> None:
+        await asgi.RequestThreads(1).run(asyncio.get_running_loop(), fail)
+
+    with pytest.raises(ValueError, match=r"^raised in the thread$"):
+        asyncio.run(run())

@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from importlib import import_module
 from typing import Any
 
@@ -42,13 +41,9 @@ from django.middleware.csrf import CsrfViewMiddleware
 from clusters import api
 from clusters.models import Cluster, OperationLog
 from clusters.tasks import FINISHED, task_to_dict
+from kindler.asgi_protocol import Receive, Scope, Send, lifespan
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.monitor import report_outage
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PATH = "/ws/tasks"
 # A subscribe is some 80 bytes; the original web UI follows a task per card.
@@ -72,16 +67,6 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 404, "headers": headers})
         await send({"type": "http.response.body", "body": body.encode()})
-
-
-async def lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def tasks_socket(scope: Scope, receive: Receive, send: Send) -> None:

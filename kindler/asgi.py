@@ -17,20 +17,17 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from io import BytesIO
 from typing import Any
 
 from django.conf import settings
 
+from kindler.asgi_protocol import Message, Receive, Scope, Send, lifespan
 from kindler.wsgi import django_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kindler.settings")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 TIMED_OUT = b"The request body was not received in time.\n"
 TOO_LARGE = b"The request body is too large.\n"
@@ -299,17 +296,6 @@ async def refuse(send: Send, status: int, text: bytes) -> None:
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": text})
-
-
-async def lifespan(receive: Receive, send: Send) -> None:
-    """Acknowledge the server's startup and shutdown: there is nothing to prepare."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:

@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cache
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -344,27 +345,24 @@ def _check_write(conn: psycopg2.extensions.connection) -> str | None:
 
 def close_postgres_connection() -> None:
     """Close this thread's idle PostgreSQL connection, ignoring one already broken."""
-    if POSTGRES not in settings.DATABASES:
+    _close_idle(POSTGRES, lambda connection: connection.close())
+
+
+def close_unusable_sqlite_connection() -> None:
+    """Close this thread's SQLite connection if an error left it unusable (read-only)."""
+    _close_idle(SQLITE, lambda connection: connection.close_if_unusable_or_obsolete())
+
+
+def _close_idle(alias: str, close: Callable[[Any], None]) -> None:
+    if alias not in settings.DATABASES:
         return
-    connection = connections[POSTGRES]
+    connection = connections[alias]
     # A connection inside a transaction belongs to code still running; it is
     # closed by whoever leaves that transaction.
     if connection.connection is None or connection.in_atomic_block:
         return
     with contextlib.suppress(Exception):
-        connection.close()
-
-
-def close_unusable_sqlite_connection() -> None:
-    """Close this thread's SQLite connection if an error left it unusable (read-only)."""
-    if SQLITE not in settings.DATABASES:
-        return
-    connection = connections[SQLITE]
-    # As close_postgres_connection: never under code still in a transaction.
-    if connection.connection is None or connection.in_atomic_block:
-        return
-    with contextlib.suppress(Exception):
-        connection.close_if_unusable_or_obsolete()
+        close(connection)
 
 
 def close_thread_connections() -> None:

@@ -105,24 +105,36 @@ class RequestThread(threading.Thread):
             # Nothing of a request is kept while the thread sleeps.
             self.job = None
             assert job is not None
-            perform(job)
+            deliver = perform(job)
+            # Idle (or given the request waiting longest) before the answer goes
+            # out: the request that answer lets the loop start finds this
+            # thread, the warmest, free.
             job = self.threads.next_job(self)
+            deliver()
 
 
-def perform(job: Job) -> None:
-    """Run job and settle its future on its loop (a cancelled one is not run)."""
+def perform(job: Job) -> Callable[[], None]:
+    """Run job; return what settles its future on its loop (a cancelled job is not run)."""
     function, args, loop, future = job
     if future.cancelled():
-        return
+        return _nothing
     result: Any = None
     error: BaseException | None = None
     try:
         result = function(*args)
     except BaseException as raised:  # the awaiting request raises it
         error = raised
-    # A closed loop raises RuntimeError: nobody waits for the answer then.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(settled, future, result, error)
+
+    def deliver() -> None:
+        # A closed loop raises RuntimeError: nobody waits for the answer then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settled, future, result, error)
+
+    return deliver
+
+
+def _nothing() -> None:
+    """Deliver nothing: the job was cancelled before it ran."""
 
 
 def settled(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

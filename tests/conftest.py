@@ -232,7 +232,10 @@ def no_probes() -> Iterator[None]:
     For tests that take PostgreSQL's tables or database away on purpose. A
     probe meanwhile would call it an outage, and the recovery after it would
     do the test's work (or copy rows into SQLite after the test's flush).
+    The monitor starts first: after an earlier test's reset, the test's first
+    query would otherwise start it anew, thread and all.
     """
+    monitor.active_alias()
     monitor.stop()
     yield
     monitor.reset()

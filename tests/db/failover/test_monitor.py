@@ -253,3 +253,16 @@ def test_a_forked_process_starts_its_own_probing_thread() -> None:
         answer = pipe.read()
     os.waitpid(pid, 0)
     assert answer == "postgres True"
+
+
+@pytest.mark.postgres
+def test_no_probes_keeps_the_probing_thread_stopped_after_a_reset(
+    request: pytest.FixtureRequest,
+) -> None:
+    monitor.reset()
+    request.getfixturevalue("no_probes")
+    # The first query after a reset starts the monitor; it must not start probing again.
+    assert monitor.active_alias() == "postgres"
+    assert [
+        thread.name for thread in threading.enumerate() if thread.name == "kindler-health"
+    ] == []

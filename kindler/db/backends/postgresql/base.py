@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, operations
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.db.backends.utils import debug_transaction
 from psycopg2 import extensions
@@ -81,7 +81,13 @@ class DeferringCursor(extensions.cursor):
             owner.unsent_savepoints = []
 
 
+class DatabaseOperations(operations.DatabaseOperations):
+    compiler_module = "kindler.db.backends.postgresql.compiler"
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Django has turned autocommit off: the next statement begins the transaction.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from django.db.backends.sqlite3 import base
+from django.db.backends.sqlite3 import base, operations
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
@@ -35,7 +35,13 @@ class ReadOnlyNoticingWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
+class DatabaseOperations(operations.DatabaseOperations):
+    compiler_module = "kindler.db.backends.sqlite3.compiler"
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     # Set by an error saying this connection cannot write the file; a new connection clears it.
     cannot_write = False
 

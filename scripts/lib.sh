@@ -47,6 +47,14 @@ ensure_venv() {
     fi
 }
 
+# Compile Kindler's own modules to bytecode (__pycache__, ignored by git), also
+# where PYTHONDONTWRITEBYTECODE is set: Python still reads bytecode it finds, so
+# every process Kindler or its tests start skips compiling about a hundred
+# modules (a third of a command's start-up). Only changed files are compiled.
+compile_sources() {
+    .venv/bin/python -m compileall -q -j 0 manage.py kindler clusters "$@" >/dev/null
+}
+
 # Run a command once per test mode (KINDLER_TEST_MODES, default "postgres sqlite")
 # with KINDLER_TEST_MODE set: every mode, even after one failed, so a failure
 # in one never hides the other's. Prints each mode's last line (pytest's

@@ -370,9 +370,12 @@ def start_web_server(
 ) -> Iterator[Callable[..., WebServer]]:
     """Start the web server on the test databases (2 workers) with any extra settings.
 
-    It is not waited for; whatever is still running at the end is killed.
+    It is not waited for; whatever is still running at the end is killed. What
+    the servers logged is printed at the end, so a failed test's report shows
+    it (pytest shows captured output for failures only).
     """
     started: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
 
     def start(**extra: str) -> WebServer:
         port = free_port()
@@ -386,14 +389,17 @@ def start_web_server(
             **extra,
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kindler.webserver"],
-            env=env,
-            cwd=settings.BASE_DIR,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        log = tmp_path / f"webserver-{port}.log"
+        logs.append(log)
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "kindler.webserver"],
+                env=env,
+                cwd=settings.BASE_DIR,
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+                start_new_session=True,
+            )
         started.append(process)
         return WebServer(process, port, metrics)
 
@@ -403,6 +409,9 @@ def start_web_server(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    for log in logs:
+        tail = log.read_text(errors="replace")[-4000:]
+        print(f"--- {log.name}, its last 4,000 characters:\n{tail}")
 
 
 @pytest.fixture(autouse=True, scope="session")

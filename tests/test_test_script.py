@@ -157,3 +157,38 @@ def test_postgres_only_tests_named_in_sqlite_mode_are_skipped_with_the_reason() 
     assert summary is not None, lines[-1]
     assert (result.returncode, {report[3] for report in reports}) == (0, {NEEDS_POSTGRES})
     assert sum(int(report[1]) for report in reports) == int(summary[1])
+
+
+def test_compile_sources_writes_bytecode_where_the_environment_says_not_to(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    for source in ("manage.py", "kindler/settings.py", "clusters/models.py", "tests/test_x.py"):
+        (tmp_path / source).parent.mkdir(exist_ok=True)
+        (tmp_path / source).write_text("VALUE = 1\n")
+    subprocess.run(
+        ["bash", "-c", f". {ROOT / 'scripts' / 'lib.sh'}; compile_sources tests"],
+        cwd=tmp_path,
+        env=child_environ(PYTHONDONTWRITEBYTECODE="1"),
+        check=True,
+        timeout=60,
+    )
+    tag = sys.implementation.cache_tag
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.pyc")) == [
+        f"__pycache__/manage.{tag}.pyc",
+        f"clusters/__pycache__/models.{tag}.pyc",
+        f"kindler/__pycache__/settings.{tag}.pyc",
+        f"tests/__pycache__/test_x.{tag}.pyc",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("script", "compiled"), [("test", "compile_sources tests bench"), ("run", "compile_sources")]
+)
+def test_the_scripts_compile_kindler_before_starting_it(script: str, compiled: str) -> None:
+    lines = (ROOT / "scripts" / script).read_text().splitlines()
+    assert (
+        lines.index(compiled)
+        == next(index for index, line in enumerate(lines) if line.startswith("ensure_venv ")) + 1
+    )

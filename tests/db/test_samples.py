@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.django_db(databases=BOTH)
 
 
 @pytest.fixture(autouse=True)
-def _own_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _own_file(no_probes: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # No probing thread: its own sample, taken just as the test's, would stand
+    # for the interval and could still be on its way to the file when read.
     monkeypatch.setattr(samples, "samples_path", lambda: tmp_path / "kindler.db.samples")
     samples._last.clear()
 
@@ -42,10 +45,9 @@ def test_a_probe_becomes_a_sample_with_latency_state_and_journal_length() -> Non
 
 
 @pytest.mark.postgres
-@pytest.mark.usefixtures("no_probes")
 def test_the_journal_length_counts_changes_made_on_sqlite() -> None:
-    # With no probing thread: a monitor started anew recovers once, and its
-    # replay would take the change out of the journal before it is counted.
+    # With no probing thread (_own_file): a monitor started anew recovers once,
+    # and its replay would take the change out of the journal before it is counted.
     with pinned_alias("sqlite"):
         make_cluster(name="dev")
     samples.record_probe(None, probe=probe(1.0))
@@ -90,3 +92,8 @@ def test_samples_are_read_for_the_last_day_oldest_first_skipping_broken_lines() 
 
 def test_no_file_means_no_samples() -> None:
     assert samples.samples() == []
+
+
+@pytest.mark.postgres
+def test_no_probing_thread_samples_beside_the_test() -> None:
+    assert [thread for thread in threading.enumerate() if thread.name == "kindler-health"] == []

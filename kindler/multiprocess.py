@@ -7,6 +7,7 @@ its storage (memory or files) once, when it is first imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,8 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus-client names a worker's live gauges gauge_live<mode>_<pid>.db.
 LIVE_GAUGE = re.compile(r"gauge_live\w*?_(\d+)\.db")
 METRICS_FILE = re.compile(r"(counter|gauge_\w+|histogram|summary)_\d+\.db")
+# A metrics file begins with how much of it is used (4 bytes) and 4 of padding.
+HEADER_BYTES = 8
 
 
 def metrics_dir() -> Path:
@@ -49,8 +52,25 @@ def forget_dead_workers(path: Path) -> list[int]:
 
     dead = [pid for pid in live_gauge_pids(path) if not running(pid)]
     for pid in dead:
-        multiprocess.mark_process_dead(pid, str(path))
+        # Another worker reading at the same time may have removed them first.
+        with contextlib.suppress(FileNotFoundError):
+            multiprocess.mark_process_dead(pid, str(path))
     return dead
+
+
+def metrics_files(path: Path) -> list[str]:
+    """Return the workers' metrics files in path, leaving out those not yet sized.
+
+    A worker makes its file empty and sizes it (with the 8-byte header that
+    says how much is used) just after: until then there is nothing to read.
+    """
+    found = []
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            with contextlib.suppress(FileNotFoundError):
+                if (path / name).stat().st_size >= HEADER_BYTES:
+                    found.append(str(path / name))
+    return found
 
 
 def live_gauge_pids(path: Path) -> list[int]:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
+from kindler import multiprocess
 from kindler.db.failover.pinning import pinned_alias
+from kindler.db.telemetry import WorkersCollector
 from kindler.multiprocess import live_gauge_pids
 from tests.conftest import BOTH, WebServer, wait_for
 from tests.factories import make_cluster, make_operation
@@ -173,3 +179,76 @@ def every_worker_has_live_gauges(server: WebServer) -> bool:
     if not len(workers) == server.listeners() == 2:
         return False  # the metrics folder may not exist yet
     return set(workers) <= set(live_gauge_pids(server.metrics))
+
+
+def write_worker_file(folder: Path) -> None:
+    """Write a metrics file as a web server worker does: one counter, counted once."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from prometheus_client import Counter; Counter('kindler_test', 'A test').inc()",
+        ],
+        env={**os.environ, multiprocess.ENV: str(folder)},
+        check=True,
+        timeout=60,
+    )
+
+
+def workers_registry(folder: Path) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    WorkersCollector(registry, path=str(folder))
+    return registry
+
+
+def test_a_worker_file_not_yet_sized_holds_nothing(tmp_path: Path) -> None:
+    write_worker_file(tmp_path)
+    # A worker between making its file and sizing it.
+    (tmp_path / "counter_4242.db").write_bytes(b"")
+    assert workers_registry(tmp_path).get_sample_value("kindler_test_total") == 1.0
+
+
+def test_a_worker_file_removed_while_read_is_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_worker_file(tmp_path)
+    listed = multiprocess.metrics_files
+    # The first listing names a dead worker's file that another reader then removed.
+    stale = [[str(tmp_path / "gauge_livesum_4242.db"), *listed(tmp_path)]]
+    monkeypatch.setattr(
+        multiprocess, "metrics_files", lambda path: stale.pop() if stale else listed(path)
+    )
+    assert workers_registry(tmp_path).get_sample_value("kindler_test_total") == 1.0
+    assert stale == []
+
+
+def test_dead_workers_files_another_reader_removed_first_are_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    pid = int(ended.stdout)
+    (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+
+    def removed_by_another(pid: int, path: str) -> None:
+        raise FileNotFoundError(f"{path}/gauge_livesum_{pid}.db")
+
+    monkeypatch.setattr(prometheus_multiprocess, "mark_process_dead", removed_by_another)
+    assert multiprocess.forget_dead_workers(tmp_path) == [pid]
+
+
+def test_the_metrics_answer_while_a_worker_makes_its_file(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_worker_file(tmp_path)
+    (tmp_path / "counter_4242.db").write_bytes(b"")
+    monkeypatch.setenv(multiprocess.ENV, str(tmp_path))
+    with override_settings(KINDLER_API_TOKEN=TOKEN):
+        response = client.get("/api/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    assert samples(response.content.decode())[("kindler_test_total", ())] == 1.0

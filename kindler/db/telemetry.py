@@ -131,18 +131,42 @@ class AliasStats:
         return self.total_ms / self.count if self.count else 0.0
 
 
+# How often a read of the workers' files is tried while files vanish under it.
+ATTEMPTS = 3
+
+
+class WorkersCollector(MultiProcessCollector):
+    """prometheus-client's multiprocess collector, for files made and removed as it reads.
+
+    A worker makes its file empty and sizes it only after (prometheus/client_python
+    issue 1199), and the files of a worker that is gone are removed as figures are
+    read (multiprocess.forget_dead_workers, by any process): prometheus-client's own
+    collector raised on either, and health, /api/metrics and the System page
+    answered 500 while a worker started or after one died. An empty file holds
+    nothing yet; a file gone since it was listed is listed again.
+    """
+
+    def collect(self) -> Iterable[Any]:
+        for _ in range(ATTEMPTS - 1):
+            try:
+                return self.merge(multiprocess.metrics_files(Path(self._path)), accumulate=True)
+            except FileNotFoundError:
+                continue
+        return self.merge(multiprocess.metrics_files(Path(self._path)), accumulate=True)
+
+
 def collector_registry() -> CollectorRegistry:
     """Return a registry holding this server's metrics, workers added up."""
     if os.environ.get(multiprocess.ENV):
         multiprocess.forget_dead_workers(multiprocess.metrics_dir())
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        WorkersCollector(registry)
         return registry
     path = multiprocess.metrics_dir()
     if path.is_dir() and any(path.glob("*.db")):
         # A command (dbstatus) reading what the running web server recorded.
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(path))
+        WorkersCollector(registry, path=str(path))
         return registry
     return REGISTRY
 

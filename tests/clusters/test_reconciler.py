@@ -538,7 +538,8 @@ def reconciler_env(kindler_env: dict[str, Any], fakes: FakeTools, **knobs: str) 
 def start_reconciler(env: dict[str, Any], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*MANAGE, "reconcile", *args],
-        env=env,
+        # faulthandler: a reconciler that does not stop prints every thread's stack on SIGABRT.
+        env={**env, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -546,7 +547,12 @@ def start_reconciler(env: dict[str, Any], *args: str) -> subprocess.Popen[str]:
 
 
 def finish(process: subprocess.Popen[str]) -> str:
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"the reconciler did not stop within 60 s; where it was:\n{stderr}")
     assert process.returncode == 0, stderr
     return stdout
 

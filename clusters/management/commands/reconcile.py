@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from clusters.reconciler import PassReport, Reconciler
 from clusters.registry import Heartbeat
+from kindler.stopping import stop_on_signals
 
 
 class Command(BaseCommand):
@@ -30,32 +29,24 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
         heartbeat = Heartbeat()
-        try:
-            reconciler = Reconciler(stop, heartbeat=heartbeat)
-            if options["once"]:
-                heartbeat.beat()
-                self.show(reconciler.run_once())
-            else:
-                heartbeat.start()
-                self.stdout.write(
-                    f"Reconciling the clusters of host {heartbeat.host} every "
-                    f"{options['interval']:g} s (Ctrl-C to stop)."
-                )
-                # Each action is logged (with a timestamp) by kindler.reconciler.
-                reconciler.run_forever(options["interval"], lambda report: None)
-                self.stdout.write("Reconciler stopped.")
-        finally:
-            heartbeat.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with stop_on_signals(stop):
+            try:
+                reconciler = Reconciler(stop, heartbeat=heartbeat)
+                if options["once"]:
+                    heartbeat.beat()
+                    self.show(reconciler.run_once())
+                else:
+                    heartbeat.start()
+                    self.stdout.write(
+                        f"Reconciling the clusters of host {heartbeat.host} every "
+                        f"{options['interval']:g} s (Ctrl-C to stop)."
+                    )
+                    # Each action is logged (with a timestamp) by kindler.reconciler.
+                    reconciler.run_forever(options["interval"], lambda report: None)
+                    self.stdout.write("Reconciler stopped.")
+            finally:
+                heartbeat.stop()
 
     def show(self, report: PassReport) -> None:
         for line in report.lines:

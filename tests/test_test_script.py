@@ -192,3 +192,21 @@ def test_the_scripts_compile_kindler_before_starting_it(script: str, compiled: s
         lines.index(compiled)
         == next(index for index, line in enumerate(lines) if line.startswith("ensure_venv ")) + 1
     )
+
+
+def test_compile_sources_never_stops_the_script_that_calls_it(tmp_path: Path) -> None:
+    # Bytecode only saves time: a file it cannot compile (or a folder it may not
+    # write to) must not keep scripts/run (set -e) from starting.
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    (tmp_path / "kindler").mkdir()
+    (tmp_path / "kindler" / "broken.py").write_text("def (:\n")
+    result = subprocess.run(
+        ["bash", "-c", f"set -e; . {ROOT / 'scripts' / 'lib.sh'}; compile_sources; echo started"],
+        cwd=tmp_path,
+        env=child_environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "started\n", "")

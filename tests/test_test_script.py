@@ -137,7 +137,8 @@ def test_scripts_test_runs_pytest_through_the_loop() -> None:
     lines = (ROOT / "scripts" / "test").read_text().splitlines()
     assert lines[-2:] == [
         'workers="${KINDLER_TEST_WORKERS:-3}"',
-        'run_test_modes "$#" .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"',
+        'run_test_modes "$#" env -u PYTHONDONTWRITEBYTECODE'
+        ' .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"',
     ]
 
 

@@ -6,13 +6,14 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from clusters import lifecycle, placement
 from clusters.drivers.base import strip_escapes
 from clusters.models import Cluster, DesiredState, Provider
 from clusters.serializers import cluster_to_dict
 from clusters.validators import one_line
+from kindler.commands import RoutineCommand
 from kindler.db.failover.monitor import monitor
 from kindler.db.failover.schema import OLDER
 
@@ -32,7 +33,7 @@ LIST_COLUMNS = (
 PORT_FIELDS = ("http_port", "https_port", "pf_port", "node_port")
 
 
-class Command(BaseCommand):
+class Command(RoutineCommand):
     help = (
         "List, show, create and delete clusters in the inventory. Acts as an operator: "
         "whoever may run manage.py may change every cluster."

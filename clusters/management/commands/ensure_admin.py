@@ -8,14 +8,15 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from kindler.commands import RoutineCommand
 from kindler.secrets import read_secret
 
 GENERATED_USER = "admin"
 
 
-class Command(BaseCommand):
+class Command(RoutineCommand):
     help = (
         "Create the admin account, a superuser, from KINDLER_ADMIN_USER and "
         "KINDLER_ADMIN_PASSWORD, or, when no account exists and those are unset, create "

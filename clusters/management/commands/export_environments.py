@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from clusters.environments import render
 from clusters.models import Cluster, DesiredState
+from kindler.commands import RoutineCommand
 
 
-class Command(BaseCommand):
+class Command(RoutineCommand):
     help = (
         "Write every cluster in the inventory (not those marked for deletion) in the "
         "environments.csv format, to PATH or to standard output."

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from clusters.environments import MAX_FIELD_LENGTH, MAX_LINE_LENGTH, import_file
+from kindler.commands import RoutineCommand
 
 
-class Command(BaseCommand):
+class Command(RoutineCommand):
     help = (
         "Import clusters from an environments.csv file (default config/environments.csv). "
         "Every line is imported or rejected with its number and reason; lines longer than "

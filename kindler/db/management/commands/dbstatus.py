@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from kindler import __version__
+from kindler.commands import RoutineCommand
 from kindler.db import files, telemetry
 from kindler.db.failover.monitor import monitor
 from kindler.db.models import SyncRun
@@ -23,7 +24,7 @@ from kindler.db.sync import runs
 from kindler.sections import read_sections
 
 
-class Command(BaseCommand):
+class Command(RoutineCommand):
     help = "Show the active database, its state and why, and whether PostgreSQL answers."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
+from kindler.commands import RoutineCommand
 from kindler.db.failover.errors import describe_error
 from kindler.db.failover.monitor import probe_postgres
 from kindler.db.failover.pinning import postgres_configured, sqlite_fallback_enabled
@@ -22,7 +23,7 @@ PROGRESS_FROM = 1000
 BAR = 30
 
 
-class Command(BaseCommand):
+class Command(RoutineCommand):
     help = (
         "Replay changes made on SQLite into PostgreSQL (--push) and copy PostgreSQL "
         "into SQLite (--pull); both by default. Exits 2 while conflicts remain."

@@ -154,7 +154,7 @@ class PostgresServer:
         key = hashlib.sha256(
             f"{initdb}|{initdb.stat().st_mtime_ns}|{self.user}|{self.password}".encode()
         ).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / "kindler-pg-templates" / key
+        return Path(tempfile.gettempdir()) / f"kindler-pg-templates-{os.geteuid()}" / key
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""

@@ -9,6 +9,8 @@ from django.core import checks
 from django.core.management import load_command_class
 from django.core.management.base import SystemCheckError
 
+from tests.conftest import BOTH
+
 ROUTINE = [
     ("clusters", "cluster"),
     ("clusters", "ensure_admin"),
@@ -34,7 +36,7 @@ def test_routine_commands_run_no_system_checks(app: str, name: str) -> None:
     assert load_command_class(app, name).requires_system_checks == ()
 
 
-@pytest.mark.django_db(databases=["sqlite"])
+@pytest.mark.django_db(databases=BOTH)
 def test_a_failing_check_does_not_stop_a_routine_command(
     failing_check: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

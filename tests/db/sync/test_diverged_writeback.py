@@ -52,11 +52,17 @@ def sync(kindler: LiveKindler) -> tuple[int, str]:
 
 
 def set_error(kindler: LiveKindler, text: str) -> None:
-    """Update the row through Kindler: acknowledged, and copied into its SQLite file."""
+    """Update the row through Kindler on PostgreSQL: acknowledged, and copied into its SQLite file.
+
+    Pinned: a process whose first probe times out on a loaded machine would
+    save on SQLite instead, and a save replayed later is no acknowledged version.
+    """
     shell(
         kindler,
-        "from clusters.models import Cluster; "
-        f"c = Cluster.objects.get(name={NAME!r}); c.reconcile_error = {text!r}; c.save()",
+        "from clusters.models import Cluster\n"
+        "from kindler.db.failover.pinning import pinned_alias\n"
+        "with pinned_alias('postgres'):\n"
+        f"    c = Cluster.objects.get(name={NAME!r}); c.reconcile_error = {text!r}; c.save()\n",
     )
 
 

@@ -113,6 +113,11 @@ class PostgresServer:
         everything initdb is given, so a new PostgreSQL version or password gets
         a new one; it is made aside and renamed into place, so a server never
         copies a half-made one, and two processes making it at once both succeed.
+
+        The copies share initdb's system identifier, which Kindler's identity
+        check compares (kindler.db.sync.identity): as a base backup or a
+        Patroni replica would, unlike two servers made apart. A test that needs
+        Kindler to tell two servers apart by it runs initdb itself.
         """
         template = self.template_folder()
         if template.is_dir():

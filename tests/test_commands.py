@@ -50,6 +50,8 @@ def test_a_failing_check_does_not_stop_a_routine_command(
 
 @pytest.mark.parametrize(("app", "name"), [("clusters", "serve"), ("kindler.db", "migrate")])
 def test_serve_and_migrate_still_run_the_checks(failing_check: None, app: str, name: str) -> None:
+    # Run as manage.py would: the failing check stops it before handle() starts anything.
     command = load_command_class(app, name)
+    options = command.create_parser("manage.py", name).parse_args([])
     with pytest.raises(SystemCheckError, match=r"tests\.E001"):
-        command.check()
+        command.execute(**vars(options))
